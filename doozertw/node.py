@@ -1,0 +1,206 @@
+"""The node: the one object every front end talks to.
+
+It owns the store and the path by which writes become committed (a
+``Proposer``). Every verb returns a Deferred that fires with the answer or
+fails with a DoozerError. Reads without a revision are served at the
+node's current revision; reads pinned to a revision not yet applied wait
+for it.
+
+The single-node proposer applies writes at once; the replicated proposer
+(consensus) commits them through the cluster first. Both hand the node
+Outcomes from the same pure store.
+"""
+
+import functools
+import socket
+
+from twisted.internet import defer
+from twisted.logger import Logger
+
+from doozertw import __version__
+from doozertw.errors import DoozerError, ErrCode
+from doozertw.limits import Limits
+from doozertw.store import (
+    ANY, CLOBBER, DeleteFile, Glob, Nop, SetFile, Store, check_path)
+
+
+class LocalProposer:
+    """Commits a mutation by applying it to the local store immediately."""
+
+    def __init__(self, store):
+        self._store = store
+
+    def propose(self, mutation):
+        return defer.succeed(self._store.apply(mutation))
+
+
+class Stats:
+    """Counters a node keeps for its web view and metrics."""
+
+    def __init__(self):
+        self.reads = 0
+        self.writes = 0
+        self.write_errors = 0
+        self.connections = 0
+
+
+@functools.lru_cache(maxsize=4096)
+def compile_glob(pattern):
+    """Compile and cache a glob; raises DoozerError(BAD_PATH) when invalid."""
+    return Glob(pattern)
+
+
+def _call(fn, *args):
+    try:
+        return defer.succeed(fn(*args))
+    except DoozerError as e:
+        return defer.fail(e)
+
+
+class Node:
+    """One member of a cluster (or a cluster of one), seen by clients."""
+
+    log = Logger()
+
+    def __init__(self, name="n1", store=None, proposer=None, cluster_name="local",
+                 limits=None):
+        self.name = name
+        self.cluster_name = cluster_name
+        self.store = store if store is not None else Store()
+        self.proposer = proposer if proposer is not None else LocalProposer(self.store)
+        self.limits = limits if limits is not None else Limits()
+        self.stats = Stats()
+
+    # -- reads -------------------------------------------------------------
+
+    def rev(self):
+        return defer.succeed(self.store.rev)
+
+    def self_id(self):
+        return defer.succeed(self.name)
+
+    def get(self, path, rev=None):
+        """Deferred (value, rev); (b"", 0) for a missing file."""
+        return self._read(self.store.get, path, rev)
+
+    def stat(self, path, rev=None):
+        """Deferred (length, rev); a directory's rev is DIR (-2)."""
+        return self._read(self.store.stat, path, rev)
+
+    def getdir(self, path, rev=None, offset=0):
+        """Deferred name of the ``offset``-th entry of a directory."""
+        return self._read(self.store.getdir, path, rev, offset)
+
+    def walk(self, pattern, rev=None, offset=0):
+        """Deferred SET Event of the ``offset``-th file matching a glob."""
+        try:
+            glob = compile_glob(pattern)
+        except DoozerError as e:
+            return defer.fail(e)
+        return self._read(self.store.walk, glob, rev, offset)
+
+    def _read(self, fn, arg, rev, *rest):
+        self.stats.reads += 1
+        if rev is None or rev <= self.store.rev:
+            return _call(fn, arg, rev, *rest)
+        waiting = defer.Deferred()
+
+        def applied():
+            if not waiting.called:
+                _call(fn, arg, rev, *rest).chainDeferred(waiting)
+
+        self.store.call_when_applied(rev, applied)
+        return waiting
+
+    # -- waiting -----------------------------------------------------------
+
+    def wait(self, pattern, rev):
+        """Deferred first Event matching ``pattern`` with revision >= ``rev``.
+
+        Cancelling the Deferred removes the watch.
+        """
+        holder = []
+
+        def cancel(d):
+            if holder:
+                holder[0].cancel()
+
+        result = defer.Deferred(cancel)
+
+        def deliver(event):
+            holder[0].cancel() if holder else None
+            if not result.called:
+                result.callback(event)
+
+        try:
+            watch = self.watch(pattern, rev, deliver)
+        except DoozerError as e:
+            return defer.fail(e)
+        if result.called:
+            watch.cancel()
+        else:
+            holder.append(watch)
+        return result
+
+    def watch(self, pattern, rev, callback):
+        """Call ``callback(event)`` for every change matching ``pattern`` from ``rev``.
+
+        Returns a Watch (``cancel()`` it); raises DoozerError for a bad glob
+        or a revision older than the history window.
+        """
+        return self.store.add_watch(compile_glob(pattern), rev, callback)
+
+    # -- writes ------------------------------------------------------------
+
+    def set(self, path, rev, value):
+        """Deferred new revision of the file."""
+        try:
+            check_path(path, self.limits.max_path)
+            if len(value) > self.limits.max_value:
+                raise DoozerError(ErrCode.OTHER, "value too large")
+        except DoozerError as e:
+            return defer.fail(e)
+        return self._write(SetFile(path, rev, bytes(value)))
+
+    def delete(self, path, rev):
+        """Deferred revision of the deletion."""
+        try:
+            check_path(path, self.limits.max_path)
+        except DoozerError as e:
+            return defer.fail(e)
+        return self._write(DeleteFile(path, rev))
+
+    def nop(self):
+        """Deferred None once a round trip through the commit path completes."""
+        return self.proposer.propose(Nop()).addCallback(lambda _: None)
+
+    def _write(self, mutation):
+        self.stats.writes += 1
+        return self.proposer.propose(mutation).addCallback(self._outcome)
+
+    def _outcome(self, outcome):
+        if outcome.error is not None:
+            self.stats.write_errors += 1
+            raise DoozerError(outcome.error)
+        return outcome.rev
+
+    # -- cluster self-description -------------------------------------------
+
+    def describe_self(self, client_addr, hostname=None):
+        """Write this node's entries under /ctl as doozerd does.
+
+        Returns a Deferred that fires when all are written.
+        """
+        prefix = f"/ctl/node/{self.name}"
+        entries = [
+            ("/ctl/name", self.cluster_name),
+            (f"{prefix}/addr", client_addr),
+            (f"{prefix}/hostname", hostname or socket.gethostname()),
+            (f"{prefix}/version", __version__),
+        ]
+        return defer.gatherResults(
+            [self.set(path, CLOBBER, text.encode("utf-8")) for path, text in entries],
+            consumeErrors=True)
+
+
+__all__ = ["ANY", "LocalProposer", "Node", "compile_glob"]

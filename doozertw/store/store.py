@@ -1,0 +1,300 @@
+"""The versioned tree with a bounded history window (pure).
+
+The store applies mutations one at a time; each successful SET or DEL takes
+the next revision, so revisions grow by one per change. It keeps the events
+of the last ``history`` revisions (and at most ``history_bytes`` of their
+paths and values) so that reads at a past revision and watches from a past
+revision can be answered; older revisions give TOO_LATE.
+
+Contract for reads: ``rev=None`` means the current revision; a revision above
+the current one is the caller's to wait for (``call_when_applied``); reading
+it here raises ValueError.
+"""
+
+import heapq
+from bisect import bisect_right
+from collections import deque
+
+from doozertw.errors import DoozerError, ErrCode
+from doozertw.store import paths
+from doozertw.store.mutation import (
+    CLOBBER, DEL, DIR, SET, DeleteFile, Event, Nop, Outcome, SetFile)
+from doozertw.store.watches import Watch, WatchRegistry
+
+DEFAULT_HISTORY = 10_000
+DEFAULT_HISTORY_BYTES = 64 * 1024 * 1024
+_EVENT_OVERHEAD = 64
+
+
+def _first_key(entry):
+    return entry[0]
+
+
+class Store:
+    """Files, directories, revisions, history and watches."""
+
+    def __init__(self, history=DEFAULT_HISTORY, history_bytes=DEFAULT_HISTORY_BYTES):
+        if history < 1:
+            raise ValueError("history must keep at least one revision")
+        self.history = history
+        self.history_bytes = history_bytes
+        self.rev = 0
+        self.floor = 0
+        self._files = {}
+        self._children = {paths.ROOT: {}}
+        self._versions = {}
+        self._log = deque()
+        self._log_bytes = 0
+        self._sorted_files = None
+        self._watches = WatchRegistry()
+        self._rev_waiters = []
+        self._waiter_seq = 0
+
+    # -- sizes -------------------------------------------------------------
+
+    @property
+    def file_count(self):
+        return len(self._files)
+
+    @property
+    def watch_count(self):
+        return len(self._watches)
+
+    # -- mutations ---------------------------------------------------------
+
+    def apply(self, mutation):
+        """Apply one mutation; notify watches; return its Outcome."""
+        if isinstance(mutation, SetFile):
+            outcome = self._apply_set(mutation)
+        elif isinstance(mutation, DeleteFile):
+            outcome = self._apply_del(mutation)
+        elif isinstance(mutation, Nop):
+            return Outcome(rev=self.rev)
+        else:
+            raise TypeError(f"not a mutation: {mutation!r}")
+        if outcome.event is not None:
+            self._record(outcome.event)
+        return outcome
+
+    def _check_write(self, path, rev):
+        if not paths.is_valid_path(path):
+            return ErrCode.BAD_PATH
+        if path in self._children:
+            return ErrCode.ISDIR
+        current = self._files.get(path)
+        if rev != CLOBBER and rev < (current[1] if current else 0):
+            return ErrCode.REV_MISMATCH
+        return None
+
+    def _apply_set(self, m):
+        error = self._check_write(m.path, m.rev)
+        if error is None and any(a in self._files for a in paths.ancestors(m.path)):
+            error = ErrCode.NOTDIR
+        if error is not None:
+            return Outcome(rev=self.rev, error=error)
+        rev = self.rev + 1
+        if m.path not in self._files:
+            self._link(m.path)
+        self._remember(m.path)
+        self._files[m.path] = (m.value, rev)
+        self._versions[m.path].append((rev, m.value))
+        return Outcome(rev=rev, event=Event(rev, m.path, m.value, SET))
+
+    def _apply_del(self, m):
+        error = self._check_write(m.path, m.rev)
+        if error is not None:
+            return Outcome(rev=self.rev, error=error)
+        rev = self.rev + 1
+        self._remember(m.path)
+        if self._files.pop(m.path, None) is not None:
+            self._unlink(m.path)
+        self._versions[m.path].append((rev, None))
+        return Outcome(rev=rev, event=Event(rev, m.path, b"", DEL))
+
+    def _remember(self, path):
+        """Make sure the path's version list starts from its current state."""
+        if path not in self._versions:
+            current = self._files.get(path)
+            self._versions[path] = [(current[1], current[0])] if current else []
+
+    def _link(self, path):
+        self._sorted_files = None
+        for directory, child in paths.dir_links(path):
+            entries = self._children.setdefault(directory, {})
+            entries[child] = entries.get(child, 0) + 1
+
+    def _unlink(self, path):
+        self._sorted_files = None
+        for directory, child in paths.dir_links(path):
+            entries = self._children[directory]
+            if entries[child] == 1:
+                del entries[child]
+                if not entries and directory != paths.ROOT:
+                    del self._children[directory]
+            else:
+                entries[child] -= 1
+
+    def _record(self, event):
+        self.rev = event.rev
+        self._log.append(event)
+        self._log_bytes += len(event.value) + len(event.path) + _EVENT_OVERHEAD
+        self._prune()
+        self._watches.notify(event)
+        self._wake_rev_waiters()
+
+    def _prune(self):
+        while len(self._log) > 1 and (
+                len(self._log) > self.history or self._log_bytes > self.history_bytes):
+            old = self._log.popleft()
+            self._log_bytes -= len(old.value) + len(old.path) + _EVENT_OVERHEAD
+            self.floor = old.rev
+            versions = self._versions[old.path]
+            cut = bisect_right(versions, old.rev, key=_first_key) - 1
+            del versions[:cut]
+            if len(versions) == 1:
+                del self._versions[old.path]
+
+    # -- reads -------------------------------------------------------------
+
+    def _at(self, rev):
+        if rev is None:
+            return self.rev
+        if rev > self.rev:
+            raise ValueError(f"revision {rev} is not applied yet")
+        if rev < self.floor:
+            raise DoozerError(ErrCode.TOO_LATE, f"revision {rev} is older than {self.floor}")
+        return rev
+
+    def _lookup(self, path, rev):
+        if rev >= self.rev:
+            return self._files.get(path)
+        versions = self._versions.get(path)
+        if versions is None:
+            return self._files.get(path)
+        i = bisect_right(versions, rev, key=_first_key) - 1
+        if i < 0 or versions[i][1] is None:
+            return None
+        found_rev, value = versions[i]
+        return value, found_rev
+
+    def _entries(self, path, rev):
+        """Sorted names in directory ``path`` at ``rev``; empty if not a directory."""
+        if rev >= self.rev:
+            return sorted(self._children.get(path, ()))
+        prefix = path if path == paths.ROOT else path + "/"
+        names = set()
+        for p in self._candidates():
+            if p.startswith(prefix) and self._lookup(p, rev) is not None:
+                names.add(p[len(prefix):].split("/", 1)[0])
+        return sorted(names)
+
+    def _candidates(self):
+        return self._files.keys() | self._versions.keys()
+
+    def get(self, path, rev=None):
+        """(value, rev) of a file; (b"", 0) if missing; ISDIR for a directory."""
+        paths.check_path(path)
+        rev = self._at(rev)
+        found = self._lookup(path, rev)
+        if found is not None:
+            return found
+        if path == paths.ROOT or self._entries(path, rev):
+            raise DoozerError(ErrCode.ISDIR, path)
+        return b"", 0
+
+    def stat(self, path, rev=None):
+        """(length, rev): a file's size and revision; a directory's entry count and DIR."""
+        paths.check_path(path)
+        rev = self._at(rev)
+        found = self._lookup(path, rev)
+        if found is not None:
+            return len(found[0]), found[1]
+        entries = self._entries(path, rev)
+        if entries or path == paths.ROOT:
+            return len(entries), DIR
+        return 0, 0
+
+    def getdir(self, path, rev=None, offset=0):
+        """The ``offset``-th name (sorted) in directory ``path``."""
+        paths.check_path(path)
+        rev = self._at(rev)
+        if self._lookup(path, rev) is not None:
+            raise DoozerError(ErrCode.NOTDIR, path)
+        entries = self._entries(path, rev)
+        if not entries and path != paths.ROOT:
+            raise DoozerError(ErrCode.NOENT, path)
+        if not 0 <= offset < len(entries):
+            raise DoozerError(ErrCode.RANGE, f"offset {offset}")
+        return entries[offset]
+
+    def walk(self, glob, rev=None, offset=0):
+        """The ``offset``-th file matching ``glob`` in depth-first order, as a SET Event."""
+        rev = self._at(rev)
+        if offset < 0:
+            raise DoozerError(ErrCode.RANGE, f"offset {offset}")
+        for path in self._matching(glob, rev):
+            found = self._lookup(path, rev)
+            if found is None:
+                continue
+            if offset == 0:
+                return Event(found[1], path, found[0], SET)
+            offset -= 1
+        raise DoozerError(ErrCode.RANGE, "no more matches")
+
+    def _matching(self, glob, rev):
+        if glob.literal is not None:
+            return [glob.literal]
+        if rev >= self.rev:
+            if self._sorted_files is None:
+                self._sorted_files = sorted(self._files, key=paths.sort_key)
+            candidates = self._sorted_files
+        else:
+            candidates = sorted(self._candidates(), key=paths.sort_key)
+        return [p for p in candidates if glob.match(p)]
+
+    def files(self, glob=paths.ANY, rev=None):
+        """Every file matching ``glob`` at ``rev`` as SET Events, in walk order."""
+        rev = self._at(rev)
+        out = []
+        for path in self._matching(glob, rev):
+            found = self._lookup(path, rev)
+            if found is not None:
+                out.append(Event(found[1], path, found[0], SET))
+        return out
+
+    # -- waiting -----------------------------------------------------------
+
+    def add_watch(self, glob, from_rev, callback):
+        """Deliver every event matching ``glob`` with rev >= ``from_rev`` to ``callback``.
+
+        Events already in the history are replayed synchronously before this
+        returns, then live events follow, in revision order with no gaps.
+        Raises TOO_LATE if ``from_rev`` is older than the history window.
+        """
+        from_rev = max(from_rev, 1)
+        if from_rev <= self.floor:
+            raise DoozerError(
+                ErrCode.TOO_LATE, f"revision {from_rev} is older than {self.floor + 1}")
+        watch = Watch(glob, callback)
+        if from_rev <= self.rev:
+            start = len(self._log) - (self.rev - from_rev + 1)
+            for i in range(start, len(self._log)):
+                event = self._log[i]
+                if watch.active and glob.match(event.path):
+                    callback(event)
+        if watch.active:
+            self._watches.add(watch)
+        return watch
+
+    def call_when_applied(self, rev, callback):
+        """Call ``callback()`` once the store reaches ``rev`` (now, if it has)."""
+        if rev <= self.rev:
+            callback()
+            return
+        self._waiter_seq += 1
+        heapq.heappush(self._rev_waiters, (rev, self._waiter_seq, callback))
+
+    def _wake_rev_waiters(self):
+        waiters = self._rev_waiters
+        while waiters and waiters[0][0] <= self.rev:
+            heapq.heappop(waiters)[2]()

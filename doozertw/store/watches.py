@@ -1,0 +1,77 @@
+"""Watch registry (pure): who wants to hear about which changes.
+
+A Watch holds a compiled glob and a callback. The registry calls the
+callback synchronously, in revision order, for every event whose path the
+glob matches, until the watch is cancelled. The registry keeps no queue of
+events per watch: memory is bounded by the number of watches, and a slow
+consumer is the front end's business (it cancels the watch).
+"""
+
+import itertools
+
+_ids = itertools.count(1)
+
+
+class Watch:
+    """A registered interest in changes; ``cancel()`` stops delivery at once."""
+
+    __slots__ = ("id", "glob", "callback", "active", "_registry")
+
+    def __init__(self, glob, callback):
+        self.id = next(_ids)
+        self.glob = glob
+        self.callback = callback
+        self.active = True
+        self._registry = None
+
+    def cancel(self):
+        if self.active:
+            self.active = False
+            if self._registry is not None:
+                self._registry.remove(self)
+
+    def __repr__(self):
+        return f"<Watch {self.id} {self.glob.pattern}>"
+
+
+class WatchRegistry:
+    """Watches indexed by exact path where the glob has no wildcard."""
+
+    def __init__(self):
+        self._exact = {}
+        self._wild = {}
+
+    def __len__(self):
+        return len(self._wild) + sum(len(ws) for ws in self._exact.values())
+
+    def add(self, watch):
+        watch._registry = self
+        literal = watch.glob.literal
+        if literal is None:
+            self._wild[watch.id] = watch
+        else:
+            self._exact.setdefault(literal, {})[watch.id] = watch
+
+    def remove(self, watch):
+        literal = watch.glob.literal
+        if literal is None:
+            self._wild.pop(watch.id, None)
+            return
+        ws = self._exact.get(literal)
+        if ws is not None:
+            ws.pop(watch.id, None)
+            if not ws:
+                del self._exact[literal]
+
+    def notify(self, event):
+        """Call every active watch whose glob matches ``event.path``."""
+        path = event.path
+        exact = self._exact.get(path)
+        if exact:
+            for watch in list(exact.values()):
+                if watch.active:
+                    watch.callback(event)
+        if self._wild:
+            for watch in list(self._wild.values()):
+                if watch.active and watch.glob.match(path):
+                    watch.callback(event)
