@@ -11,6 +11,7 @@ The single-node proposer applies writes at once; the replicated proposer
 Outcomes from the same pure store.
 """
 
+import collections
 import functools
 import socket
 
@@ -29,9 +30,23 @@ class LocalProposer:
 
     def __init__(self, store):
         self._store = store
+        self._queue = None
 
     def propose(self, mutation):
-        return defer.succeed(self._store.apply(mutation))
+        """Apply now, or, when called from inside an apply (a watch callback),
+        right after it, so watches see events strictly in revision order."""
+        result = defer.Deferred()
+        if self._queue is not None:
+            self._queue.append((mutation, result))
+            return result
+        self._queue = collections.deque([(mutation, result)])
+        try:
+            while self._queue:
+                queued, waiting = self._queue.popleft()
+                waiting.callback(self._store.apply(queued))
+        finally:
+            self._queue = None
+        return result
 
 
 class Stats:
@@ -94,7 +109,7 @@ class Node:
     def walk(self, pattern, rev=None, offset=0):
         """Deferred SET Event of the ``offset``-th file matching a glob."""
         try:
-            glob = compile_glob(pattern)
+            glob = self._glob(pattern)
         except DoozerError as e:
             return defer.fail(e)
         return self._read(self.store.walk, glob, rev, offset)
@@ -103,13 +118,13 @@ class Node:
         self.stats.reads += 1
         if rev is None or rev <= self.store.rev:
             return _call(fn, arg, rev, *rest)
-        waiting = defer.Deferred()
+        waiter = None
+        waiting = defer.Deferred(lambda _: waiter.cancel())
 
         def applied():
-            if not waiting.called:
-                _call(fn, arg, rev, *rest).chainDeferred(waiting)
+            _call(fn, arg, rev, *rest).chainDeferred(waiting)
 
-        self.store.call_when_applied(rev, applied)
+        waiter = self.store.call_when_applied(rev, applied)
         return waiting
 
     # -- waiting -----------------------------------------------------------
@@ -119,27 +134,21 @@ class Node:
 
         Cancelling the Deferred removes the watch.
         """
-        holder = []
-
-        def cancel(d):
-            if holder:
-                holder[0].cancel()
-
-        result = defer.Deferred(cancel)
-
-        def deliver(event):
-            holder[0].cancel() if holder else None
-            if not result.called:
-                result.callback(event)
-
         try:
-            watch = self.watch(pattern, rev, deliver)
+            glob = self._glob(pattern)
+            found = self.store.first_event(glob, rev)
         except DoozerError as e:
             return defer.fail(e)
-        if result.called:
+        if found is not None:
+            return defer.succeed(found)
+        watch = None
+        result = defer.Deferred(lambda _: watch.cancel())
+
+        def deliver(event):
             watch.cancel()
-        else:
-            holder.append(watch)
+            result.callback(event)
+
+        watch = self.store.add_watch(glob, rev, deliver)
         return result
 
     def watch(self, pattern, rev, callback):
@@ -148,7 +157,12 @@ class Node:
         Returns a Watch (``cancel()`` it); raises DoozerError for a bad glob
         or a revision older than the history window.
         """
-        return self.store.add_watch(compile_glob(pattern), rev, callback)
+        return self.store.add_watch(self._glob(pattern), rev, callback)
+
+    def _glob(self, pattern):
+        if len(pattern) > self.limits.max_path:
+            raise DoozerError(ErrCode.BAD_PATH, "glob too long")
+        return compile_glob(pattern)
 
     # -- writes ------------------------------------------------------------
 
@@ -186,10 +200,11 @@ class Node:
 
     # -- cluster self-description -------------------------------------------
 
-    def describe_self(self, client_addr, hostname=None):
+    def describe_self(self, client_addr, hostname=None, voter_slot=None):
         """Write this node's entries under /ctl as doozerd does.
 
-        Returns a Deferred that fires when all are written.
+        ``voter_slot`` n also writes this node's id into /ctl/cal/n. Returns
+        a Deferred that fires when all are written.
         """
         prefix = f"/ctl/node/{self.name}"
         entries = [
@@ -198,6 +213,8 @@ class Node:
             (f"{prefix}/hostname", hostname or socket.gethostname()),
             (f"{prefix}/version", __version__),
         ]
+        if voter_slot is not None:
+            entries.append((f"/ctl/cal/{voter_slot}", self.name))
         return defer.gatherResults(
             [self.set(path, CLOBBER, text.encode("utf-8")) for path, text in entries],
             consumeErrors=True)

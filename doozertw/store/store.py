@@ -49,6 +49,7 @@ class Store:
         self._watches = WatchRegistry()
         self._rev_waiters = []
         self._waiter_seq = 0
+        self._pending_waiters = 0
 
     # -- sizes -------------------------------------------------------------
 
@@ -271,11 +272,8 @@ class Store:
         returns, then live events follow, in revision order with no gaps.
         Raises TOO_LATE if ``from_rev`` is older than the history window.
         """
-        from_rev = max(from_rev, 1)
-        if from_rev <= self.floor:
-            raise DoozerError(
-                ErrCode.TOO_LATE, f"revision {from_rev} is older than {self.floor + 1}")
-        watch = Watch(glob, callback)
+        from_rev = self._check_watch_start(from_rev)
+        watch = Watch(glob, callback, from_rev)
         if from_rev <= self.rev:
             start = len(self._log) - (self.rev - from_rev + 1)
             for i in range(start, len(self._log)):
@@ -286,15 +284,74 @@ class Store:
             self._watches.add(watch)
         return watch
 
+    def first_event(self, glob, from_rev):
+        """The first event in history matching ``glob`` with rev >= ``from_rev``.
+
+        None if there is none yet (a live watch would be next); TOO_LATE if
+        ``from_rev`` is older than the history window.
+        """
+        from_rev = self._check_watch_start(from_rev)
+        for i in range(len(self._log) - max(0, self.rev - from_rev + 1), len(self._log)):
+            event = self._log[i]
+            if glob.match(event.path):
+                return event
+        return None
+
+    def _check_watch_start(self, from_rev):
+        from_rev = max(from_rev, 1)
+        if from_rev <= self.floor:
+            raise DoozerError(
+                ErrCode.TOO_LATE, f"revision {from_rev} is older than {self.floor + 1}")
+        return from_rev
+
     def call_when_applied(self, rev, callback):
-        """Call ``callback()`` once the store reaches ``rev`` (now, if it has)."""
+        """Call ``callback()`` once the store reaches ``rev`` (now, if it has).
+
+        Returns a RevWaiter whose ``cancel()`` drops the callback; cancelled
+        waiters are removed without waiting for their revision.
+        """
+        waiter = RevWaiter(rev, callback)
         if rev <= self.rev:
             callback()
-            return
+            return waiter
         self._waiter_seq += 1
-        heapq.heappush(self._rev_waiters, (rev, self._waiter_seq, callback))
+        heapq.heappush(self._rev_waiters, (rev, self._waiter_seq, waiter))
+        self._pending_waiters += 1
+        waiter._store = self
+        return waiter
+
+    @property
+    def rev_waiter_count(self):
+        return self._pending_waiters
+
+    def _waiter_cancelled(self):
+        self._pending_waiters -= 1
+        if len(self._rev_waiters) > 64 and len(self._rev_waiters) > 2 * self._pending_waiters:
+            self._rev_waiters = [w for w in self._rev_waiters if w[2].callback is not None]
+            heapq.heapify(self._rev_waiters)
 
     def _wake_rev_waiters(self):
         waiters = self._rev_waiters
         while waiters and waiters[0][0] <= self.rev:
-            heapq.heappop(waiters)[2]()
+            waiter = heapq.heappop(waiters)[2]
+            callback, waiter.callback = waiter.callback, None
+            if callback is not None:
+                self._pending_waiters -= 1
+                callback()
+
+
+class RevWaiter:
+    """A callback waiting for the store to reach a revision."""
+
+    __slots__ = ("rev", "callback", "_store")
+
+    def __init__(self, rev, callback):
+        self.rev = rev
+        self.callback = callback
+        self._store = None
+
+    def cancel(self):
+        if self.callback is not None:
+            self.callback = None
+            if self._store is not None:
+                self._store._waiter_cancelled()

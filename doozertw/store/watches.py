@@ -15,12 +15,13 @@ _ids = itertools.count(1)
 class Watch:
     """A registered interest in changes; ``cancel()`` stops delivery at once."""
 
-    __slots__ = ("id", "glob", "callback", "active", "_registry")
+    __slots__ = ("id", "glob", "callback", "from_rev", "active", "_registry")
 
-    def __init__(self, glob, callback):
+    def __init__(self, glob, callback, from_rev=1):
         self.id = next(_ids)
         self.glob = glob
         self.callback = callback
+        self.from_rev = from_rev
         self.active = True
         self._registry = None
 
@@ -66,12 +67,11 @@ class WatchRegistry:
     def notify(self, event):
         """Call every active watch whose glob matches ``event.path``."""
         path = event.path
-        exact = self._exact.get(path)
-        if exact:
-            for watch in list(exact.values()):
-                if watch.active:
-                    watch.callback(event)
-        if self._wild:
-            for watch in list(self._wild.values()):
-                if watch.active and watch.glob.match(path):
-                    watch.callback(event)
+        exact = list(self._exact.get(path, {}).values())
+        wild = list(self._wild.values())
+        for watch in exact:
+            if watch.active and event.rev >= watch.from_rev:
+                watch.callback(event)
+        for watch in wild:
+            if watch.active and event.rev >= watch.from_rev and watch.glob.match(path):
+                watch.callback(event)

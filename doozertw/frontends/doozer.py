@@ -1,0 +1,410 @@
+"""The doozer protobuf front end: doozerd's client protocol over one connection.
+
+Wire contract: every message is a 4-byte big-endian length followed by that
+many bytes of a protobuf ``Request`` (client to server) or ``Response``
+(server to client). Replies carry the tag of their request and may go out of
+order: a WAIT that is still waiting does not hold back later requests.
+
+Per-connection contract:
+
+- A frame longer than ``limits.max_frame`` or bytes that do not parse as a
+  Request are a framing violation: the connection is closed and nothing of
+  that frame reaches the node.
+- A request whose tag is still in flight gets ``TAG_IN_USE`` (the earlier one
+  continues); a missing tag is tag 0; a missing or unknown verb gets
+  ``UNKNOWN_VERB``; missing arguments get ``MISSING_ARG``.
+- Errors of the node are answered with their code and detail; any other
+  exception becomes ``OTHER`` and is logged, never raised to the transport.
+- With ``limits.max_in_flight`` requests unanswered the transport is paused
+  until answers drain; buffered frames are then parsed on.
+- A frame begun but not completed within ``limits.request_timeout`` seconds
+  closes the connection.
+- When the connection is lost, pending WAITs and reads pinned to a future
+  revision are cancelled (nothing of them stays in the store) and late
+  answers of writes are dropped.
+"""
+
+from twisted.internet.protocol import Protocol
+from twisted.logger import Logger
+
+from doozertw.errors import PERMISSION_DENIED, DoozerError, ErrCode
+from doozertw.frontends.access import Access
+from doozertw.frontends.msg import FLAG_DEL, FLAG_SET, LENGTH, VERBS, Request, Response
+from doozertw.store import SET
+
+_HEADER = LENGTH.size
+_unpack_length = LENGTH.unpack_from
+_pack_length = LENGTH.pack
+
+_OTHER = int(ErrCode.OTHER)
+
+
+def _encode(response):
+    body = response.SerializeToString()
+    return _pack_length(len(body)) + body
+
+
+class DoozerProtocol(Protocol):
+    """Serves doozer's protobuf protocol on one connection for one Node."""
+
+    log = Logger()
+
+    def __init__(self, node, secrets, limits, clock):
+        self.node = node
+        self.limits = limits
+        self.clock = clock
+        self.access = Access(secrets)
+        self._buffer = bytearray()
+        self._pending = {}          # tag -> Deferred of an unanswered request
+        self._cancellable = set()   # tags of pending WAITs and reads (cancelled on close)
+        self._out = None            # replies batched while parsing, else None
+        self._parsing = False
+        self._paused = False
+        self._closed = False
+        self._counted = False
+        self._stall_timer = None
+
+    # -- connection life ---------------------------------------------------
+
+    def connectionMade(self):
+        self.node.stats.connections += 1
+        self._counted = True
+
+    def connectionLost(self, reason=None):
+        self._closed = True
+        self._cancel_stall_timer()
+        if self._counted:
+            self._counted = False
+            self.node.stats.connections -= 1
+        cancellable = [self._pending[tag] for tag in self._cancellable if tag in self._pending]
+        self._cancellable.clear()
+        for d in cancellable:
+            d.cancel()
+        self._pending.clear()
+        self._buffer = bytearray()
+
+    def _violation(self, why, **fields):
+        """Close the connection for breaking the framing; log why."""
+        self.log.warn("doozer client {peer} disconnected: {why}",
+                      peer=self._peer(), why=why, **fields)
+        self._close()
+
+    def _close(self):
+        """Send the replies already made, then close (the buffer is dropped)."""
+        if self._closed:
+            return
+        out = self._out
+        if out:
+            self.transport.writeSequence(out)
+            out.clear()
+        self._closed = True
+        self._cancel_stall_timer()
+        self._buffer = bytearray()
+        self.transport.loseConnection()
+
+    def _peer(self):
+        try:
+            return str(self.transport.getPeer())
+        except Exception:
+            return "?"
+
+    # -- framing -----------------------------------------------------------
+
+    def dataReceived(self, data):
+        if self._closed:
+            return
+        self._buffer += data
+        if not self._paused:
+            self._parse()
+
+    def _parse(self):
+        """Handle every complete frame in the buffer until paused or closed."""
+        if self._parsing:
+            return
+        self._parsing = True
+        self._out = out = []
+        try:
+            self._parse_frames()
+        finally:
+            self._parsing = False
+            self._out = None
+            if out and not self._closed:
+                self.transport.writeSequence(out)
+
+    def _parse_frames(self):
+        buf = self._buffer
+        max_frame = self.limits.max_frame
+        pos = 0
+        end_of_data = len(buf)
+        with memoryview(buf) as view:
+            while not self._paused and not self._closed:
+                if end_of_data - pos < _HEADER:
+                    break
+                (length,) = _unpack_length(buf, pos)
+                if length > max_frame:
+                    self._violation("frame too long", length=length, limit=max_frame)
+                    return
+                start = pos + _HEADER
+                end = start + length
+                if end > end_of_data:
+                    break
+                request = Request()
+                try:
+                    request.ParseFromString(view[start:end])
+                except Exception:
+                    self._violation("malformed request frame", length=length)
+                    return
+                pos = end
+                self._handle(request)
+        if self._closed:
+            return
+        if pos:
+            del buf[:pos]
+            self._cancel_stall_timer()
+        if buf and not self._paused:
+            self._start_stall_timer()
+
+    def _start_stall_timer(self):
+        if self._stall_timer is None:
+            self._stall_timer = self.clock.callLater(
+                self.limits.request_timeout, self._stalled)
+
+    def _cancel_stall_timer(self):
+        timer, self._stall_timer = self._stall_timer, None
+        if timer is not None and timer.active():
+            timer.cancel()
+
+    def _stalled(self):
+        self._stall_timer = None
+        self._violation("request not completed in time",
+                        timeout=self.limits.request_timeout, buffered=len(self._buffer))
+
+    # -- flow control ------------------------------------------------------
+
+    def _pause(self):
+        self._paused = True
+        self._cancel_stall_timer()
+        self.transport.pauseProducing()
+
+    def _resume(self):
+        self._paused = False
+        if self._closed:
+            return
+        self.transport.resumeProducing()
+        self._parse()
+
+    # -- replies -----------------------------------------------------------
+
+    def _write(self, data):
+        if self._closed:
+            return
+        out = self._out
+        if out is not None:
+            out.append(data)
+        else:
+            self.transport.write(data)
+
+    def _error(self, tag, code, detail=""):
+        response = Response(tag=tag, err_code=code)
+        if detail:
+            response.err_detail = detail
+        self._write(_encode(response))
+
+    def _finish(self, tag):
+        """Forget an answered request; resume reading once below the limit."""
+        self._pending.pop(tag, None)
+        self._cancellable.discard(tag)
+        if self._paused and len(self._pending) < self.limits.max_in_flight:
+            self._resume()
+
+    def _track(self, tag, d, on_result, cancellable=False):
+        """Answer ``tag`` with ``on_result(result, tag)`` or an error reply.
+
+        A ``cancellable`` request (a read or WAIT) is cancelled if the
+        connection is lost before it is answered.
+        """
+        self._pending[tag] = d
+        if cancellable:
+            self._cancellable.add(tag)
+        d.addCallback(on_result, tag).addErrback(self._failed, tag)
+
+    def _failed(self, failure, tag):
+        if self._closed:
+            return None
+        error = failure.value
+        if isinstance(error, DoozerError):
+            self._error(tag, int(error.code), error.detail or "")
+        else:
+            self.log.failure("doozer request {tag} failed unexpectedly", failure, tag=tag)
+            self._error(tag, _OTHER, "internal error")
+        self._finish(tag)
+        return None
+
+    def _reply(self, response, tag):
+        if self._closed:
+            return
+        response.tag = tag
+        self._write(_encode(response))
+        self._finish(tag)
+
+    # -- dispatch ----------------------------------------------------------
+
+    def _handle(self, request):
+        tag = request.tag
+        if tag in self._pending:
+            self._error(tag, int(ErrCode.TAG_IN_USE))
+            return
+        handler = _HANDLERS.get(request.verb) if request.HasField("verb") else None
+        if handler is None:
+            self._error(tag, int(ErrCode.UNKNOWN_VERB))
+            return
+        try:
+            handler(self, request, tag)
+        except DoozerError as e:
+            self._pending.pop(tag, None)
+            self._cancellable.discard(tag)
+            self._error(tag, int(e.code), e.detail or "")
+        except Exception:
+            self._pending.pop(tag, None)
+            self._cancellable.discard(tag)
+            self.log.failure("doozer request {tag} crashed", tag=tag)
+            self._error(tag, _OTHER, "internal error")
+        if len(self._pending) >= self.limits.max_in_flight and not self._paused:
+            self._pause()
+
+    def _need_read(self):
+        if not self.access.can_read:
+            raise DoozerError(ErrCode.OTHER, PERMISSION_DENIED)
+
+    def _need_write(self):
+        if not self.access.can_write:
+            raise DoozerError(ErrCode.OTHER, PERMISSION_DENIED)
+
+    def _path(self, request):
+        """The request's path (or glob); MISSING_ARG or BAD_PATH if unusable."""
+        if not request.HasField("path"):
+            raise DoozerError(ErrCode.MISSING_ARG, "path")
+        path = request.path
+        if not isinstance(path, str) or len(path) > self.limits.max_path:
+            raise DoozerError(ErrCode.BAD_PATH, "path too long or not UTF-8")
+        return path
+
+    def _required_rev(self, request):
+        if not request.HasField("rev"):
+            raise DoozerError(ErrCode.MISSING_ARG, "rev")
+        return request.rev
+
+    def _required_offset(self, request):
+        if not request.HasField("offset"):
+            raise DoozerError(ErrCode.MISSING_ARG, "offset")
+        return request.offset
+
+    # -- verbs ---------------------------------------------------------------
+
+    def _get(self, request, tag):
+        self._need_read()
+        path = self._path(request)
+        rev = request.rev if request.HasField("rev") else None
+        self._track(tag, self.node.get(path, rev), self._got, cancellable=True)
+
+    def _got(self, found, tag):
+        value, rev = found
+        response = Response(rev=rev, value=value) if rev else Response(rev=0)
+        self._reply(response, tag)
+
+    def _set(self, request, tag):
+        self._need_write()
+        path = self._path(request)
+        rev = self._required_rev(request)
+        value = request.value
+        if len(value) > self.limits.max_value:
+            raise DoozerError(ErrCode.OTHER, "value too large")
+        self._track(tag, self.node.set(path, rev, value), self._revised)
+
+    def _del(self, request, tag):
+        self._need_write()
+        path = self._path(request)
+        rev = self._required_rev(request)
+        self._track(tag, self.node.delete(path, rev), self._revised)
+
+    def _rev(self, request, tag):
+        self._need_read()
+        self._track(tag, self.node.rev(), self._revised)
+
+    def _revised(self, rev, tag):
+        self._reply(Response(rev=rev), tag)
+
+    def _wait(self, request, tag):
+        self._need_read()
+        path = self._path(request)
+        rev = self._required_rev(request)
+        self._track(tag, self.node.wait(path, rev), self._event, cancellable=True)
+
+    def _walk(self, request, tag):
+        self._need_read()
+        path = self._path(request)
+        offset = self._required_offset(request)
+        rev = request.rev if request.HasField("rev") else None
+        self._track(tag, self.node.walk(path, rev, offset), self._event,
+                    cancellable=True)
+
+    def _event(self, event, tag):
+        flags = FLAG_SET if event.kind == SET else FLAG_DEL
+        self._reply(Response(path=event.path, value=event.value, rev=event.rev,
+                             flags=flags), tag)
+
+    def _getdir(self, request, tag):
+        self._need_read()
+        path = self._path(request)
+        offset = self._required_offset(request)
+        rev = request.rev if request.HasField("rev") else None
+        self._track(tag, self.node.getdir(path, rev, offset), self._named,
+                    cancellable=True)
+
+    def _named(self, name, tag):
+        self._reply(Response(path=name), tag)
+
+    def _stat(self, request, tag):
+        self._need_read()
+        path = self._path(request)
+        rev = request.rev if request.HasField("rev") else None
+        self._track(tag, self.node.stat(path, rev), self._statted, cancellable=True)
+
+    def _statted(self, found, tag):
+        length, rev = found
+        self._reply(Response(len=length, rev=rev), tag)
+
+    def _nop(self, request, tag):
+        self._need_write()
+        self._track(tag, self.node.nop(), self._done)
+
+    def _done(self, _, tag):
+        self._reply(Response(), tag)
+
+    def _self(self, request, tag):
+        self._need_read()
+        self._track(tag, self.node.self_id(), self._named_self)
+
+    def _named_self(self, name, tag):
+        self._reply(Response(value=name.encode("utf-8")), tag)
+
+    def _access(self, request, tag):
+        if self.access.grant(request.value):
+            self._write(_encode(Response(tag=tag)))
+        else:
+            raise DoozerError(ErrCode.OTHER, PERMISSION_DENIED)
+
+
+_HANDLERS = {
+    VERBS["GET"]: DoozerProtocol._get,
+    VERBS["SET"]: DoozerProtocol._set,
+    VERBS["DEL"]: DoozerProtocol._del,
+    VERBS["REV"]: DoozerProtocol._rev,
+    VERBS["WAIT"]: DoozerProtocol._wait,
+    VERBS["NOP"]: DoozerProtocol._nop,
+    VERBS["WALK"]: DoozerProtocol._walk,
+    VERBS["GETDIR"]: DoozerProtocol._getdir,
+    VERBS["STAT"]: DoozerProtocol._stat,
+    VERBS["SELF"]: DoozerProtocol._self,
+    VERBS["ACCESS"]: DoozerProtocol._access,
+}
