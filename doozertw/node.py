@@ -148,16 +148,17 @@ class Node:
             watch.cancel()
             result.callback(event)
 
-        watch = self.store.add_watch(glob, rev, deliver)
+        watch = self.store.add_watch(glob, rev, deliver, result.errback)
         return result
 
-    def watch(self, pattern, rev, callback):
+    def watch(self, pattern, rev, callback, on_error=None):
         """Call ``callback(event)`` for every change matching ``pattern`` from ``rev``.
 
         Returns a Watch (``cancel()`` it); raises DoozerError for a bad glob
-        or a revision older than the history window.
+        or a revision older than the history window. A watch that cannot go
+        on without a gap ends with ``on_error(DoozerError)``.
         """
-        return self.store.add_watch(self._glob(pattern), rev, callback)
+        return self.store.add_watch(self._glob(pattern), rev, callback, on_error)
 
     def _glob(self, pattern):
         if len(pattern) > self.limits.max_path:

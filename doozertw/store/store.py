@@ -12,6 +12,7 @@ it here raises ValueError.
 """
 
 import heapq
+import struct
 from bisect import bisect_right
 from collections import deque
 
@@ -24,6 +25,9 @@ from doozertw.store.watches import Watch, WatchRegistry
 DEFAULT_HISTORY = 10_000
 DEFAULT_HISTORY_BYTES = 64 * 1024 * 1024
 _EVENT_OVERHEAD = 64
+_SNAPSHOT_MAGIC = b"DZS1"
+_SNAPSHOT_HEAD = struct.Struct(">4sqI")
+_SNAPSHOT_FILE = struct.Struct(">HqI")
 
 
 def _first_key(entry):
@@ -263,17 +267,57 @@ class Store:
                 out.append(Event(found[1], path, found[0], SET))
         return out
 
+    # -- snapshots ---------------------------------------------------------
+
+    def snapshot(self):
+        """The current files and revision as bytes (no history, no watches)."""
+        parts = [_SNAPSHOT_HEAD.pack(_SNAPSHOT_MAGIC, self.rev, len(self._files))]
+        for path in sorted(self._files):
+            value, rev = self._files[path]
+            raw = path.encode("ascii")
+            parts.append(_SNAPSHOT_FILE.pack(len(raw), rev, len(value)))
+            parts.append(raw)
+            parts.append(value)
+        return b"".join(parts)
+
+    def restore(self, data):
+        """Replace the contents with a snapshot; the history restarts at its revision.
+
+        Live watches would miss the revisions the snapshot skips, so each
+        ends with ``on_error(DoozerError(TOO_LATE))`` instead of a silent
+        gap. Raises DoozerError(OTHER) for bytes that are not a snapshot.
+        """
+        rev, files = _parse_snapshot(data)
+        if rev < self.rev:
+            raise DoozerError(ErrCode.OTHER, f"snapshot at {rev} is older than {self.rev}")
+        if rev > self.rev:
+            skipped = DoozerError(ErrCode.TOO_LATE, f"revisions up to {rev} were skipped")
+            for watch in self._watches.all():
+                watch.fail(skipped)
+        self._files = {}
+        self._children = {paths.ROOT: {}}
+        self._versions = {}
+        self._log.clear()
+        self._log_bytes = 0
+        for path, value, file_rev in files:
+            self._files[path] = (value, file_rev)
+            self._link(path)
+        self.rev = self.floor = rev
+        self._wake_rev_waiters()
+
     # -- waiting -----------------------------------------------------------
 
-    def add_watch(self, glob, from_rev, callback):
+    def add_watch(self, glob, from_rev, callback, on_error=None):
         """Deliver every event matching ``glob`` with rev >= ``from_rev`` to ``callback``.
 
         Events already in the history are replayed synchronously before this
         returns, then live events follow, in revision order with no gaps.
-        Raises TOO_LATE if ``from_rev`` is older than the history window.
+        Raises TOO_LATE if ``from_rev`` is older than the history window. If
+        the watch can no longer be served without a gap (the store was
+        replaced by a snapshot), it ends with ``on_error(DoozerError)``.
         """
         from_rev = self._check_watch_start(from_rev)
-        watch = Watch(glob, callback, from_rev)
+        watch = Watch(glob, callback, from_rev, on_error)
         if from_rev <= self.rev:
             start = len(self._log) - (self.rev - from_rev + 1)
             for i in range(start, len(self._log)):
@@ -338,6 +382,30 @@ class Store:
             if callback is not None:
                 self._pending_waiters -= 1
                 callback()
+
+
+def _parse_snapshot(data):
+    data = memoryview(data)
+    try:
+        magic, rev, count = _SNAPSHOT_HEAD.unpack_from(data)
+        if magic != _SNAPSHOT_MAGIC:
+            raise ValueError("not a snapshot")
+        pos, files = _SNAPSHOT_HEAD.size, []
+        for _ in range(count):
+            path_len, file_rev, value_len = _SNAPSHOT_FILE.unpack_from(data, pos)
+            pos += _SNAPSHOT_FILE.size
+            path = bytes(data[pos:pos + path_len]).decode("ascii")
+            pos += path_len
+            value = bytes(data[pos:pos + value_len])
+            pos += value_len
+            if len(value) != value_len or not paths.is_valid_path(path) or not 0 < file_rev <= rev:
+                raise ValueError("corrupt entry")
+            files.append((path, value, file_rev))
+        if pos != len(data):
+            raise ValueError("trailing bytes")
+    except (struct.error, ValueError, UnicodeDecodeError) as e:
+        raise DoozerError(ErrCode.OTHER, f"bad snapshot: {e}") from None
+    return rev, files
 
 
 class RevWaiter:

@@ -15,13 +15,14 @@ _ids = itertools.count(1)
 class Watch:
     """A registered interest in changes; ``cancel()`` stops delivery at once."""
 
-    __slots__ = ("id", "glob", "callback", "from_rev", "active", "_registry")
+    __slots__ = ("id", "glob", "callback", "from_rev", "on_error", "active", "_registry")
 
-    def __init__(self, glob, callback, from_rev=1):
+    def __init__(self, glob, callback, from_rev=1, on_error=None):
         self.id = next(_ids)
         self.glob = glob
         self.callback = callback
         self.from_rev = from_rev
+        self.on_error = on_error
         self.active = True
         self._registry = None
 
@@ -30,6 +31,13 @@ class Watch:
             self.active = False
             if self._registry is not None:
                 self._registry.remove(self)
+
+    def fail(self, error):
+        """End the watch and tell its owner why (``on_error(error)``), if it is active."""
+        if self.active:
+            self.cancel()
+            if self.on_error is not None:
+                self.on_error(error)
 
     def __repr__(self):
         return f"<Watch {self.id} {self.glob.pattern}>"
@@ -63,6 +71,10 @@ class WatchRegistry:
             ws.pop(watch.id, None)
             if not ws:
                 del self._exact[literal]
+
+    def all(self):
+        """Every registered watch."""
+        return list(self._wild.values()) + [w for ws in self._exact.values() for w in ws.values()]
 
     def notify(self, event):
         """Call every active watch whose glob matches ``event.path``."""
