@@ -1,0 +1,20 @@
+"""PURE Raft consensus core: messages, log, node state machine, quorum,
+snapshots and membership. No I/O, no clock, randomness only injected."""
+
+from doozertw.consensus.log import LogError, MemoryStorage, RaftLog
+from doozertw.consensus.messages import (
+    ConfChange, ConfChangeOp, ConfState, Entry, EntryKind, HardState,
+    Snapshot, SnapshotMeta,
+)
+from doozertw.consensus.raft import RaftNode
+from doozertw.consensus.ready import (
+    ConfChangeInProgress, InvalidConfChange, NotLeader, RaftError, ReadState,
+    Ready, Role, SoftState,
+)
+
+__all__ = [
+    "ConfChange", "ConfChangeInProgress", "ConfChangeOp", "ConfState",
+    "Entry", "EntryKind", "HardState", "InvalidConfChange", "LogError",
+    "MemoryStorage", "NotLeader", "RaftError", "RaftLog", "RaftNode",
+    "ReadState", "Ready", "Role", "Snapshot", "SnapshotMeta", "SoftState",
+]

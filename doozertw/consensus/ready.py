@@ -1,0 +1,111 @@
+"""What a RaftNode hands its driver: the Ready batch and its parts.
+
+The driver handles a Ready in this order, then calls ``node.advance(ready)``:
+
+1. if ``snapshot``: restore the application from ``snapshot.data``;
+2. persist ``snapshot``, ``entries`` and ``hard_state`` (``storage.save``);
+3. send ``messages``;
+4. apply ``committed_entries`` in order;
+5. for each ``read_states`` item, answer the read once applied >= index.
+
+Call nothing else on the node between ``ready()`` and ``advance()``.
+On restart the driver restores the application from the stored snapshot
+(``storage.snapshot.data``) before building the node from ``storage``; the
+node then re-delivers committed entries after the snapshot. Compaction:
+``storage.compact(node.compact(applied_index, state_bytes))``.
+"""
+
+from __future__ import annotations
+
+import enum
+
+import attrs
+
+
+class Role(enum.Enum):
+    FOLLOWER = "follower"
+    PRE_CANDIDATE = "pre-candidate"
+    CANDIDATE = "candidate"
+    LEADER = "leader"
+
+
+@attrs.frozen
+class SoftState:
+    """Volatile state the driver may want to react to (not persisted)."""
+
+    leader: str | None
+    role: Role
+
+
+@attrs.frozen
+class ReadState:
+    """A ReadIndex answer: reading at ``index`` (once applied) for ``ctx``
+    is linearizable."""
+
+    ctx: bytes
+    index: int
+
+
+@attrs.frozen
+class Ready:
+    messages: tuple = ()
+    entries: tuple = ()
+    hard_state: object = None
+    committed_entries: tuple = ()
+    snapshot: object = None
+    read_states: tuple = ()
+    soft_state: SoftState | None = None
+
+    def __bool__(self):
+        return bool(self.messages or self.entries or self.hard_state
+                    or self.committed_entries or self.snapshot
+                    or self.read_states or self.soft_state)
+
+
+@attrs.frozen
+class PeerStatus:
+    """The leader's view of one member's replication."""
+
+    match: int
+    next: int
+    state: str
+    recent_active: bool
+
+
+@attrs.frozen
+class Status:
+    """Snapshot of a RaftNode's state for monitoring; ``progress`` is
+    filled only on the leader."""
+
+    id: str
+    term: int
+    vote: str | None
+    role: Role
+    leader: str | None
+    commit: int
+    applied: int
+    last_index: int
+    snapshot_index: int
+    conf: object
+    progress: dict
+
+
+class RaftError(Exception):
+    """Base class of errors RaftNode raises to its caller."""
+
+
+class NotLeader(RaftError):
+    """Only the leader accepts this; ``leader`` is the known leader or None."""
+
+    def __init__(self, leader):
+        super().__init__(f"not the leader (leader is {leader!r})")
+        self.leader = leader
+
+
+class ConfChangeInProgress(RaftError):
+    """A membership change is already pending, or the leader has not yet
+    committed an entry of its term; retry later."""
+
+
+class InvalidConfChange(RaftError):
+    """The change makes no sense for the current configuration."""
