@@ -46,6 +46,8 @@ setup(
             "hypothesis>=6.80",
             # in-memory HTTP testing of the web API
             "treq>=23.1",
+            # drives the system's headless Chromium in the web view's browser test
+            "selenium>=4.15",
         ],
     },
     entry_points={

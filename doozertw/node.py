@@ -8,7 +8,10 @@ for it.
 
 The single-node proposer applies writes at once; the replicated proposer
 (consensus) commits them through the cluster first. Both hand the node
-Outcomes from the same pure store.
+Outcomes from the same pure store. In a cluster, ``read_barrier`` (an object
+whose ``barrier()`` returns a Deferred that fires once a local read is
+linearizable, e.g. doozertw.cluster.reads.ReadBarrier) guards every read
+without a revision, and REV.
 """
 
 import collections
@@ -78,18 +81,22 @@ class Node:
     log = Logger()
 
     def __init__(self, name="n1", store=None, proposer=None, cluster_name="local",
-                 limits=None):
+                 limits=None, read_barrier=None):
         self.name = name
         self.cluster_name = cluster_name
         self.store = store if store is not None else Store()
         self.proposer = proposer if proposer is not None else LocalProposer(self.store)
         self.limits = limits if limits is not None else Limits()
+        self.read_barrier = read_barrier
         self.stats = Stats()
 
     # -- reads -------------------------------------------------------------
 
     def rev(self):
-        return defer.succeed(self.store.rev)
+        """Deferred latest committed revision (linearizable in a cluster)."""
+        if self.read_barrier is None:
+            return defer.succeed(self.store.rev)
+        return self.read_barrier.barrier().addCallback(lambda _: self.store.rev)
 
     def self_id(self):
         return defer.succeed(self.name)
@@ -116,6 +123,8 @@ class Node:
 
     def _read(self, fn, arg, rev, *rest):
         self.stats.reads += 1
+        if rev is None and self.read_barrier is not None:
+            return self.read_barrier.barrier().addCallback(lambda _: fn(arg, rev, *rest))
         if rev is None or rev <= self.store.rev:
             return _call(fn, arg, rev, *rest)
         waiter = None

@@ -1,0 +1,205 @@
+"""The client side of doozer's wire protocol, with no I/O (pure).
+
+Both clients (Twisted and blocking) build requests, split the byte stream
+into responses and turn responses into results here, so they agree on every
+detail of the protocol:
+
+- ``Call`` is one request as data: its verb, fields, and whether it may be
+  sent again on another connection after the first one was lost
+  (``retriable``: every read and WAIT; never SET, DEL or NOP, whose effect
+  may already have happened).
+- ``Tags`` hands out tags not in use on one connection.
+- ``FrameReader`` turns received bytes into ``Response`` messages.
+- ``result_of`` turns a Response into the verb's result, or raises
+  DoozerError with the server's code and detail.
+"""
+
+import attrs
+
+from doozertw.errors import DoozerError, ErrCode
+from doozertw.frontends.msg import FLAG_DEL, FLAG_SET, LENGTH, VERBS, Request, Response, frame
+from doozertw.store import DEL, SET, Event
+
+MAX_RESPONSE = 64 * 1024 * 1024
+"""Largest response frame a client accepts before dropping the connection."""
+
+READ_VERBS = frozenset({"GET", "REV", "WAIT", "WALK", "GETDIR", "STAT", "SELF"})
+
+
+class ClientError(DoozerError):
+    """An error the client itself detected (code OTHER); prints as its detail."""
+
+    def __init__(self, detail):
+        super().__init__(ErrCode.OTHER, detail)
+
+    def __str__(self):
+        return self.detail
+
+
+class ConnectionLost(ClientError):
+    """The connection carrying a request was lost before its answer came.
+
+    Raised for writes (whose effect is unknown: they may have been applied)
+    and for every request once the client gave up reconnecting.
+    """
+
+    def __init__(self, detail="connection lost"):
+        super().__init__(detail)
+
+
+class WaitTimeout(ClientError):
+    """A wait or watch saw no matching change within its timeout."""
+
+    def __init__(self, detail="wait timeout"):
+        super().__init__(detail)
+
+
+class ProtocolViolation(ClientError):
+    """The server sent bytes that are not a doozer response."""
+
+
+@attrs.frozen
+class Call:
+    """One request before it has a tag."""
+
+    verb: str
+    path: str | None = None
+    rev: int | None = None
+    value: bytes | None = None
+    offset: int | None = None
+
+    @property
+    def retriable(self):
+        """True if sending it again after a lost connection cannot change the store."""
+        return self.verb in READ_VERBS or self.verb == "ACCESS"
+
+    def request(self, tag):
+        """The protobuf Request for this call under ``tag``."""
+        request = Request(tag=tag, verb=VERBS[self.verb])
+        if self.path is not None:
+            request.path = self.path
+        if self.rev is not None:
+            request.rev = self.rev
+        if self.value is not None:
+            request.value = self.value
+        if self.offset is not None:
+            request.offset = self.offset
+        return request
+
+    def encode(self, tag):
+        """The framed bytes of this call under ``tag``."""
+        return frame(self.request(tag))
+
+
+def call(verb, path=None, rev=None, value=None, offset=None):
+    """Build a Call, checking argument types the server would reject."""
+    if verb not in VERBS:
+        raise ValueError(f"unknown verb {verb!r}")
+    if isinstance(value, str):
+        value = value.encode("utf-8")
+    return Call(verb, path, rev, value, offset)
+
+
+class Tags:
+    """Tags for one connection: the next free int32 after the last one taken.
+
+    Rotating through the range (rather than reusing the lowest) keeps a
+    just-released tag out of use for as long as possible.
+    """
+
+    MAX = 2 ** 31 - 1
+
+    def __init__(self):
+        self._used = set()
+        self._next = 0
+
+    def __contains__(self, tag):
+        return tag in self._used
+
+    def __len__(self):
+        return len(self._used)
+
+    def take(self):
+        tag = self._next
+        while tag in self._used:
+            tag = 0 if tag >= self.MAX else tag + 1
+        self._used.add(tag)
+        self._next = 0 if tag >= self.MAX else tag + 1
+        return tag
+
+    def release(self, tag):
+        self._used.discard(tag)
+
+
+class FrameReader:
+    """Accumulates bytes; ``feed`` returns the complete Responses in them.
+
+    Raises ProtocolViolation for an oversized or unparsable frame; the
+    caller must then drop the connection.
+    """
+
+    def __init__(self, max_frame=MAX_RESPONSE):
+        self._buffer = bytearray()
+        self._max = max_frame
+
+    def feed(self, data):
+        buf = self._buffer
+        buf += data
+        out = []
+        pos = 0
+        while len(buf) - pos >= LENGTH.size:
+            (length,) = LENGTH.unpack_from(buf, pos)
+            if length > self._max:
+                raise ProtocolViolation(f"response frame of {length} bytes")
+            end = pos + LENGTH.size + length
+            if end > len(buf):
+                break
+            response = Response()
+            try:
+                response.ParseFromString(bytes(buf[pos + LENGTH.size:end]))
+            except Exception:
+                raise ProtocolViolation("malformed response frame") from None
+            out.append(response)
+            pos = end
+        del buf[:pos]
+        return out
+
+
+def error_of(response):
+    """The DoozerError a response carries, or None."""
+    if not response.HasField("err_code"):
+        return None
+    try:
+        code = ErrCode(response.err_code)
+    except ValueError:
+        code = ErrCode.OTHER
+    return DoozerError(code, response.err_detail)
+
+
+def event_of(response):
+    """A store Event from a WAIT or WALK response."""
+    kind = DEL if response.flags & FLAG_DEL and not response.flags & FLAG_SET else SET
+    return Event(response.rev, response.path, bytes(response.value), kind)
+
+
+_RESULTS = {
+    "GET": lambda r: (bytes(r.value), r.rev),
+    "SET": lambda r: r.rev,
+    "DEL": lambda r: r.rev,
+    "REV": lambda r: r.rev,
+    "WAIT": event_of,
+    "WALK": event_of,
+    "GETDIR": lambda r: r.path,
+    "STAT": lambda r: (r.len, r.rev),
+    "NOP": lambda r: None,
+    "SELF": lambda r: bytes(r.value).decode("utf-8", "replace"),
+    "ACCESS": lambda r: None,
+}
+
+
+def result_of(verb, response):
+    """The result of ``verb`` from its response; raises its DoozerError."""
+    error = error_of(response)
+    if error is not None:
+        raise error
+    return _RESULTS[verb](response)

@@ -1,0 +1,176 @@
+"""Configuration: one YAML file describes a cluster; options pick the node.
+
+Every node of a cluster reads the same file and is told its name with
+``--name``. Command-line options override the file. See
+docs/configuration.md for the format.
+"""
+
+import os
+
+import attrs
+import yaml
+
+from doozertw.limits import Limits
+from doozertw.frontends.access import Secrets
+from doozertw.store import DEFAULT_HISTORY, DEFAULT_HISTORY_BYTES
+
+DEFAULT_CLIENT = "tcp:8046:interface=127.0.0.1"
+DEFAULT_WEB = "tcp:8000:interface=127.0.0.1"
+DEFAULT_PEER = "tcp:7046:interface=127.0.0.1"
+DISABLED = "none"
+
+
+class ConfigError(ValueError):
+    """The configuration file or options are inconsistent."""
+
+
+@attrs.frozen
+class NodeConfig:
+    """Where one node listens. ``advertise`` is the client address others are told."""
+
+    name: str
+    listen: str = DEFAULT_CLIENT
+    web: str = DEFAULT_WEB
+    peer_listen: str = DEFAULT_PEER
+    advertise: str | None = None
+    attach: str | None = None
+    timeout: float | None = None
+
+
+@attrs.frozen
+class ClusterConfig:
+    cluster: str = "local"
+    history: int = DEFAULT_HISTORY
+    history_bytes: int = DEFAULT_HISTORY_BYTES
+    secrets: Secrets = Secrets()
+    limits: Limits = Limits()
+    nodes: dict = attrs.field(factory=dict)
+    request_timeout: float = 5.0
+
+    def voters(self):
+        """{name: peer address} of the nodes in the file (or --peers)."""
+        return {name: node.peer_listen for name, node in self.nodes.items()}
+
+
+_NODE_KEYS = {"listen", "web", "peer_listen", "advertise"}
+_TOP_KEYS = {"cluster", "history", "history_bytes", "secrets", "limits", "nodes",
+             "request_timeout"}
+
+
+def load(path):
+    """Parse a cluster YAML file into a ClusterConfig."""
+    with open(path, encoding="utf-8") as f:
+        data = yaml.safe_load(f) or {}
+    return parse(data, source=path)
+
+
+def parse(data, source="<config>"):
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: the top level must be a mapping")
+    _reject_unknown(data, _TOP_KEYS, source)
+    nodes = {}
+    for name, spec in (data.get("nodes") or {}).items():
+        spec = spec or {}
+        _reject_unknown(spec, _NODE_KEYS, f"{source}: node {name}")
+        nodes[str(name)] = NodeConfig(name=str(name), **{k: str(v) for k, v in spec.items()})
+    secrets = data.get("secrets") or {}
+    _reject_unknown(secrets, {"rw", "ro"}, f"{source}: secrets")
+    limits = data.get("limits") or {}
+    _reject_unknown(limits, {f.name for f in attrs.fields(Limits)}, f"{source}: limits")
+    return ClusterConfig(
+        cluster=str(data.get("cluster", "local")),
+        history=_positive(data.get("history", DEFAULT_HISTORY), "history", source),
+        history_bytes=_positive(
+            data.get("history_bytes", DEFAULT_HISTORY_BYTES), "history_bytes", source),
+        secrets=Secrets(rw=_secret(secrets.get("rw")), ro=_secret(secrets.get("ro"))),
+        limits=Limits(**limits),
+        nodes=nodes,
+        request_timeout=_seconds(data.get("request_timeout", 5.0), "request_timeout", source),
+    )
+
+
+def _reject_unknown(mapping, allowed, where):
+    if not isinstance(mapping, dict):
+        raise ConfigError(f"{where}: expected a mapping")
+    unknown = set(mapping) - allowed
+    if unknown:
+        raise ConfigError(f"{where}: unknown keys {sorted(unknown)}; allowed {sorted(allowed)}")
+
+
+def _positive(value, key, source):
+    if not isinstance(value, int) or value < 1:
+        raise ConfigError(f"{source}: {key} must be a positive integer")
+    return value
+
+
+def _seconds(value, key, source):
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{source}: {key} must be a number of seconds") from None
+    if value <= 0:
+        raise ConfigError(f"{source}: {key} must be positive")
+    return value
+
+
+def parse_peers(text):
+    """``n2=host:port,n3=host:port`` -> {"n2": "host:port", ...}."""
+    peers = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        name, sep, address = item.partition("=")
+        if not sep or not name or not address:
+            raise ConfigError(f"--peers: expected name=host:port, got {item!r}")
+        check_name(name)
+        peers[name] = address
+    return peers
+
+
+def check_name(name):
+    """Node names are path components of /ctl/node (letters, digits, '.', '-')."""
+    if not name or not all(c.isalnum() and c.isascii() or c in ".-" for c in name):
+        raise ConfigError(f"node name {name!r}: use ASCII letters, digits, '.' and '-'")
+    return name
+
+
+def _secret(value):
+    return str(value).encode("utf-8") if value else None
+
+
+def resolve(options, environ=os.environ):
+    """Combine the config file (if any), the environment and the options.
+
+    Returns (ClusterConfig, NodeConfig) for the node this process runs.
+    """
+    cluster = load(options["config"]) if options.get("config") else ClusterConfig()
+    name = options.get("name") or (next(iter(cluster.nodes)) if len(cluster.nodes) == 1 else "n1")
+    check_name(name)
+    if options.get("peers"):
+        nodes = dict(cluster.nodes)
+        nodes.setdefault(name, NodeConfig(name=name))
+        for peer, address in parse_peers(options["peers"]).items():
+            if peer != name:
+                nodes[peer] = NodeConfig(name=peer, peer_listen=address)
+        cluster = attrs.evolve(cluster, nodes=nodes)
+    if cluster.nodes and name not in cluster.nodes:
+        raise ConfigError(f"node {name!r} is not in the config (have {sorted(cluster.nodes)})")
+    node = cluster.nodes.get(name, NodeConfig(name=name))
+    node = attrs.evolve(node, **{
+        key: options[key] for key in ("listen", "web", "peer_listen", "advertise", "attach")
+        if options.get(key)})
+    if options.get("timeout") is not None:
+        node = attrs.evolve(node, timeout=_seconds(options["timeout"], "timeout", "command line"))
+    if cluster.nodes:
+        cluster = attrs.evolve(cluster, nodes={**cluster.nodes, name: node})
+    secrets = Secrets(
+        rw=_secret(environ.get("DOOZER_RWSECRET")) or cluster.secrets.rw,
+        ro=_secret(environ.get("DOOZER_ROSECRET")) or cluster.secrets.ro)
+    overrides = {"secrets": secrets}
+    if options.get("cluster"):
+        overrides["cluster"] = options["cluster"]
+    for key in ("history", "history_bytes"):
+        if options.get(key) is not None:
+            overrides[key] = _positive(options[key], key, "command line")
+    if options.get("request_timeout") is not None:
+        overrides["request_timeout"] = _seconds(
+            options["request_timeout"], "request_timeout", "command line")
+    return attrs.evolve(cluster, **overrides), node

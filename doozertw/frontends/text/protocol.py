@@ -1,0 +1,311 @@
+"""TextProtocol: one text-protocol connection to a Node (framing, ordering, back-pressure)."""
+
+from collections import deque
+
+from twisted.internet import defer
+from twisted.internet.interfaces import IPushProducer
+from twisted.internet.protocol import Protocol
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from doozertw.errors import DoozerError, ErrCode
+from doozertw.frontends.access import Access
+from doozertw.frontends.text.framing import Framer, FramingError, Rejected, value_field
+from doozertw.frontends.text.replies import clean, error_reply
+from doozertw.frontends.text.verbs import READ, WRITE, COMMANDS, TextVerbs
+
+INPUT_SLACK = 256 * 1024
+
+
+class _Reply:
+    """A slot in the ordered reply queue; ``then`` runs once it is written."""
+
+    __slots__ = ("data", "then")
+
+    def __init__(self, data=None, then=None):
+        self.data = data
+        self.then = then
+
+
+@implementer(IPushProducer)
+class TextProtocol(TextVerbs, Protocol):
+    """One text-protocol connection to a Node.
+
+    It registers itself as the transport's push producer: while the
+    transport says its output is full (``pauseProducing``) the connection
+    reads no more commands, and once more than ``limits.max_output_buffer``
+    bytes have been written since, its watches are cancelled.
+    """
+
+    log = Logger()
+
+    def __init__(self, node, secrets, limits, clock):
+        self.node = node
+        self.limits = limits
+        self.clock = clock
+        self.access = Access(secrets)
+        self._framer = Framer(limits.max_line, limits.max_value)
+        self._replies = deque()
+        self._streams = {}
+        self._next_stream = 1
+        self._pending = set()
+        self._write_seq = 0
+        self._writes_pending = set()
+        self._gates = deque()
+        self._paused_by = set()
+        self._output_paused = False
+        self._unsent = 0
+        self._held_bytes = 0
+        self._timer = None
+        self._resume_call = None
+        self._closed = False
+        self._processing = False
+        self._flushing = False
+        self._counted = False
+
+    # -- connection life ------------------------------------------------------
+
+    def connectionMade(self):
+        self.node.stats.connections += 1
+        self._counted = True
+        try:
+            self.transport.registerProducer(self, True)
+        except RuntimeError:
+            self.log.warn("text client: transport already has a producer; "
+                          "no output back-pressure for {peer}", peer=self._peer())
+
+    def connectionLost(self, reason=None):
+        self._teardown()
+
+    def _teardown(self):
+        """Stop everything: cancel pending reads, waits and watches; drop replies."""
+        self._closed = True
+        self._cancel_timer()
+        if self._resume_call is not None and self._resume_call.active():
+            self._resume_call.cancel()
+        if self._counted:
+            self._counted = False
+            self.node.stats.connections -= 1
+        for stream in list(self._streams.values()):
+            stream.stop()
+        self._streams.clear()
+        pending, self._pending = self._pending, set()
+        for d in pending:
+            d.cancel()
+        self._gates.clear()
+        self._replies.clear()
+
+    def dataReceived(self, data):
+        if self._closed:
+            return
+        self._framer.feed(data)
+        self._process()
+
+    # -- IPushProducer: the transport's output side ------------------------------
+
+    def pauseProducing(self):
+        self._output_paused = True
+        self._unsent = 0
+        self._pause_input("output")
+
+    def resumeProducing(self):
+        self._output_paused = False
+        self._unsent = 0
+        self._resume_input("output")
+
+    def stopProducing(self):
+        """The transport is going away; connectionLost follows and cleans up."""
+
+    # -- input ---------------------------------------------------------------------
+
+    def _pause_input(self, reason):
+        if not self._paused_by and not self._closed:
+            self.transport.pauseProducing()
+        self._paused_by.add(reason)
+        self._cancel_timer()
+
+    def _resume_input(self, reason):
+        """Read again; buffered commands run from the reactor, never from here.
+
+        This may be called inside a store notification (a wait fired), and a
+        command run there would apply a write in the middle of another one.
+        """
+        if reason not in self._paused_by:
+            return
+        self._paused_by.discard(reason)
+        if not self._paused_by and not self._closed:
+            self.transport.resumeProducing()
+            if not self._processing and self._resume_call is None:
+                self._resume_call = self.clock.callLater(0, self._resumed)
+
+    def _resumed(self):
+        self._resume_call = None
+        if not self._processing and not self._closed:
+            self._process()
+
+    def _process(self):
+        self._processing = True
+        progressed = False
+        try:
+            while not self._paused_by and not self._closed:
+                item = self._framer.next()
+                if item is None:
+                    break
+                progressed = True
+                self._handle(item)
+        except FramingError as e:
+            self._fatal(str(e))
+        finally:
+            self._processing = False
+        if not self._closed:
+            self._arm_timer(progressed)
+            if self._framer.buffered > self.limits.max_line + self.limits.max_value + INPUT_SLACK:
+                self._fatal("input overflow")
+
+    def _arm_timer(self, progressed):
+        if self._paused_by or not self._framer.partial:
+            self._cancel_timer()
+        elif self._timer is None or progressed:
+            self._cancel_timer()
+            self._timer = self.clock.callLater(self.limits.request_timeout, self._timed_out)
+
+    def _cancel_timer(self):
+        if self._timer is not None:
+            if self._timer.active():
+                self._timer.cancel()
+            self._timer = None
+
+    def _timed_out(self):
+        self._timer = None
+        self._fatal("request timeout")
+
+    def _fatal(self, why):
+        """Answer a framing violation out of band and close the connection."""
+        if self._closed:
+            return
+        self.log.warn("text client {peer} disconnected: {why}", peer=self._peer(), why=why)
+        self.transport.write(error_reply(ErrCode.OTHER, why))
+        self.transport.loseConnection()
+        self._teardown()
+
+    # -- output --------------------------------------------------------------------
+
+    def _write(self, data):
+        if self._closed:
+            return
+        self.transport.write(data)
+        if self._output_paused:
+            self._unsent += len(data)
+            if self._unsent > self.limits.max_output_buffer:
+                self._slow_consumer()
+
+    def _enqueue(self, reply):
+        self._replies.append(reply)
+        if len(self._replies) >= self.limits.max_in_flight:
+            self._pause_input("in-flight")
+
+    def _fill(self, data, reply):
+        if data is not None and not self._closed:
+            reply.data = data
+            self._flush()
+
+    def _flush(self):
+        if self._flushing:
+            return
+        self._flushing = True
+        try:
+            while self._replies and self._replies[0].data is not None:
+                reply = self._replies.popleft()
+                self._write(reply.data)
+                if reply.then is not None:
+                    reply.then()
+        finally:
+            self._flushing = False
+        if len(self._replies) < self.limits.max_in_flight:
+            self._resume_input("in-flight")
+
+    # -- commands --------------------------------------------------------------------
+
+    def _handle(self, item):
+        if isinstance(item, Rejected):
+            self._enqueue(_Reply(error_reply(
+                ErrCode.OTHER, f"value too large ({item.size} > {self.limits.max_value})")))
+            self._flush()
+            return
+        reply = _Reply()
+        self._enqueue(reply)
+        verb = value_field(item.line)[0]
+        try:
+            d = self._dispatch(verb, item.line, item.literal, reply)
+        except DoozerError as e:
+            d = defer.fail(e)
+        except Exception:
+            self.log.failure("text command {verb!r} failed", verb=verb)
+            d = defer.fail(DoozerError(ErrCode.OTHER, "internal error"))
+        d.addErrback(self._failed, verb)
+        d.addCallback(self._fill, reply)
+
+    def _dispatch(self, verb, line, literal, reply):
+        try:
+            name = verb.decode("ascii")
+        except UnicodeDecodeError:
+            name = None
+        found = COMMANDS.get(name)
+        if found is None:
+            raise DoozerError(ErrCode.UNKNOWN_VERB, clean(verb.decode("latin-1")))
+        needs, method = found
+        if needs == READ:
+            self.access.require_read()
+        elif needs == WRITE:
+            self.access.require_write()
+        result = method(self, line, literal, reply)
+        if isinstance(result, bytes):
+            return defer.succeed(result)
+        return result
+
+    def _failed(self, failure, verb):
+        if failure.check(defer.CancelledError):
+            return None
+        if failure.check(DoozerError):
+            return error_reply(failure.value.code, failure.value.detail)
+        self.log.failure("text command {verb!r} failed", failure, verb=verb)
+        return error_reply(ErrCode.OTHER, "internal error")
+
+    def _track(self, d):
+        """Remember a read's Deferred so that losing the connection cancels it."""
+        self._pending.add(d)
+
+        def untrack(result):
+            self._pending.discard(d)
+            return result
+
+        return d.addBoth(untrack)
+
+    def _after_own_writes(self, fn, *args):
+        """Run ``fn(*args)`` (a Deferred) once the writes this connection sent before are done."""
+        if not self._writes_pending:
+            return self._track(defer.maybeDeferred(fn, *args))
+        gate = defer.Deferred()
+        self._gates.append((self._write_seq, gate))
+        return self._track(gate.addCallback(lambda _: fn(*args)))
+
+    def _writing(self, d):
+        """Count the write ``d`` as in flight until it fires; open the gates it held."""
+        self._write_seq += 1
+        seq = self._write_seq
+        self._writes_pending.add(seq)
+
+        def done(result):
+            self._writes_pending.discard(seq)
+            oldest = min(self._writes_pending, default=seq + 1)
+            while self._gates and self._gates[0][0] < oldest:
+                self._gates.popleft()[1].callback(None)
+            return result
+
+        return d.addBoth(done)
+
+    def _peer(self):
+        try:
+            return str(self.transport.getPeer())
+        except Exception:
+            return "?"

@@ -1,0 +1,251 @@
+"""The web view's event stream: an Autobahn websocket at ``/$events/<path>``.
+
+Every message is a JSON text frame with a ``type``:
+
+- ``snapshot`` ``{"rev", "path", "files": [{"path","rev","value","encoding"}]}``:
+  every file of the subtree at ``<path>`` (the whole tree for ``/``) at
+  revision ``rev``. Then every change from ``rev + 1`` follows, so nothing
+  is missed.
+- ``event`` ``{"path","rev","kind": "set"|"del","value","encoding"}``.
+- ``status`` ``{"time","rev","files","watchers","reads","writes","cluster"}``
+  every ``status_interval`` seconds (counters are totals; the page
+  differentiates them into rates).
+- ``access`` ``{"ok", "can_read", "can_write"}``: the answer to an access message.
+- ``error`` ``{"error","code","detail"}``: e.g. permission denied, TOO_LATE.
+
+Every ``snapshot`` and ``resumed`` message carries ``epoch``, a token that
+names this server's run of the store. Query ``?since=N&epoch=E`` resumes:
+when E is this server's epoch, events from revision N are sent without a
+snapshot (a ``resumed`` message ``{"rev": N, "epoch": E}`` comes first). If
+the epoch differs (the node restarted, or this is another node), or N has left
+the history window (or lies beyond this store's next revision, as after a
+restart of an in-memory node), a fresh snapshot is sent instead.
+
+Close codes: 4400 bad path; 4408 the client read too slowly (its output
+buffer passed ``limits.max_output_buffer``).
+
+A browser connecting from a page of another origin is refused (403), so
+no page elsewhere can read the store through a visitor's browser.
+
+When secrets are configured the server sends a permission-denied error on
+open and waits for ``{"type": "access", "secret": S}`` from the client;
+streaming starts once the secret grants reading.
+"""
+
+import json
+from urllib.parse import unquote
+
+from autobahn.twisted.resource import WebSocketResource
+from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
+from autobahn.websocket.types import ConnectionDeny
+from twisted.internet import task
+from twisted.logger import Logger
+
+from doozertw.errors import PERMISSION_DENIED, DoozerError, ErrCode
+from doozertw.frontends.access import Access
+from doozertw.frontends.web import common
+from doozertw.frontends.web.stream import OutputQueue
+from doozertw.store import Glob, check_path
+
+EVENTS_PREFIX = "/$events"
+CLOSE_BAD_PATH = 4400
+CLOSE_TOO_SLOW = 4408
+MAX_CLIENT_MESSAGE = 64 * 1024
+
+
+def subtree_globs(path):
+    """Globs covering ``path`` and everything below it."""
+    if path == "/":
+        return [Glob("/**")]
+    return [Glob(path), Glob(path + "/**")]
+
+
+def subtree_path(request_path, max_path):
+    """The store path a websocket URL asks for (``/$events/a/b`` → ``/a/b``)."""
+    rest = unquote(request_path)
+    if rest.startswith(EVENTS_PREFIX):
+        rest = rest[len(EVENTS_PREFIX):]
+    rest = "/" + rest.strip("/")
+    return check_path(rest, max_path)
+
+
+class EventsProtocol(WebSocketServerProtocol):
+    """One browser's live view of a subtree."""
+
+    log = Logger()
+    web = None
+    queue = None
+    ticker = None
+    watches = ()
+    subtree = "/"
+
+    def onConnect(self, request):
+        self.web = self.factory.web
+        if not common.same_origin(request.headers.get("origin"), request.headers.get("host")):
+            raise ConnectionDeny(ConnectionDeny.FORBIDDEN, "cross-origin websocket refused")
+        self.path_error = None
+        try:
+            self.subtree = subtree_path(request.path, self.web.limits.max_path)
+        except DoozerError as e:
+            self.subtree, self.path_error = "/", e
+        since = request.params.get("since", [None])[0]
+        self.since = int(since) if since and since.lstrip("-").isdigit() else None
+        if request.params.get("epoch", [None])[0] != self.web.epoch:
+            self.since = None
+        self.access = Access(self.web.secrets)
+        self.watches = []
+        self.streaming = False
+        self.ticker = None
+        self.queue = None
+        return None
+
+    def onOpen(self):
+        try:
+            self._open()
+        except Exception:
+            self.log.failure("websocket open failed for {path}", path=self.subtree)
+            self.dropConnection(abort=True)
+
+    def _open(self):
+        self.web.connections += 1
+        self.queue = OutputQueue(self._write, self.web.limits.max_output_buffer,
+                                 self._overflowed, self._cancel_watches)
+        if getattr(self.transport, "producer", None) is not None:
+            # twisted.web's HTTP channel handed this transport over to us.
+            self.transport.unregisterProducer()
+        self.transport.registerProducer(self.queue, True)
+        if self.path_error is not None:
+            self.send_json(dict(type="error", **common.error_body(self.path_error)))
+            self.sendClose(code=CLOSE_BAD_PATH, reason="bad path")
+            return
+        if self.access.can_read:
+            self.start()
+        else:
+            self._deny()
+
+    def _deny(self):
+        error = DoozerError(ErrCode.OTHER, PERMISSION_DENIED)
+        self.send_json(dict(type="error", **common.error_body(error)))
+
+    def onMessage(self, payload, isBinary):
+        try:
+            message = json.loads(payload.decode("utf-8"))
+        except (ValueError, UnicodeDecodeError):
+            message = None
+        if not isinstance(message, dict) or message.get("type") != "access":
+            error = DoozerError(ErrCode.UNKNOWN_VERB, "expected an access message")
+            self.send_json(dict(type="error", **common.error_body(error)))
+            return
+        granted = self.access.grant(str(message.get("secret", "")))
+        self.send_json({"type": "access", "ok": granted, "can_read": self.access.can_read,
+                        "can_write": self.access.can_write})
+        if self.access.can_read and not self.streaming:
+            self.start()
+
+    def onClose(self, wasClean, code, reason):
+        if self.queue is not None:
+            self.web.connections -= 1
+            self.queue.close()
+        self._cancel_watches()
+        if self.ticker is not None and self.ticker.running:
+            self.ticker.stop()
+
+    # -- streaming -----------------------------------------------------------
+
+    def start(self):
+        self.streaming = True
+        if self.since is not None and self._resume(self.since):
+            pass
+        else:
+            self._snapshot()
+        self.ticker = task.LoopingCall(self.send_status)
+        self.ticker.clock = self.web.reactor
+        self.ticker.start(self.web.status_interval, now=True)
+
+    def _resume(self, since):
+        if since > self.web.node.store.rev + 1:
+            return False  # the client saw revisions this store never had
+        try:
+            self._watch(since, announce={"type": "resumed", "rev": since,
+                                           "epoch": self.web.epoch})
+        except DoozerError:
+            self._cancel_watches()
+            return False
+        return True
+
+    def _snapshot(self):
+        store = self.web.node.store
+        rev = store.rev
+        files = []
+        for glob in subtree_globs(self.subtree):
+            files.extend(store.files(glob, rev))
+        self.web.node.stats.reads += 1
+        self.send_json({"type": "snapshot", "rev": rev, "epoch": self.web.epoch,
+                        "path": self.subtree,
+                        "files": [_file_fields(e) for e in files]})
+        self._watch(rev + 1)
+
+    def _watch(self, from_rev, announce=None):
+        """Watch the subtree from ``from_rev``; replayed history arrives in rev order."""
+        replay = []
+        for glob in subtree_globs(self.subtree):
+            self.watches.append(self.web.node.watch(glob.pattern, from_rev, replay.append))
+        if announce is not None:
+            self.send_json(announce)
+        for event in sorted(replay, key=lambda e: e.rev):
+            self._event(event)
+        for watch in self.watches:
+            watch.callback = self._event
+
+    def _event(self, event):
+        self.send_json(dict(type="event", **common.event_fields(event)))
+
+    def send_status(self):
+        node = self.web.node
+        self.send_json({
+            "type": "status",
+            "time": self.web.reactor.seconds(),
+            "rev": node.store.rev,
+            "files": node.store.file_count,
+            "watchers": node.store.watch_count,
+            "reads": node.stats.reads,
+            "writes": node.stats.writes,
+            "cluster": self.web.status().to_json(),
+        })
+
+    def send_json(self, body):
+        if self.queue is not None:
+            self.queue.send(json.dumps(body, separators=(",", ":")).encode("utf-8"))
+
+    def _write(self, data):
+        self.sendMessage(data, isBinary=False)
+
+    def _overflowed(self):
+        self._cancel_watches()
+        self.sendClose(code=CLOSE_TOO_SLOW, reason="output buffer full")
+
+    def _cancel_watches(self):
+        for watch in self.watches:
+            watch.cancel()
+        self.watches = []
+
+
+def _file_fields(event):
+    out = {"path": event.path, "rev": event.rev}
+    out.update(common.encode_value(event.value))
+    return out
+
+
+class EventsFactory(WebSocketServerFactory):
+    protocol = EventsProtocol
+
+    def __init__(self, web, reactor):
+        super().__init__(reactor=reactor)
+        self.web = web
+        self.setProtocolOptions(maxMessagePayloadSize=MAX_CLIENT_MESSAGE,
+                                maxFramePayloadSize=MAX_CLIENT_MESSAGE)
+
+
+def events_resource(web, reactor):
+    """The twisted.web resource to mount at ``$events``."""
+    return WebSocketResource(EventsFactory(web, reactor))

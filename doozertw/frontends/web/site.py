@@ -1,0 +1,64 @@
+"""The web port: one twisted.web Site for the view, the API, mostdb and operations.
+
+    /                 the web view (static files from web/)
+    /$events/<path>   websocket events (doozertw.frontends.web.events)
+    /v1/...           HTTP JSON API (doozertw.frontends.web.api)
+    /mostdb/...       mostdb compatibility (doozertw.frontends.web.mostdb)
+    /health /livez /readyz /metrics   operations (doozertw.frontends.web.ops)
+"""
+
+from twisted.web import server
+
+from doozertw.frontends.access import Secrets
+from doozertw.frontends.web import api as api_module
+from doozertw.frontends.web.events import events_resource
+from doozertw.frontends.web.mostdb import mostdb_resource
+from doozertw.frontends.web.ops import (
+    HealthResource, LivezResource, Metrics, MetricsResource, ReadyzResource)
+from doozertw.frontends.web.static import static_resource
+from doozertw.frontends.web.status import status_source
+from doozertw.limits import Limits
+
+
+class WebSite(server.Site):
+    """The Site, with the objects tests and the node may want to reach."""
+
+    api = None
+    metrics = None
+    events_factory = None
+
+
+def make_web_site(node, secrets=None, limits=None, reactor=None, status=None,
+                  static_dir=None, status_interval=1.0):
+    """Build the web port's Site for ``node``.
+
+    ``secrets``: doozertw.frontends.access.Secrets (None: open).
+    ``limits``: doozertw.limits.Limits (None: the node's).
+    ``status``: a zero-argument callable returning a ClusterView
+    (None: ``status_source(node)``).
+    """
+    if reactor is None:
+        from twisted.internet import reactor
+    secrets = secrets if secrets is not None else Secrets()
+    limits = limits if limits is not None else getattr(node, "limits", Limits())
+    api = api_module.Api(node, secrets, limits, status or status_source(node), reactor,
+                         status_interval=status_interval)
+    metrics = Metrics(api)
+    api.observe_write = metrics.observe_proposal
+
+    root = static_resource(static_dir)
+    events = events_resource(api, reactor)
+    root.putChild(b"$events", events)
+    root.putChild(b"v1", api_module.v1_resource(api))
+    root.putChild(b"mostdb", mostdb_resource(api))
+    root.putChild(b"health", HealthResource(api))
+    root.putChild(b"livez", LivezResource())
+    root.putChild(b"readyz", ReadyzResource(api))
+    root.putChild(b"metrics", MetricsResource(metrics))
+
+    site = WebSite(root, reactor=reactor)
+    site.displayTracebacks = False
+    site.api = api
+    site.metrics = metrics
+    site.events_factory = events._factory
+    return site

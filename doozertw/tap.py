@@ -1,0 +1,162 @@
+"""twistd integration: ``twistd -n doozer [options]``.
+
+Options and configuration are resolved into attrs classes (doozertw.config);
+makeService builds one Node and the services that expose it: the client
+port (doozer protocol and text protocol on one port) and the web port.
+"""
+
+import socket
+import sys
+
+from twisted.application import service
+from twisted.internet import defer
+from twisted.internet.endpoints import serverFromString
+from twisted.logger import Logger
+from twisted.python import usage
+
+from doozertw import __version__, config
+from doozertw.frontends.client_port import ClientPortFactory
+from doozertw.node import Node
+from doozertw.store import Store
+
+
+class Options(usage.Options):
+    synopsis = "[options]"
+    longdesc = (
+        "Run a doozertw node: a doozer-compatible, strongly consistent store. "
+        "Addresses are Twisted endpoint strings, e.g. tcp:8046:interface=0.0.0.0. "
+        "Secrets come from DOOZER_RWSECRET / DOOZER_ROSECRET or the config file.")
+    optParameters = [
+        ["name", "n", None, "This node's id (default: the only node in --config, else n1)."],
+        ["config", "c", None, "Cluster YAML file (see docs/configuration.md)."],
+        ["listen", "l", None,
+         f"Client port: doozer and text protocols [default: {config.DEFAULT_CLIENT}]."],
+        ["web", "w", None,
+         f"Web port (web view, HTTP API, metrics), or 'none' [default: {config.DEFAULT_WEB}]."],
+        ["peer-listen", None, None,
+         f"Peer port for cluster traffic [default: {config.DEFAULT_PEER}]."],
+        ["advertise", None, None,
+         "Client address published in /ctl/node/<id>/addr (default: the bound address)."],
+        ["cluster", None, None, "Cluster name, written to /ctl/name (default: local)."],
+        ["history", None, None, "Revisions of history kept for past reads and watches "
+         "[default: 10000].", int],
+        ["history-bytes", None, None, "Bytes of history kept at most [default: 64 MiB].", int],
+        ["peers", "p", None,
+         "Other voters of the cluster: name=host:port,... (their peer ports)."],
+        ["attach", "a", None,
+         "Join the running cluster that has a member at this client address "
+         "(host:port) as a learner."],
+        ["timeout", None, None,
+         "Demote a voter silent for this many seconds (off by default; "
+         "see docs/cluster.md for the risk).", float],
+        ["request-timeout", None, None,
+         "Seconds a write or linearizable read may wait for a quorum "
+         "[default: 5].", float],
+    ]
+
+    def opt_version(self):
+        """Print the version and exit."""
+        print(f"doozertw {__version__}")
+        sys.exit(0)
+
+    def postOptions(self):
+        try:
+            self.cluster, self.node = config.resolve(
+                {key.replace("-", "_"): value for key, value in self.items()})
+        except (OSError, config.ConfigError) as e:
+            raise usage.UsageError(str(e)) from None
+
+
+class ListeningService(service.Service):
+    """Listens on an endpoint string; ``port`` is set once listening.
+
+    A failure to listen raises out of startService so twistd stops with the
+    reason instead of running a node nobody can reach.
+    """
+
+    log = Logger()
+
+    def __init__(self, description, factory, reactor=None, on_listening=None):
+        self.description = description
+        self.factory = factory
+        self.port = None
+        self._reactor = reactor
+        self._on_listening = on_listening
+
+    def startService(self):
+        super().startService()
+        from twisted.internet import reactor as global_reactor
+        reactor = self._reactor or global_reactor
+        listening = serverFromString(reactor, self.description).listen(self.factory)
+        failures = []
+        listening.addCallbacks(self._listening, failures.append)
+        if failures:
+            failures[0].raiseException()
+
+    def _listening(self, port):
+        self.port = port
+        self.log.info("listening on {description}", description=self.description)
+        if self._on_listening is not None:
+            self._on_listening(port)
+        return port
+
+    def stopService(self):
+        super().stopService()
+        if self.port is not None:
+            return defer.maybeDeferred(self.port.stopListening)
+
+
+def _address(port):
+    host = port.getHost()
+    address = getattr(host, "host", None)
+    if address in (None, "0.0.0.0", "::"):
+        address = socket.gethostname()
+    return f"{address}:{host.port}" if hasattr(host, "port") else str(host)
+
+
+def is_clustered(cluster, me):
+    """True when this node is one of several voters or attaches to a cluster."""
+    return bool(me.attach) or len(cluster.nodes) > 1
+
+
+def build(cluster, me, reactor=None):
+    """The node and a MultiService exposing it, as twistd runs it.
+
+    One node alone commits writes locally; a node of a cluster (several
+    nodes in the file or --peers, or --attach) runs doozertw.cluster.
+    """
+    store = Store(history=cluster.history, history_bytes=cluster.history_bytes)
+    top = service.MultiService()
+    if is_clustered(cluster, me):
+        from doozertw.cluster.service import ClusterService
+        member = ClusterService(
+            me.name, cluster.voters(), me.peer_listen, store,
+            cluster_name=cluster.cluster, limits=cluster.limits, reactor=reactor,
+            timeout=me.timeout, request_timeout=cluster.request_timeout,
+            attach=me.attach, secret=cluster.secrets.rw)
+        member.setServiceParent(top)
+        node = member.node
+
+        def announce(port):
+            member.set_client_addr(me.advertise or _address(port))
+    else:
+        node = Node(name=me.name, store=store, cluster_name=cluster.cluster,
+                    limits=cluster.limits)
+
+        def announce(port):
+            node.describe_self(me.advertise or _address(port), voter_slot=0)
+
+    client = ListeningService(
+        me.listen, ClientPortFactory(node, cluster.secrets, cluster.limits, reactor),
+        reactor, on_listening=announce)
+    client.setServiceParent(top)
+    if me.web != config.DISABLED:
+        from doozertw.frontends.web import make_web_site
+        site = make_web_site(node, cluster.secrets, cluster.limits, reactor=reactor)
+        ListeningService(me.web, site, reactor).setServiceParent(top)
+    return node, top
+
+
+def makeService(options):
+    _, top = build(options.cluster, options.node)
+    return top

@@ -1,0 +1,1 @@
+"""Static files of the web view (HTML, JS, CSS), shipped as package data."""
