@@ -35,6 +35,7 @@ class NodeConfig:
     advertise: str | None = None
     attach: str | None = None
     timeout: float | None = None
+    peer_advertise: str | None = None
 
 
 @attrs.frozen
@@ -52,7 +53,7 @@ class ClusterConfig:
         return {name: node.peer_listen for name, node in self.nodes.items()}
 
 
-_NODE_KEYS = {"listen", "web", "peer_listen", "advertise"}
+_NODE_KEYS = {"listen", "web", "peer_listen", "advertise", "peer_advertise"}
 _TOP_KEYS = {"cluster", "history", "history_bytes", "secrets", "limits", "nodes",
              "request_timeout"}
 
@@ -144,6 +145,7 @@ def resolve(options, environ=os.environ):
     cluster = load(options["config"]) if options.get("config") else ClusterConfig()
     name = options.get("name") or (next(iter(cluster.nodes)) if len(cluster.nodes) == 1 else "n1")
     check_name(name)
+    in_file = name in cluster.nodes
     if options.get("peers"):
         nodes = dict(cluster.nodes)
         nodes.setdefault(name, NodeConfig(name=name))
@@ -155,11 +157,14 @@ def resolve(options, environ=os.environ):
         raise ConfigError(f"node {name!r} is not in the config (have {sorted(cluster.nodes)})")
     node = cluster.nodes.get(name, NodeConfig(name=name))
     node = attrs.evolve(node, **{
-        key: options[key] for key in ("listen", "web", "peer_listen", "advertise", "attach")
+        key: options[key] for key in ("listen", "web", "peer_listen", "advertise", "attach",
+                                      "peer_advertise")
         if options.get(key)})
     if options.get("timeout") is not None:
         node = attrs.evolve(node, timeout=_seconds(options["timeout"], "timeout", "command line"))
-    if cluster.nodes:
+    if cluster.nodes and not in_file:
+        # from --peers: this node's peer address is where it listens; a node
+        # in the file keeps the file's address (how the others reach it)
         cluster = attrs.evolve(cluster, nodes={**cluster.nodes, name: node})
     secrets = Secrets(
         rw=_secret(environ.get("DOOZER_RWSECRET")) or cluster.secrets.rw,

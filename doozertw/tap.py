@@ -41,6 +41,10 @@ class Options(usage.Options):
         ["history", None, None, "Revisions of history kept for past reads and watches "
          "[default: 10000].", int],
         ["history-bytes", None, None, "Bytes of history kept at most [default: 64 MiB].", int],
+        ["peer-advertise", None, None,
+         "Peer address the other nodes dial to reach this one, published in "
+         "/ctl/node/<id>/peer (default: this node's peer address in --config, "
+         "else the bound peer port)."],
         ["peers", "p", None,
          "Other voters of the cluster: name=host:port,... (their peer ports)."],
         ["attach", "a", None,
@@ -133,7 +137,8 @@ def build(cluster, me, reactor=None):
             me.name, cluster.voters(), me.peer_listen, store,
             cluster_name=cluster.cluster, limits=cluster.limits, reactor=reactor,
             timeout=me.timeout, request_timeout=cluster.request_timeout,
-            attach=me.attach, secret=cluster.secrets.rw)
+            attach=me.attach, secret=cluster.secrets.rw,
+            peer_advertise=me.peer_advertise)
         member.setServiceParent(top)
         node = member.node
 

@@ -1,0 +1,288 @@
+"""ClusterDriver: runs a pure RaftNode on a reactor and a peer transport.
+
+The driver ticks the node on the reactor's clock, feeds it the Raft
+messages received from peers, and handles every Ready in the order
+doozertw.consensus.ready prescribes: restore a received snapshot into the
+store, persist (in memory: this mode is not durable), send, apply committed
+entries to the store, hand over read states, then ``advance``.
+
+Contracts:
+
+- ``send(name, payload)`` is the transport's send; Raft messages go to the
+  node name of their destination member id (``name~incarnation``).
+- A proposal (origin, pid) is applied once, however many entries carry
+  it (doozertw.cluster.dedup); snapshots hold the store and that table.
+- Listeners are called after ``advance``, never between ``ready()`` and
+  ``advance()``, so they may call back into the driver:
+  ``on_apply(index, term, proposal, outcome)`` for every applied entry
+  (``proposal`` and ``outcome`` are None for no-ops and conf changes),
+  ``on_read_state(ReadState)``, ``on_role(SoftState)``, ``on_envelope[type]
+  (from_name, envelope)``.
+- The Raft node exists only after ``start(conf)``; before that, Raft
+  messages are dropped and ``raft`` is None.
+"""
+
+from __future__ import annotations
+
+import attrs
+from twisted.internet import defer, task
+from twisted.logger import Logger
+
+from doozertw.cluster import envelope as env
+from doozertw.cluster.dedup import AppliedProposals, pack_snapshot, unpack_snapshot
+from doozertw.consensus import ConfState, EntryKind, MemoryStorage, RaftNode, Role
+from doozertw.consensus.codec import CodecError
+from doozertw.consensus.messages import InstallSnapshot
+from doozertw.errors import DoozerError
+from doozertw.peer import PayloadTooLarge
+from doozertw.store import decode as decode_mutation
+
+
+@attrs.frozen
+class Timing:
+    """Clock settings: a tick is ``tick`` seconds; elections time out after
+    ``election_ticks``..2x ticks; the leader heartbeats every
+    ``heartbeat_ticks``; writes and linearizable reads give up after
+    ``request_timeout`` seconds with "no quorum"."""
+
+    tick: float = 0.05
+    election_ticks: int = 10
+    heartbeat_ticks: int = 2
+    request_timeout: float = 5.0
+    compact_every: int = 5000
+
+
+class ClusterDriver:
+    """Drives one RaftNode; see the module docstring."""
+
+    log = Logger()
+
+    def __init__(self, name, store, send, reactor, rng, timing=Timing()):
+        self.name = name
+        self.member_id = None
+        self.store = store
+        self.timing = timing
+        self.reactor = reactor
+        self.rng = rng
+        self._send_payload = send
+        self.storage = MemoryStorage()
+        self.raft = None
+        self.applied = 0
+        self.proposals = AppliedProposals()
+        self.duplicates = 0
+        self.last_heard = {}
+        self.on_apply = []
+        self.on_read_state = []
+        self.on_role = []
+        self.on_envelope = {}
+        self._applied_waiters = []
+        self._after = []
+        self._processing = False
+        self._ticker = None
+
+    # -- lifecycle -----------------------------------------------------------
+
+    def start(self, member_id, conf=ConfState()):
+        """Create the Raft node as ``member_id`` (this node's name, or
+        ``name~incarnation``): ``conf`` founds a cluster; an empty ConfState
+        waits to be added by a leader. Starts ticking."""
+        if self.raft is not None:
+            raise RuntimeError("already started")
+        if env.name_of(member_id) != self.name:
+            raise ValueError(f"member id {member_id!r} is not of node {self.name!r}")
+        self.member_id = member_id
+        t = self.timing
+        self.raft = RaftNode(self.member_id, conf, self.storage, self.rng,
+                             election_ticks=t.election_ticks,
+                             heartbeat_ticks=t.heartbeat_ticks)
+        self.log.info("raft member {member} started with voters {voters}",
+                      member=self.member_id, voters=sorted(conf.voters))
+        self._ticker = task.LoopingCall(self._tick)
+        self._ticker.clock = self.reactor
+        self._ticker.start(t.tick, now=False)
+        self.process()
+
+    def stop(self):
+        if self._ticker is not None and self._ticker.running:
+            self._ticker.stop()
+
+    @property
+    def started(self):
+        return self.raft is not None
+
+    @property
+    def is_leader(self):
+        return self.raft is not None and self.raft.role == Role.LEADER
+
+    @property
+    def leader(self):
+        return self.raft.leader if self.raft is not None else None
+
+    @property
+    def conf(self):
+        return self.raft.conf if self.raft is not None else ConfState()
+
+    def is_member(self):
+        return self.member_id in self.conf.members()
+
+    def _tick(self):
+        try:
+            self.raft.tick()
+            self.process()
+        except Exception:
+            # keep ticking: a stopped clock would silently stall this node
+            self.log.failure("tick of {member} failed", member=self.member_id)
+
+    # -- calling the node ------------------------------------------------------
+
+    def call(self, fn, *args):
+        """Run ``fn(raft, *args)`` and handle the resulting Ready; returns
+        its result. Must not be called from inside Ready handling."""
+        if self._processing:
+            raise RuntimeError("raft called between ready() and advance()")
+        try:
+            return fn(self.raft, *args)
+        finally:
+            self.process()
+
+    # -- transport ---------------------------------------------------------------
+
+    def receive(self, from_name, payload):
+        """Transport callback: one payload from peer ``from_name``."""
+        try:
+            message = env.decode_payload(payload)
+        except CodecError as exc:
+            self.log.warn("bad payload from {peer}: {error}", peer=from_name, error=str(exc))
+            return
+        if isinstance(message, env.ENVELOPE_TYPES):
+            handler = self.on_envelope.get(type(message))
+            if handler is not None:
+                handler(from_name, message)
+            return
+        if env.name_of(message.src) != from_name:
+            self.log.warn("peer {peer} sent a message as {src}", peer=from_name, src=message.src)
+            return
+        self.last_heard[message.src] = self.reactor.seconds()
+        if self.raft is not None and not self._processing:
+            self.call(RaftNode.step, message)
+
+    def send_envelope(self, name, envelope):
+        try:
+            return self._send_payload(name, env.encode_envelope(envelope))
+        except (ValueError, RuntimeError) as exc:
+            self.log.debug("cannot send to {peer}: {error}", peer=name, error=str(exc))
+            return False
+
+    def _send_raft(self, message):
+        name = env.name_of(message.dst)
+        if name == self.name:
+            return  # an old incarnation of this node: nobody to deliver to
+        try:
+            sent = self._send_payload(name, env.encode_raft(message))
+        except PayloadTooLarge:
+            self.log.error("raft message to {peer} too large", peer=message.dst)
+            sent = False
+        if not sent:
+            self._after.append(lambda: self._unreachable(message))
+
+    def _unreachable(self, message):
+        self.raft.report_unreachable(message.dst)
+        if isinstance(message, InstallSnapshot):
+            self.raft.report_snapshot(message.dst, False)
+
+    # -- Ready ---------------------------------------------------------------------
+
+    def process(self):
+        """Handle every pending Ready of the node, then run listeners."""
+        if self.raft is None or self._processing:
+            return
+        while self.raft.has_ready():
+            self._processing = True
+            try:
+                rd = self.raft.ready()
+                self._handle(rd)
+                self.raft.advance(rd)
+            finally:
+                self._processing = False
+            self._run_after()
+        self._maybe_compact()
+
+    def _handle(self, rd):
+        if rd.snapshot is not None and rd.snapshot.index > self.applied:
+            store_bytes, table = unpack_snapshot(rd.snapshot.data)
+            self.store.restore(store_bytes)
+            self.proposals.restore(table)
+            self.applied = rd.snapshot.index
+        self.storage.save(rd)
+        for message in rd.messages:
+            self._send_raft(message)
+        for entry in rd.committed_entries:
+            self._apply(entry)
+        for state in rd.read_states:
+            self._after.extend(lambda s=state, f=f: f(s) for f in self.on_read_state)
+        if rd.soft_state is not None:
+            soft = rd.soft_state
+            self.log.info("{member} is {role}, leader {leader}", member=self.member_id,
+                          role=soft.role.value, leader=soft.leader)
+            self._after.extend(lambda f=f: f(soft) for f in self.on_role)
+        self._after.append(self._wake_applied)
+
+    def _apply(self, entry):
+        self.applied = max(self.applied, entry.index)
+        proposal = outcome = None
+        if entry.kind == EntryKind.NORMAL and entry.data:
+            try:
+                proposal = env.Proposal.decode(entry.data)
+                mutation = decode_mutation(proposal.mutation)
+            except (CodecError, DoozerError) as exc:
+                self.log.error("skipping bad entry {index}: {error}", index=entry.index,
+                               error=str(exc))
+                proposal = None
+            if proposal is not None and not self.proposals.first_time(
+                    proposal.origin, proposal.pid):
+                self.duplicates += 1
+                proposal = None  # a second copy: applied once already
+            if proposal is not None:
+                outcome = self.store.apply(mutation)
+        for listener in self.on_apply:
+            self._after.append(
+                lambda f=listener: f(entry.index, entry.term, proposal, outcome))
+
+    def _run_after(self):
+        while self._after:
+            pending, self._after = self._after, []
+            for action in pending:
+                try:
+                    action()
+                except Exception:
+                    self.log.failure("cluster listener failed")
+            if self.raft.has_ready() and not self._processing:
+                return  # process() loops again
+
+    def _maybe_compact(self):
+        if self.applied - self.storage.snapshot.index >= self.timing.compact_every:
+            data = pack_snapshot(self.store.snapshot(), self.proposals)
+            snapshot = self.raft.compact(self.applied, data)
+            self.storage.compact(snapshot)
+
+    # -- applied index -------------------------------------------------------------
+
+    def when_applied(self, index):
+        """Deferred that fires once entries up to ``index`` are applied."""
+        if index <= self.applied:
+            return defer.succeed(self.applied)
+        d = defer.Deferred()
+        self._applied_waiters.append((index, d))
+        return d
+
+    def _wake_applied(self):
+        ready = [(i, d) for i, d in self._applied_waiters if i <= self.applied]
+        if ready:
+            self._applied_waiters = [(i, d) for i, d in self._applied_waiters
+                                     if i > self.applied]
+            for _, d in ready:
+                if not d.called:
+                    d.callback(self.applied)
+
+
+__all__ = ["ClusterDriver", "Timing"]

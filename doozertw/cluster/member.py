@@ -1,0 +1,156 @@
+"""ClusterMember: one node's cluster machinery, assembled.
+
+Wires a ClusterDriver (Raft on the reactor), a ReplicatedProposer (writes),
+a ReadBarrier (linearizable reads), Membership (/ctl and the Raft
+configuration) and a Bootstrapper (found or join) around one Store, and
+the Node that front ends call. It knows the network only through two
+functions, so tests wire it to an in-memory network and twistd to a
+PeerTransport:
+
+- ``send(name, payload) -> bool`` (PeerTransport.send),
+- ``add_peer(name, endpoint)`` (PeerTransport.add_peer);
+
+and the network hands received payloads to ``receive(name, payload)``.
+"""
+
+from __future__ import annotations
+
+import secrets as _secrets
+import socket
+
+from twisted.internet import task
+from twisted.logger import Logger
+
+from doozertw.cluster.bootstrap import Bootstrapper
+from doozertw.cluster.driver import ClusterDriver, Timing
+from doozertw.cluster.membership import Membership, peer_path
+from doozertw.cluster.proposer import ReplicatedProposer
+from doozertw.cluster.reads import ReadBarrier
+from doozertw.consensus import RaftError, RaftNode
+from doozertw.node import Node
+from doozertw.store import CLOBBER
+
+
+def new_incarnation(rng=None):
+    """A short random token naming one life of a node."""
+    if rng is not None:
+        return f"{rng.getrandbits(32):08x}"
+    return _secrets.token_hex(4)
+
+
+class ClusterMember:
+    """See the module docstring. ``voters`` are the configured voter names
+    (this node's included; empty to join with ``--attach``)."""
+
+    log = Logger()
+
+    def __init__(self, name, voters, *, store, reactor, rng, send, add_peer,
+                 peer_addr, client_addr="", cluster_name="local", limits=None,
+                 timing=Timing(), timeout=None, incarnation=None,
+                 applied_every=None, hostname=None, probe_interval=0.2,
+                 membership_interval=0.25):
+        self.name = name
+        self.reactor = reactor
+        self.peer_addr = peer_addr
+        self.client_addr = client_addr
+        self.hostname = hostname or socket.gethostname()
+        self.applied_every = applied_every
+        self.driver = ClusterDriver(name, store, send, reactor, rng, timing)
+        self.proposer = ReplicatedProposer(self.driver, reactor)
+        self.reads = ReadBarrier(self.driver, reactor)
+        self.membership = Membership(self.driver, self.proposer.propose, add_peer,
+                                     reactor, interval=membership_interval,
+                                     timeout=timeout)
+        self.node = Node(name=name, store=store, proposer=self.proposer,
+                         cluster_name=cluster_name, limits=limits,
+                         read_barrier=self.reads)
+        self.voters = frozenset(voters)
+        self.bootstrap = Bootstrapper(
+            self.driver, voters, incarnation or new_incarnation(rng), peer_addr,
+            client_addr, reactor, interval=probe_interval, peers=self._join_targets,
+            on_member=self._became_member)
+        self._applied_loop = None
+
+    @property
+    def store(self):
+        return self.driver.store
+
+    def receive(self, from_name, payload):
+        self.driver.receive(from_name, payload)
+
+    def start(self):
+        self.bootstrap.start()
+        self.membership.start()
+
+    def stop(self):
+        self.bootstrap.stop()
+        self.membership.stop()
+        self.driver.stop()
+        if self._applied_loop is not None and self._applied_loop.running:
+            self._applied_loop.stop()
+        self.proposer.fail_all("node stopping")
+
+    def status(self):
+        """A JSON-friendly summary for the web view, metrics and drills."""
+        driver = self.driver
+        raft = driver.raft
+        summary = {
+            "name": self.name, "member": driver.member_id,
+            "phase": self.bootstrap.phase.value, "applied": driver.applied,
+            "pending_writes": self.proposer.pending_count,
+        }
+        if raft is not None:
+            summary.update({
+                "role": raft.role.value, "term": raft.term, "leader": raft.leader,
+                "commit": raft.log.committed, "voters": sorted(raft.conf.voters),
+                "learners": sorted(raft.conf.learners),
+            })
+        return summary
+
+    def hand_over(self):
+        """If leader, ask the most caught-up other voter to take over at
+        once (Raft leadership transfer); True if asked."""
+        driver = self.driver
+        if not driver.is_leader:
+            return False
+        raft = driver.raft
+        others = sorted(raft.conf.voters - {driver.member_id})
+        if not others:
+            return False
+        best = max(others, key=lambda m: raft.progress[m].match if m in raft.progress else 0)
+        try:
+            return bool(driver.call(RaftNode.transfer_leadership, best))
+        except RaftError:
+            return False
+
+    def _join_targets(self):
+        return sorted((self.voters | set(self.membership.known_peers)) - {self.name})
+
+    def add_known_peer(self, name, endpoint):
+        """A peer learned outside the store (``--attach`` discovery)."""
+        self.membership._dial(name, endpoint)
+
+    # -- /ctl/node/<name> -------------------------------------------------------------
+
+    def _became_member(self):
+        self.reactor.callLater(0, self.describe)
+        if self.applied_every:
+            self._applied_loop = task.LoopingCall(self._write_applied)
+            self._applied_loop.clock = self.reactor
+            self._applied_loop.start(self.applied_every, now=False)
+
+    def describe(self):
+        """Write this node's /ctl/node entries (addr, hostname, version, peer)."""
+        def failed(failure):
+            self.log.warn("could not describe {node} in /ctl: {error}", node=self.name,
+                          error=failure.getErrorMessage())
+        self.node.describe_self(self.client_addr, self.hostname).addErrback(failed)
+        self.node.set(peer_path(self.name), CLOBBER,
+                      self.peer_addr.encode("utf-8")).addErrback(failed)
+
+    def _write_applied(self):
+        self.node.set(f"/ctl/node/{self.name}/applied", CLOBBER,
+                      str(self.store.rev).encode("ascii")).addErrback(lambda _: None)
+
+
+__all__ = ["ClusterMember", "new_incarnation"]

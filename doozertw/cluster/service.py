@@ -1,0 +1,196 @@
+"""The twistd side of a cluster node: PeerTransport, --peers and --attach.
+
+``ClusterService`` owns a ClusterMember (whose ``node`` the front ends
+serve) and the PeerTransport it talks through. On start it listens on the
+peer port, then either probes the configured voters (found or join) or,
+with ``attach``, asks a running member (its client address) for the peer
+endpoints in /ctl/node/*/peer and joins as a learner.
+"""
+
+from __future__ import annotations
+
+import random
+import socket
+
+from twisted.application import service
+from twisted.internet import defer
+from twisted.internet.task import deferLater
+from twisted.logger import Logger
+
+from doozertw.cluster.driver import Timing
+from doozertw.cluster.member import ClusterMember
+from doozertw.errors import DoozerError, ErrCode
+from doozertw.peer import PeerTransport
+
+
+HAND_OVER_GRACE = 0.2
+
+
+def dial_endpoint(address, default_host="127.0.0.1"):
+    """A client endpoint string for a peer address: ``host:port`` or a
+    server endpoint such as ``tcp:7046:interface=10.0.0.1`` becomes
+    ``tcp:host=10.0.0.1:port=7046``; a client endpoint string is kept."""
+    if "host=" in address:
+        return address
+    if address.startswith("tcp:") or address.startswith("tcp6:"):
+        parts = address.split(":")
+        port = next((p for p in parts[1:] if p.isdigit()), None)
+        if port is None:
+            port = next((p.split("=", 1)[1] for p in parts if p.startswith("port=")), None)
+        host = next((p.split("=", 1)[1] for p in parts if p.startswith("interface=")),
+                    default_host)
+        if port is None:
+            raise ValueError(f"no port in {address!r}")
+        if host in ("0.0.0.0", "::", ""):
+            host = socket.gethostname()
+        return f"tcp:host={host}:port={port}"
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit():
+        raise ValueError(f"not host:port or a tcp endpoint: {address!r}")
+    return f"tcp:host={host or default_host}:port={port}"
+
+
+class ClusterService(service.Service):
+    """One cluster node under twistd; see the module docstring.
+
+    ``voters``: {name: peer address} of the configured voters (this node
+    included); ``attach``: a member's client address, or None.
+    """
+
+    log = Logger()
+
+    def __init__(self, name, voters, peer_listen, store, *, cluster_name="local",
+                 limits=None, reactor=None, timeout=None, request_timeout=5.0,
+                 attach=None, secret=None, peer_advertise=None, applied_every=10.0):
+        if reactor is None:
+            from twisted.internet import reactor
+        self.reactor = reactor
+        self.name = name
+        self.cluster_name = cluster_name
+        self.peer_listen = peer_listen
+        self.attach = attach
+        self.secret = secret
+        self.voter_endpoints = {n: dial_endpoint(a) for n, a in voters.items() if n != name}
+        self.transport = None
+        self._queued_peers = dict(self.voter_endpoints)
+        advertised = peer_advertise or (voters.get(name) if name in voters else None)
+        self.member = ClusterMember(
+            name, () if attach else voters, store=store, reactor=reactor,
+            rng=random.Random(), send=self._send, add_peer=self._add_peer,
+            peer_addr=dial_endpoint(advertised or peer_listen), cluster_name=cluster_name,
+            limits=limits, timing=Timing(request_timeout=request_timeout),
+            timeout=timeout, applied_every=applied_every)
+        self._advertised = advertised is not None
+
+    @property
+    def node(self):
+        return self.member.node
+
+    def status(self):
+        """ClusterMember.status() plus per-peer transport statistics."""
+        summary = self.member.status()
+        if self.transport is not None:
+            summary["peers"] = {name: {"state": st.state, "rtt": st.rtt, "dropped": st.dropped}
+                                for name, st in self.transport.stats().items()}
+        return summary
+
+    def set_client_addr(self, address):
+        """The client address to publish in /ctl/node/<name>/addr."""
+        self.member.client_addr = address
+        self.member.bootstrap.client_addr = address
+        if self.member.driver.started and self.member.driver.is_member():
+            self.member.describe()
+
+    # -- transport -----------------------------------------------------------------
+
+    def _send(self, name, payload):
+        return self.transport.send(name, payload) if self.transport else False
+
+    def _add_peer(self, name, endpoint):
+        if self.transport is None:
+            self._queued_peers[name] = endpoint
+        else:
+            self.transport.add_peer(name, endpoint)
+
+    def _build_transport(self, cluster_name):
+        self.transport = PeerTransport(self.name, cluster_name, {},
+                                       on_message=self.member.receive, reactor=self.reactor)
+        for name, endpoint in self._queued_peers.items():
+            self.transport.add_peer(name, endpoint)
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    def startService(self):
+        super().startService()
+        d = self._start()
+        d.addErrback(self._failed)
+        return d
+
+    @defer.inlineCallbacks
+    def _start(self):
+        cluster_name = self.cluster_name
+        if self.attach:
+            cluster_name, peers = yield self._discover(self.attach)
+            self._queued_peers.update(peers)
+        self._build_transport(cluster_name)
+        port = yield self.transport.listen(self.peer_listen)
+        if not self._advertised:
+            host = port.getHost()
+            address = dial_endpoint(f"{host.host}:{host.port}")
+            self.member.peer_addr = self.member.bootstrap.peer_addr = address
+        for name, endpoint in self._queued_peers.items():
+            if name != self.name:
+                self.member.membership.known_peers.setdefault(name, endpoint)
+        self.log.info("cluster node {node} peer address {address}", node=self.name,
+                      address=self.member.peer_addr)
+        self.member.start()
+
+    @defer.inlineCallbacks
+    def _discover(self, address):
+        """(cluster name, {name: peer endpoint}) read from a member's store."""
+        from doozertw.client import DoozerClient
+        client = DoozerClient(address, secret=self.secret, reactor=self.reactor)
+        try:
+            name, _ = yield client.get("/ctl/name")
+            peers = {}
+            offset = 0
+            while True:
+                try:
+                    event = yield client.walk("/ctl/node/*/peer", None, offset)
+                except DoozerError as e:
+                    if e.code == ErrCode.RANGE:
+                        break
+                    raise
+                peers[event.path.split("/")[3]] = event.value.decode("utf-8")
+                offset += 1
+        finally:
+            client.close()
+        peers.pop(self.name, None)
+        self.log.info("attaching to cluster {cluster} via {address}: peers {peers}",
+                      cluster=name.decode(), address=address, peers=sorted(peers))
+        return name.decode("utf-8") or self.cluster_name, peers
+
+    def _failed(self, failure):
+        self.log.failure("cluster node {node} failed to start", failure, node=self.name)
+        from twisted.internet import reactor as global_reactor
+        if self.reactor is global_reactor and global_reactor.running:
+            global_reactor.stop()
+
+    def stopService(self):
+        """Hand leadership to the most caught-up voter (so clients wait
+        one round trip instead of an election timeout), then stop."""
+        super().stopService()
+        handed = self.member.hand_over()
+        if not handed:
+            return self._shutdown()
+        d = deferLater(self.reactor, HAND_OVER_GRACE, lambda: None)
+        return d.addCallback(lambda _: self._shutdown())
+
+    def _shutdown(self):
+        self.member.stop()
+        if self.transport is not None:
+            return self.transport.stop()
+        return None
+
+
+__all__ = ["ClusterService", "dial_endpoint"]

@@ -1,0 +1,103 @@
+"""Cluster options: --peers, --attach, --timeout, YAML, and how tap chooses a mode."""
+
+import pytest
+import yaml
+from twisted.internet.testing import MemoryReactorClock
+
+from doozertw import config, tap
+from doozertw.cluster.service import ClusterService, dial_endpoint
+from doozertw.node import LocalProposer
+
+
+def options(**kw):
+    base = {"config": None, "name": None, "listen": None, "web": None, "peer_listen": None,
+            "advertise": None, "cluster": None, "history": None, "history_bytes": None,
+            "peer_advertise": None,
+            "peers": None, "attach": None, "timeout": None, "request_timeout": None}
+    base.update(kw)
+    return base
+
+
+def test_peers_option_describes_the_voters():
+    cluster, me = config.resolve(options(name="n1", peers="n2=10.0.0.2:7046,n3=h3:7047",
+                                         peer_listen="tcp:7046:interface=10.0.0.1"))
+    assert me.name == "n1"
+    assert cluster.voters() == {"n1": "tcp:7046:interface=10.0.0.1",
+                                "n2": "10.0.0.2:7046", "n3": "h3:7047"}
+    assert tap.is_clustered(cluster, me)
+
+
+@pytest.mark.parametrize("bad", ["n2", "n2=", "=h:1", "n~2=h:1"])
+def test_bad_peers_are_refused(bad):
+    with pytest.raises(config.ConfigError):
+        config.resolve(options(name="n1", peers=bad))
+
+
+def test_attach_timeout_and_request_timeout():
+    cluster, me = config.resolve(options(name="n4", attach="127.0.0.1:8046", timeout=30.0,
+                                         request_timeout=2.5))
+    assert me.attach == "127.0.0.1:8046" and me.timeout == 30.0
+    assert cluster.request_timeout == 2.5
+    assert tap.is_clustered(cluster, me)
+    with pytest.raises(config.ConfigError):
+        config.resolve(options(name="n4", timeout=-1))
+
+
+def test_yaml_request_timeout_and_single_node_stays_local(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("request_timeout: 3\nnodes:\n  solo:\n    listen: tcp:0\n")
+    cluster, me = config.resolve(options(config=str(path)))
+    assert cluster.request_timeout == 3.0
+    assert not tap.is_clustered(cluster, me)
+    node, _ = tap.build(cluster, me, MemoryReactorClock())
+    assert isinstance(node.proposer, LocalProposer)
+
+
+def test_cluster_file_builds_a_cluster_node():
+    cluster = config.parse({"cluster": "c", "nodes": {
+        name: {"listen": f"tcp:{8046 + i}:interface=127.0.0.1", "web": "none",
+               "peer_listen": f"tcp:{7046 + i}:interface=127.0.0.1"}
+        for i, name in enumerate(["n1", "n2", "n3"])}})
+    node, top = tap.build(cluster, cluster.nodes["n2"], MemoryReactorClock())
+    services = list(top)
+    assert isinstance(services[0], ClusterService)
+    assert services[0].voter_endpoints == {"n1": "tcp:host=127.0.0.1:port=7046",
+                                           "n3": "tcp:host=127.0.0.1:port=7048"}
+    assert services[0].member.peer_addr == "tcp:host=127.0.0.1:port=7047"
+    assert node.read_barrier is services[0].member.reads
+
+
+@pytest.mark.parametrize("given,expected", [
+    ("10.0.0.1:7046", "tcp:host=10.0.0.1:port=7046"),
+    ("tcp:7046:interface=10.0.0.2", "tcp:host=10.0.0.2:port=7046"),
+    ("tcp:port=7046:interface=10.0.0.3", "tcp:host=10.0.0.3:port=7046"),
+    ("tcp:host=a:port=1", "tcp:host=a:port=1"),
+])
+def test_dial_endpoint(given, expected):
+    assert dial_endpoint(given) == expected
+
+
+def test_dial_endpoint_rejects_nonsense():
+    with pytest.raises(ValueError):
+        dial_endpoint("nonsense")
+
+
+def test_peer_advertise_and_a_private_peer_port(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump({"nodes": {
+        name: {"listen": f"tcp:{8046 + i}:interface=127.0.0.1", "web": "none",
+               "peer_listen": f"tcp:{7046 + i}:interface=127.0.0.1"}
+        for i, name in enumerate(["n1", "n2", "n3"])}}))
+    reactor = MemoryReactorClock()
+    # listening elsewhere (behind a proxy), a node advertises the file's address
+    cluster, me = config.resolve(options(config=str(path), name="n1",
+                                         peer_listen="tcp:9999:interface=127.0.0.1"))
+    assert me.peer_listen == "tcp:9999:interface=127.0.0.1"
+    _, top = tap.build(cluster, me, reactor)
+    assert list(top)[0].member.peer_addr == "tcp:host=127.0.0.1:port=7046"
+    assert list(top)[0].peer_listen == "tcp:9999:interface=127.0.0.1"
+    # or what --peer-advertise says
+    cluster, me = config.resolve(options(config=str(path), name="n1",
+                                         peer_advertise="tcp:7777:interface=127.0.0.2"))
+    _, top = tap.build(cluster, me, reactor)
+    assert list(top)[0].member.peer_addr == "tcp:host=127.0.0.2:port=7777"

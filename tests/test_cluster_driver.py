@@ -1,0 +1,102 @@
+"""ClusterDriver edges: what it drops, what it skips, and bounded waits."""
+
+import random
+
+import pytest
+from twisted.internet import task
+
+from doozertw.cluster import envelope as env
+from doozertw.cluster.driver import ClusterDriver
+from doozertw.cluster.memnet import MemoryNetwork
+from doozertw.consensus import ConfState, RaftNode
+from doozertw.consensus.messages import Heartbeat
+from doozertw.errors import DoozerError
+from doozertw.store import CLOBBER, SetFile, Store, encode
+
+
+def solo_driver():
+    clock = task.Clock()
+    sent = []
+    driver = ClusterDriver("solo", Store(), lambda name, payload: sent.append((name, payload)) or True,
+                           clock, random.Random(1))
+    driver.start("solo", ConfState({"solo"}))
+    for _ in range(40):
+        clock.advance(0.05)
+    assert driver.is_leader
+    return driver, clock, sent
+
+
+def test_payloads_that_lie_about_their_sender_or_are_garbage_are_dropped():
+    driver, clock, _ = solo_driver()
+    term = driver.raft.term
+    forged = env.encode_raft(Heartbeat("other", "solo", term + 5, 0))
+    driver.receive("mallory", forged)          # src "other" over mallory's link
+    driver.receive("mallory", b"R\xff\x00")     # not a raft message
+    driver.receive("mallory", b"")              # empty
+    assert driver.raft.term == term and driver.is_leader
+    assert "other" not in driver.last_heard
+
+
+def test_an_undecodable_entry_is_skipped_on_every_node_alike():
+    driver, clock, _ = solo_driver()
+    applied = []
+    driver.on_apply.append(lambda index, term, proposal, outcome: applied.append((index, proposal)))
+    index, _ = driver.call(RaftNode.propose, b"not a proposal")
+    good = env.Proposal("solo", 1, encode(SetFile("/ok", CLOBBER, b"v"))).encode()
+    index2, _ = driver.call(RaftNode.propose, good)
+    assert driver.applied == index2
+    assert driver.store.get("/ok", None) == (b"v", 1)
+    assert applied[-2:][0] == (index, None) and applied[-1][1].pid == 1
+
+
+def test_when_applied_waits_for_the_index():
+    driver, clock, _ = solo_driver()
+    target = driver.applied + 1
+    d = driver.when_applied(target)
+    assert not d.called
+    driver.call(RaftNode.propose, b"")
+    assert d.called
+
+
+def test_start_checks_the_member_id():
+    driver = ClusterDriver("n1", Store(), lambda *a: True, task.Clock(), random.Random(1))
+    with pytest.raises(ValueError):
+        driver.start("n2~ab")
+
+
+def test_a_node_that_never_finds_a_cluster_fails_writes_in_bounded_time():
+    net = MemoryNetwork(task.Clock())
+    lonely = net.add("n1", ("n1", "n2", "n3"))
+    d = lonely.node.set("/x", CLOBBER, b"1")
+    r = lonely.node.get("/x")
+    errors = []
+    d.addErrback(errors.append)
+    r.addErrback(errors.append)
+    net.run(4.9)
+    assert not errors
+    net.run(0.2)
+    assert [e.check(DoozerError) for e in errors] == [DoozerError, DoozerError]
+    assert all("no quorum" in e.value.detail for e in errors)
+    assert lonely.store.rev == 0
+
+
+def test_the_proposal_table_travels_in_snapshots():
+    from doozertw.cluster.dedup import AppliedProposals, pack_snapshot, unpack_snapshot
+    table = AppliedProposals(per_origin=3, max_origins=2)
+    assert table.first_time("a~1", 1) and table.first_time("a~1", 2)
+    assert not table.first_time("a~1", 1)
+    for pid in (3, 4):
+        table.first_time("a~1", pid)
+    assert table.first_time("a~1", 1)  # beyond the window: forgotten
+    table.first_time("b", 9)
+    table.first_time("c", 9)  # evicts "a~1", the least recently used origin
+    store_bytes, encoded = unpack_snapshot(pack_snapshot(b"STORE", table))
+    copy = AppliedProposals()
+    copy.restore(encoded)
+    assert store_bytes == b"STORE"
+    assert not copy.first_time("b", 9) and not copy.first_time("c", 9)
+    assert copy.first_time("a~1", 3)
+    with pytest.raises(DoozerError):
+        copy.restore(encoded + b"x")
+    with pytest.raises(DoozerError):
+        unpack_snapshot(b"nope")

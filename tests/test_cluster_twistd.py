@@ -1,0 +1,97 @@
+"""Three real ``twistd doozer`` processes from this checkout, one YAML file:
+kill -9 the leader, writes resume; restart it without state, it rejoins as a
+learner and is promoted back. Run with ``-m slow``."""
+
+import os
+import pathlib
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+import yaml
+
+from doozertw.client import BlockingClient
+from doozertw.errors import DoozerError
+
+pytestmark = pytest.mark.slow
+
+CHECKOUT = pathlib.Path(__file__).resolve().parent.parent
+TWISTD = "from twisted.scripts.twistd import run; run()"
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Proc:
+    def __init__(self, tmp, config, name):
+        self.name = name
+        self.log = tmp / f"{name}.log"
+        env = dict(os.environ, PYTHONPATH=str(CHECKOUT))
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", TWISTD, "--nodaemon", "--pidfile=", "--logfile",
+             str(self.log), "doozer", "--config", str(config), "--name", name],
+            cwd=tmp, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+
+    def role(self):
+        text = self.log.read_text() if self.log.exists() else ""
+        lines = [line for line in text.splitlines() if " is leader, " in line
+                 or " is follower, " in line or " is candidate, " in line]
+        return lines[-1].split(" is ")[1].split(",")[0] if lines else None
+
+    def kill(self):
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+
+
+def until(predicate, timeout=15.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            value = predicate()
+        except (DoozerError, OSError, ConnectionError):
+            value = None
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError("timed out")
+
+
+def test_kill_the_leader_and_restart_it(tmp_path):
+    ports = {n: (free_port(), free_port()) for n in ("n1", "n2", "n3")}
+    config = tmp_path / "cluster.yaml"
+    config.write_text(yaml.safe_dump({"cluster": "drill", "nodes": {
+        n: {"listen": f"tcp:{c}:interface=127.0.0.1", "web": "none",
+            "peer_listen": f"tcp:{p}:interface=127.0.0.1"} for n, (c, p) in ports.items()}}))
+    procs = {n: Proc(tmp_path, config, n) for n in ports}
+    clients = {n: BlockingClient(f"127.0.0.1:{c}") for n, (c, _) in ports.items()}
+    try:
+        leader = until(lambda: next((n for n, p in procs.items() if p.role() == "leader"), None))
+        survivor = next(n for n in procs if n != leader)
+        rev = until(lambda: clients[survivor].set("/drill", -1, b"before"))
+        procs[leader].kill()
+        started = time.monotonic()
+        rev2 = until(lambda: clients[survivor].set("/drill", -1, b"after"))
+        assert time.monotonic() - started < 2.0 + 0.5
+        assert rev2 > rev
+        procs[leader] = Proc(tmp_path, config, leader)
+        member = until(lambda: clients[survivor].get(f"/ctl/node/{leader}/member")[0]
+                       .startswith(f"{leader}~".encode()) and
+                       clients[survivor].get(f"/ctl/node/{leader}/member")[0])
+        reborn = BlockingClient(f"127.0.0.1:{ports[leader][0]}")
+        clients["reborn"] = reborn
+        assert until(lambda: reborn.get("/drill")) == (b"after", rev2)
+        until(lambda: "proposed ADD_VOTER " + member.decode() in "".join(
+            p.log.read_text() for p in procs.values()))
+    finally:
+        for c in clients.values():
+            c.close()
+        for p in procs.values():
+            if p.proc.poll() is None:
+                p.proc.terminate()
+                p.proc.wait(10)
