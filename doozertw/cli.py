@@ -301,11 +301,18 @@ def cmd_members(ctx):
     ctx.line("leader", members["leader"] or "-")
     for m in members["nodes"]:
         applied = "-" if m["applied"] is None else m["applied"]
-        ctx.line(m["id"], m["role"], m["addr"] or "-", applied)
+        ctx.line(m["id"], m["role"] or "-", m["addr"] or "-", applied)
 
 
 def read_members(client, rev):
-    """The cluster as /ctl describes it: name, leader, and each node's role."""
+    """The cluster as /ctl describes it: name, leader, and each node's role.
+
+    The leader is /ctl/leader (written by each new leader); voters are the
+    names in /ctl/cal/*; nodes are /ctl/node/* plus any voter not described
+    there. A role is None while no voter slot exists yet (a forming
+    cluster); ``applied`` is /ctl/node/<id>/applied when something wrote it,
+    else None (live applied revisions are on the web port's /v1/cluster).
+    """
 
     def text(path):
         value, file_rev = client.get(path, rev)
@@ -315,13 +322,16 @@ def read_members(client, rev):
         length, dir_rev = client.stat(path, rev)
         return client.getdir_all(path, rev) if dir_rev == DIR else []
 
-    voters = {text(f"/ctl/cal/{slot}") for slot in names("/ctl/cal")} - {None, ""}
+    slots = names("/ctl/cal")
+    voters = {text(f"/ctl/cal/{slot}") for slot in slots} - {None, ""}
+    described = names("/ctl/node")
     nodes = []
-    for node_id in names("/ctl/node"):
+    for node_id in described + sorted(voters - set(described)):
         applied = text(f"/ctl/node/{node_id}/applied")
+        role = None if not slots else "voter" if node_id in voters else "learner"
         nodes.append({
             "id": node_id,
-            "role": "voter" if node_id in voters else "learner",
+            "role": role,
             "addr": text(f"/ctl/node/{node_id}/addr"),
             "applied": int(applied) if applied and applied.isdigit() else None,
         })
@@ -434,8 +444,11 @@ COMMANDS = {
     "ls": (cmd_ls, "<dir>", "list files in a directory",
            "Prints the names of the entries of <dir>, one per line.\n"),
     "members": (cmd_members, "", "show cluster members",
-                "Prints the cluster name, the leader, and one line per node:\n\n"
-                "  <id> <voter|learner> <addr> <applied rev>\n"),
+                "Prints the cluster name, the leader (/ctl/leader), and one line\n"
+                "per node (/ctl/node and the voters in /ctl/cal):\n\n"
+                "  <id> <voter|learner> <addr> <applied rev>\n\n"
+                "A field nobody has written prints as -. Nodes do not write their\n"
+                "applied revision to /ctl; the web port's /v1/cluster shows it live.\n"),
     "nop": (cmd_nop, "", "consensus",
             "Performs a consensus round trip.\n\nNothing changes in the store.\n"),
     "rev": (cmd_rev, "", "print the current revision", "Prints the current revision.\n"),

@@ -8,10 +8,15 @@ for it.
 
 The single-node proposer applies writes at once; the replicated proposer
 (consensus) commits them through the cluster first. Both hand the node
-Outcomes from the same pure store. In a cluster, ``read_barrier`` (an object
-whose ``barrier()`` returns a Deferred that fires once a local read is
-linearizable, e.g. doozertw.cluster.reads.ReadBarrier) guards every read
-without a revision, and REV.
+Outcomes from the same pure store. Every write (SET, DEL) reports the
+seconds from proposal to outcome (success or error) to each callable in
+``proposal_observers``; ``reactor`` (default: the global reactor, looked
+up when first needed) is the clock for that and nothing else.
+
+In a cluster, ``read_barrier`` (an object whose ``barrier()`` returns a
+Deferred that fires once a local read is linearizable, e.g.
+doozertw.cluster.reads.ReadBarrier) guards every read without a revision,
+and REV.
 """
 
 import collections
@@ -81,7 +86,7 @@ class Node:
     log = Logger()
 
     def __init__(self, name="n1", store=None, proposer=None, cluster_name="local",
-                 limits=None, read_barrier=None):
+                 limits=None, read_barrier=None, reactor=None):
         self.name = name
         self.cluster_name = cluster_name
         self.store = store if store is not None else Store()
@@ -89,6 +94,8 @@ class Node:
         self.limits = limits if limits is not None else Limits()
         self.read_barrier = read_barrier
         self.stats = Stats()
+        self.proposal_observers = []
+        self._reactor = reactor
 
     # -- reads -------------------------------------------------------------
 
@@ -200,7 +207,26 @@ class Node:
 
     def _write(self, mutation):
         self.stats.writes += 1
-        return self.proposer.propose(mutation).addCallback(self._outcome)
+        if not self.proposal_observers:
+            return self.proposer.propose(mutation).addCallback(self._outcome)
+        started = self._seconds()
+        d = self.proposer.propose(mutation)
+        return d.addBoth(self._observe_latency, started).addCallback(self._outcome)
+
+    def _seconds(self):
+        if self._reactor is None:
+            from twisted.internet import reactor
+            self._reactor = reactor
+        return self._reactor.seconds()
+
+    def _observe_latency(self, result, started):
+        seconds = self._seconds() - started
+        for observer in list(self.proposal_observers):
+            try:
+                observer(seconds)
+            except Exception:
+                self.log.failure("proposal observer failed")
+        return result
 
     def _outcome(self, outcome):
         if outcome.error is not None:
@@ -213,8 +239,9 @@ class Node:
     def describe_self(self, client_addr, hostname=None, voter_slot=None):
         """Write this node's entries under /ctl as doozerd does.
 
-        ``voter_slot`` n also writes this node's id into /ctl/cal/n. Returns
-        a Deferred that fires when all are written.
+        ``voter_slot`` n (a node that is a cluster by itself: its only
+        voter and so its leader) also writes this node's id into /ctl/cal/n
+        and /ctl/leader. Returns a Deferred that fires when all are written.
         """
         prefix = f"/ctl/node/{self.name}"
         entries = [
@@ -225,6 +252,7 @@ class Node:
         ]
         if voter_slot is not None:
             entries.append((f"/ctl/cal/{voter_slot}", self.name))
+            entries.append(("/ctl/leader", self.name))
         return defer.gatherResults(
             [self.set(path, CLOBBER, text.encode("utf-8")) for path, text in entries],
             consumeErrors=True)

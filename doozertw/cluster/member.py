@@ -3,7 +3,9 @@
 Wires a ClusterDriver (Raft on the reactor), a ReplicatedProposer (writes),
 a ReadBarrier (linearizable reads), Membership (/ctl and the Raft
 configuration) and a Bootstrapper (found or join) around one Store, and
-the Node that front ends call. It knows the network only through two
+the Node that front ends call (its ``cluster_status`` is a ClusterStatus,
+doozertw.cluster.status). A node that becomes leader writes its name to
+/ctl/leader, once per leadership. It knows the network only through two
 functions, so tests wire it to an in-memory network and twistd to a
 PeerTransport:
 
@@ -26,9 +28,13 @@ from doozertw.cluster.driver import ClusterDriver, Timing
 from doozertw.cluster.membership import Membership, peer_path
 from doozertw.cluster.proposer import ReplicatedProposer
 from doozertw.cluster.reads import ReadBarrier
-from doozertw.consensus import RaftError, RaftNode
+from doozertw.cluster.status import ClusterStatus
+from doozertw.consensus import RaftError, RaftNode, Role
 from doozertw.node import Node
 from doozertw.store import CLOBBER
+
+
+LEADER_PATH = "/ctl/leader"
 
 
 def new_incarnation(rng=None):
@@ -63,7 +69,10 @@ class ClusterMember:
                                      timeout=timeout)
         self.node = Node(name=name, store=store, proposer=self.proposer,
                          cluster_name=cluster_name, limits=limits,
-                         read_barrier=self.reads)
+                         read_barrier=self.reads, reactor=reactor)
+        self.cluster_status = ClusterStatus(self)
+        self.node.cluster_status = self.cluster_status
+        self.driver.on_role.append(self._role_changed)
         self.voters = frozenset(voters)
         self.bootstrap = Bootstrapper(
             self.driver, voters, incarnation or new_incarnation(rng), peer_addr,
@@ -148,9 +157,23 @@ class ClusterMember:
         self.node.set(peer_path(self.name), CLOBBER,
                       self.peer_addr.encode("utf-8")).addErrback(failed)
 
+    # -- /ctl/leader ---------------------------------------------------------------------
+
+    def _role_changed(self, soft):
+        if soft.role == Role.LEADER and soft.leader == self.driver.member_id:
+            self.announce_leadership()
+
+    def announce_leadership(self):
+        """Write this node's name to /ctl/leader (a normal replicated write)."""
+        def failed(failure):
+            self.log.warn("could not write /ctl/leader for {node}: {error}",
+                          node=self.name, error=failure.getErrorMessage())
+        return self.node.set(LEADER_PATH, CLOBBER,
+                             self.name.encode("utf-8")).addErrback(failed)
+
     def _write_applied(self):
         self.node.set(f"/ctl/node/{self.name}/applied", CLOBBER,
                       str(self.store.rev).encode("ascii")).addErrback(lambda _: None)
 
 
-__all__ = ["ClusterMember", "new_incarnation"]
+__all__ = ["LEADER_PATH", "ClusterMember", "new_incarnation"]

@@ -4,7 +4,12 @@
 serve) and the PeerTransport it talks through. On start it listens on the
 peer port, then either probes the configured voters (found or join) or,
 with ``attach``, asks a running member (its client address) for the peer
-endpoints in /ctl/node/*/peer and joins as a learner.
+endpoints in /ctl/node/*/peer and joins as a learner. The node's
+``cluster_status`` (doozertw.cluster.status) reads peer round trips and
+link states from the PeerTransport. ``applied_every`` (seconds; off by
+default, since each write is a new revision on every node) periodically
+writes /ctl/node/<name>/applied; the web port's /v1/cluster shows live
+applied revisions instead.
 """
 
 from __future__ import annotations
@@ -61,7 +66,7 @@ class ClusterService(service.Service):
 
     def __init__(self, name, voters, peer_listen, store, *, cluster_name="local",
                  limits=None, reactor=None, timeout=None, request_timeout=5.0,
-                 attach=None, secret=None, peer_advertise=None, applied_every=10.0):
+                 attach=None, secret=None, peer_advertise=None, applied_every=None):
         if reactor is None:
             from twisted.internet import reactor
         self.reactor = reactor
@@ -81,6 +86,7 @@ class ClusterService(service.Service):
             limits=limits, timing=Timing(request_timeout=request_timeout),
             timeout=timeout, applied_every=applied_every)
         self._advertised = advertised is not None
+        self.member.cluster_status.peer_stats = self._peer_stats
 
     @property
     def node(self):
@@ -93,6 +99,9 @@ class ClusterService(service.Service):
             summary["peers"] = {name: {"state": st.state, "rtt": st.rtt, "dropped": st.dropped}
                                 for name, st in self.transport.stats().items()}
         return summary
+
+    def _peer_stats(self):
+        return self.transport.stats() if self.transport is not None else {}
 
     def set_client_addr(self, address):
         """The client address to publish in /ctl/node/<name>/addr."""

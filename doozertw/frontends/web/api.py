@@ -57,7 +57,8 @@ class Api:
         return common.access_for(request, self.secrets)
 
     def timed_write(self, deferred_factory):
-        """Run a write and report its latency to ``observe_write``."""
+        """Run a write and report its latency to ``observe_write`` (a no-op
+        unless set: the node itself reports proposal latency when it can)."""
         started = self.reactor.seconds()
 
         def done(result):

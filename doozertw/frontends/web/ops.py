@@ -2,9 +2,11 @@
 
 - ``/livez``: 200 ``ok`` while the process serves HTTP.
 - ``/readyz``: 200 ``ok`` when this node can serve linearizable requests
-  (its cluster view has a quorum), else 503 ``not ready``.
+  (its cluster view knows a leader and has a quorum), else 503 ``not ready``.
 - ``/health``: JSON summary; HTTP 200 when ready, 503 when not.
-- ``/metrics``: Prometheus text format from a per-node CollectorRegistry.
+- ``/metrics``: Prometheus text format from a per-node CollectorRegistry;
+  the proposal latency histogram counts every write the node proposes
+  (``Node.proposal_observers``), whichever port it came from.
 """
 
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
@@ -106,7 +108,7 @@ def health(api):
     node = api.node
     view = api.status()
     me = view.member(node.name)
-    ready = view.has_quorum and (me is None or me.healthy)
+    ready = view.has_quorum and bool(view.leader) and (me is None or me.healthy)
     body = {
         "status": "ok" if ready else "unavailable",
         "node": node.name,

@@ -36,6 +36,10 @@ def make_web_site(node, secrets=None, limits=None, reactor=None, status=None,
     ``limits``: doozertw.limits.Limits (None: the node's).
     ``status``: a zero-argument callable returning a ClusterView
     (None: ``status_source(node)``).
+
+    The proposal latency histogram is fed by ``node.proposal_observers``
+    (every write the node proposes, from any port); only for a node without
+    them does it time the web port's own writes.
     """
     if reactor is None:
         from twisted.internet import reactor
@@ -44,7 +48,11 @@ def make_web_site(node, secrets=None, limits=None, reactor=None, status=None,
     api = api_module.Api(node, secrets, limits, status or status_source(node), reactor,
                          status_interval=status_interval)
     metrics = Metrics(api)
-    api.observe_write = metrics.observe_proposal
+    observers = getattr(node, "proposal_observers", None)
+    if observers is not None:
+        observers.append(metrics.observe_proposal)  # every write, whatever its port
+    else:
+        api.observe_write = metrics.observe_proposal  # a node that reports nothing
 
     root = static_resource(static_dir)
     events = events_resource(api, reactor)
