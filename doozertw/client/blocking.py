@@ -26,6 +26,7 @@ import time
 from doozertw.client import plans
 from doozertw.client.core import ConnectionLost, FrameReader, Tags, WaitTimeout, call, result_of
 from doozertw.client.uri import resolve
+from doozertw.client.verbs import Verbs
 from doozertw.errors import DoozerError
 
 CONNECTED = "connected"
@@ -53,7 +54,7 @@ class _Pending:
         self.error = error
 
 
-class BlockingClient:
+class BlockingClient(Verbs):
     """A doozer client for ordinary (blocking) code; see the module docstring."""
 
     def __init__(self, target, secret=None, connect_timeout=5.0, suspend_timeout=30.0,
@@ -291,30 +292,6 @@ class BlockingClient:
 
     # -- verbs -------------------------------------------------------------------
 
-    def get(self, path, rev=None):
-        """(value, rev); (b"", 0) for a missing file."""
-        return self.request(call("GET", path=path, rev=rev))
-
-    def set(self, path, rev, value):
-        """New revision; REV_MISMATCH if ``rev`` is older than the file's."""
-        return self.request(call("SET", path=path, rev=rev, value=value))
-
-    def delete(self, path, rev):
-        return self.request(call("DEL", path=path, rev=rev))
-
-    def rev(self):
-        return self.request(call("REV"))
-
-    def stat(self, path, rev=None):
-        """(length, rev): rev -2 (DIR) for a directory, 0 if missing."""
-        return self.request(call("STAT", path=path, rev=rev))
-
-    def getdir(self, path, rev=None, offset=0):
-        return self.request(call("GETDIR", path=path, rev=rev, offset=offset))
-
-    def walk(self, glob, rev=None, offset=0):
-        return self.request(call("WALK", path=glob, rev=rev, offset=offset))
-
     def wait(self, glob, rev, timeout=None):
         """First Event matching ``glob`` at or after ``rev``; WaitTimeout after ``timeout``."""
         pending = self._send(call("WAIT", path=glob, rev=rev))
@@ -327,20 +304,6 @@ class BlockingClient:
             raise pending.error
         return pending.result
 
-    def nop(self):
-        return self.request(call("NOP"))
-
-    def self_id(self):
-        return self.request(call("SELF"))
-
-    self = self_id
-
-    def access(self, secret):
-        """Present ``secret``; it is presented again on every reconnect."""
-        if isinstance(secret, str):
-            secret = secret.encode("utf-8")
-        self._secret = secret
-        return self.request(call("ACCESS", value=secret))
 
     # -- helpers -----------------------------------------------------------------
 

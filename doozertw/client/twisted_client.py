@@ -31,6 +31,7 @@ from doozertw.client import plans
 from doozertw.client.core import ConnectionLost, WaitTimeout, call
 from doozertw.client.protocol import DoozerClientProtocol
 from doozertw.client.uri import resolve
+from doozertw.client.verbs import Verbs
 from doozertw.client.watch import Watch
 
 
@@ -66,7 +67,7 @@ class _Request:
         self.inner = None
 
 
-class DoozerClient:
+class DoozerClient(Verbs):
     """A doozer client on Twisted; see the module docstring."""
 
     log = Logger()
@@ -316,32 +317,6 @@ class DoozerClient:
 
     # -- verbs -------------------------------------------------------------------
 
-    def get(self, path, rev=None):
-        """Deferred (value, rev); (b"", 0) for a missing file."""
-        return self.request(call("GET", path=path, rev=rev))
-
-    def set(self, path, rev, value):
-        """Deferred new revision; REV_MISMATCH if ``rev`` is older than the file's."""
-        return self.request(call("SET", path=path, rev=rev, value=value))
-
-    def delete(self, path, rev):
-        """Deferred revision of the deletion."""
-        return self.request(call("DEL", path=path, rev=rev))
-
-    def rev(self):
-        return self.request(call("REV"))
-
-    def stat(self, path, rev=None):
-        """Deferred (length, rev): rev -2 (DIR) for a directory, 0 if missing."""
-        return self.request(call("STAT", path=path, rev=rev))
-
-    def getdir(self, path, rev=None, offset=0):
-        return self.request(call("GETDIR", path=path, rev=rev, offset=offset))
-
-    def walk(self, glob, rev=None, offset=0):
-        """Deferred Event of the ``offset``-th file matching ``glob``."""
-        return self.request(call("WALK", path=glob, rev=rev, offset=offset))
-
     def wait(self, glob, rev, timeout=None):
         """Deferred first Event matching ``glob`` at or after ``rev``.
 
@@ -353,21 +328,6 @@ class DoozerClient:
             d.addTimeout(timeout, self.reactor, onTimeoutCancel=_wait_timed_out)
         return d
 
-    def nop(self):
-        return self.request(call("NOP"))
-
-    def self_id(self):
-        """Deferred id of the node this client is connected to."""
-        return self.request(call("SELF"))
-
-    self = self_id
-
-    def access(self, secret):
-        """Present ``secret``; it is presented again on every reconnect."""
-        if isinstance(secret, str):
-            secret = secret.encode("utf-8")
-        self._secret = secret
-        return self.request(call("ACCESS", value=secret))
 
     # -- helpers -----------------------------------------------------------------
 
