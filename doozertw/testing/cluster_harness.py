@@ -115,6 +115,16 @@ _VOTER_LINE = re.compile(r"proposed ADD_VOTER (\S+)")
 _START_LINE = "--- harness: start #"
 
 
+def describe_exit(returncode: int) -> str:
+    """How a process ended, from its Popen return code."""
+    if returncode < 0:
+        try:
+            return f"killed by {signal.Signals(-returncode).name}"
+        except ValueError:
+            return f"killed by signal {-returncode}"
+    return f"exited with status {returncode}"
+
+
 def name_of(member: str | None) -> str | None:
     """The node name of a Raft member id (``n2`` or ``n2~incarnation``)."""
     if member in (None, "None", ""):
@@ -284,7 +294,10 @@ class Cluster:
                            f"{node.log_text()[-4000:]}")
 
     def stop(self) -> None:
-        """Stop every node and the proxy (paused nodes are resumed first)."""
+        """Stop every node and the proxy (paused nodes are resumed first).
+        A node whose process had already ended gets a line saying how in
+        its log (see ``unexpected_exits``)."""
+        self.unexpected_exits()
         for node in self.nodes.values():
             if node.process is not None and node.process.poll() is None:
                 if node.state == PAUSED:
@@ -317,6 +330,8 @@ class Cluster:
             node.process.wait(timeout=5 if graceful else 10)
         except subprocess.TimeoutExpired:
             if graceful:
+                self._note(node, f"{node.name} ignored SIGTERM for 5s: SIGABRT "
+                                 "(its Python stacks follow)")
                 node.process.send_signal(signal.SIGABRT)
                 try:
                     node.process.wait(timeout=3)
@@ -325,6 +340,30 @@ class Cluster:
             node.process.kill()
             node.process.wait(timeout=10)
         node.state = DEAD
+
+    def unexpected_exits(self) -> dict[str, str]:
+        """Nodes the harness holds running or paused whose process has
+        ended anyway: {name: how, e.g. "killed by SIGKILL"}. Each is marked
+        dead and the line ``--- harness: <name> ended on its own: <how>``
+        goes into its log, so a report tells a crashed (or externally
+        killed) node from a hung one."""
+        ended = {}
+        for node in self.nodes.values():
+            if node.state == DEAD or node.process is None:
+                continue
+            code = node.process.poll()
+            if code is None:
+                continue
+            how = describe_exit(code)
+            node.state = DEAD
+            self._note(node, f"{node.name} ended on its own: {how}")
+            ended[node.name] = how
+        return ended
+
+    @staticmethod
+    def _note(node: NodeProcess, text: str) -> None:
+        with open(node.log_path, "ab") as log:
+            log.write(f"--- harness: {text}\n".encode())
 
     # --- faults -------------------------------------------------------------
 

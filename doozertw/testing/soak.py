@@ -128,6 +128,11 @@ def fault_run(config: RunConfig) -> RunResult:
             result.operations = len(history)
             result.acknowledged_writes = acknowledged_writes(history)
             result.unknown = sum(1 for op in history if op.unknown)
+        ended = cluster.unexpected_exits()
+        if ended:
+            result.error = ("node process ended on its own: " + ", ".join(
+                f"{name} {how}" for name, how in sorted(ended.items()))
+                + ("\n" + result.error if result.error else ""))
         cluster.stop()  # first: a hung node's stacks land in its log
         if not result.ok or config.keep_report:
             result.report = write_report(config.report_root, cluster, workload,
