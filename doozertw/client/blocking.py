@@ -310,18 +310,6 @@ class BlockingClient(Verbs):
     def run_plan(self, plan):
         return plans.drive_blocking(plan, self.many)
 
-    def getdir_all(self, path, rev=None):
-        return self.run_plan(plans.getdir_all(path, rev))
-
-    def walk_all(self, glob, rev=None):
-        return self.run_plan(plans.walk_all(glob, rev))
-
-    def find(self, root="/", rev=None):
-        return self.run_plan(plans.find(root, rev))
-
-    def tree(self, root="/", rev=None):
-        return self.run_plan(plans.tree(root, rev))
-
     def watch(self, glob, rev=None, timeout=None):
         """An iterator of every change matching ``glob`` from ``rev``."""
         if rev is None:

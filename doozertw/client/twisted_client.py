@@ -27,7 +27,6 @@ from twisted.internet.endpoints import HostnameEndpoint, connectProtocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from doozertw.client import plans
 from doozertw.client.core import ConnectionLost, WaitTimeout, call
 from doozertw.client.protocol import DoozerClientProtocol
 from doozertw.client.uri import resolve
@@ -348,22 +347,6 @@ class DoozerClient(Verbs):
                 calls = plan.send(outcomes)
         except StopIteration as stop:
             return stop.value
-
-    def getdir_all(self, path, rev=None):
-        """Deferred sorted list of every entry name in a directory."""
-        return self.run_plan(plans.getdir_all(path, rev))
-
-    def walk_all(self, glob, rev=None):
-        """Deferred list of Events for every file matching ``glob``."""
-        return self.run_plan(plans.walk_all(glob, rev))
-
-    def find(self, root="/", rev=None):
-        """Deferred list of ``root`` and every path under it, depth first."""
-        return self.run_plan(plans.find(root, rev))
-
-    def tree(self, root="/", rev=None):
-        """Deferred list of (path, is_dir, length, rev) under ``root``."""
-        return self.run_plan(plans.tree(root, rev))
 
     def watch(self, glob, rev=None, callback=None, timeout=None):
         """A started Watch of every change matching ``glob`` from ``rev``.

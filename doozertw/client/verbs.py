@@ -5,11 +5,13 @@ Twisted client answers with a Deferred, the blocking client with the
 result itself (or raises the DoozerError).
 """
 
+from doozertw.client import plans
 from doozertw.client.core import call
 
 
 class Verbs:
-    """Mixin: doozer's verbs over a ``request(call)`` method."""
+    """Mixin: doozer's verbs over ``request(call)``, and the multi-request
+    helpers over ``run_plan(plan)``."""
 
     def get(self, path, rev=None):
         """(value, rev); (b"", 0) for a missing file."""
@@ -55,3 +57,21 @@ class Verbs:
             secret = secret.encode("utf-8")
         self._secret = secret
         return self.request(call("ACCESS", value=secret))
+
+    # -- helpers made of many requests (doozertw.client.plans) -----------------
+
+    def getdir_all(self, path, rev=None):
+        """Sorted list of every entry name in a directory."""
+        return self.run_plan(plans.getdir_all(path, rev))
+
+    def walk_all(self, glob, rev=None):
+        """List of Events for every file matching ``glob``."""
+        return self.run_plan(plans.walk_all(glob, rev))
+
+    def find(self, root="/", rev=None):
+        """List of ``root`` and every path under it, depth first."""
+        return self.run_plan(plans.find(root, rev))
+
+    def tree(self, root="/", rev=None):
+        """List of (path, is_dir, length, rev) under ``root``."""
+        return self.run_plan(plans.tree(root, rev))
