@@ -179,3 +179,15 @@ def test_web_port_serves_the_view(node_ports):
             data += chunk
     assert data.startswith(b"HTTP/1.0 200") or data.startswith(b"HTTP/1.1 200"), data[:200]
     assert b"<html" in data.lower()
+
+
+def test_commands_piped_into_a_half_closing_client_are_answered(node_ports):
+    """``printf 'set ...\\nget ...\\n' | nc host 8046``: nc half-closes after its input."""
+    client, _ = node_ports
+    with socket.create_connection(("127.0.0.1", client), timeout=10) as s:
+        s.sendall(b"set /piped yes\nget /piped\n")
+        s.shutdown(socket.SHUT_WR)
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+    assert data.startswith(b"OK REV ") and data.endswith(b"yes\r\n"), data

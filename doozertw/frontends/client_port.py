@@ -8,7 +8,9 @@ from then on the chosen protocol receives the connection's data and loss
 directly.
 """
 
+from twisted.internet.interfaces import IHalfCloseableProtocol
 from twisted.internet.protocol import Protocol, ServerFactory
+from zope.interface import implementer
 
 from doozertw.frontends.doozer import DoozerProtocol
 
@@ -27,10 +29,13 @@ def choose(first_byte):
     return DOOZER if first_byte == 0 else TEXT
 
 
+@implementer(IHalfCloseableProtocol)
 class SniffingProtocol(Protocol):
     """Waits for the first byte, then becomes a doozer or text connection.
 
     The chosen protocol is built as ``cls(node, secrets, limits, clock)``.
+    A client's half-close goes to the chosen protocol when it handles one
+    (it answers what was sent, then closes); otherwise the connection closes.
     """
 
     def __init__(self, factory):
@@ -53,6 +58,16 @@ class SniffingProtocol(Protocol):
 
     def connectionLost(self, reason=None):
         """Lost before the first byte: nothing was chosen, nothing to tell."""
+
+    def readConnectionLost(self):
+        chosen = IHalfCloseableProtocol(self.chosen, None)
+        if chosen is None:
+            self.transport.loseConnection()
+        else:
+            chosen.readConnectionLost()
+
+    def writeConnectionLost(self):
+        self.transport.loseConnection()
 
 
 class ClientPortFactory(ServerFactory):

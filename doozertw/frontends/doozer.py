@@ -24,7 +24,9 @@ Per-connection contract:
   answers of writes are dropped.
 """
 
+from twisted.internet.interfaces import IHalfCloseableProtocol
 from twisted.internet.protocol import Protocol
+from zope.interface import implementer
 from twisted.logger import Logger
 
 from doozertw.errors import PERMISSION_DENIED, DoozerError, ErrCode
@@ -44,8 +46,13 @@ def _encode(response):
     return _pack_length(len(body)) + body
 
 
+@implementer(IHalfCloseableProtocol)
 class DoozerProtocol(Protocol):
-    """Serves doozer's protobuf protocol on one connection for one Node."""
+    """Serves doozer's protobuf protocol on one connection for one Node.
+
+    After the client half-closes, every request it sent is still answered
+    (a WAIT too, when its change comes); then the connection closes.
+    """
 
     log = Logger()
 
@@ -63,6 +70,7 @@ class DoozerProtocol(Protocol):
         self._closed = False
         self._counted = False
         self._stall_timer = None
+        self._input_ended = False
 
     # -- connection life ---------------------------------------------------
 
@@ -82,6 +90,18 @@ class DoozerProtocol(Protocol):
             d.cancel()
         self._pending.clear()
         self._buffer = bytearray()
+
+    def readConnectionLost(self):
+        self._input_ended = True
+        self._cancel_stall_timer()
+        self._finish_if_done()
+
+    def writeConnectionLost(self):
+        self._close()
+
+    def _finish_if_done(self):
+        if self._input_ended and not self._pending and not self._paused and not self._parsing:
+            self._close()
 
     def _violation(self, why, **fields):
         """Close the connection for breaking the framing; log why."""
@@ -130,6 +150,8 @@ class DoozerProtocol(Protocol):
             self._out = None
             if out and not self._closed:
                 self.transport.writeSequence(out)
+        if self._input_ended:
+            self._finish_if_done()
 
     def _parse_frames(self):
         buf = self._buffer
@@ -161,7 +183,7 @@ class DoozerProtocol(Protocol):
         if pos:
             del buf[:pos]
             self._cancel_stall_timer()
-        if buf and not self._paused:
+        if buf and not self._paused and not self._input_ended:
             self._start_stall_timer()
 
     def _start_stall_timer(self):
@@ -216,6 +238,8 @@ class DoozerProtocol(Protocol):
         self._cancellable.discard(tag)
         if self._paused and len(self._pending) < self.limits.max_in_flight:
             self._resume()
+        if self._input_ended:
+            self._finish_if_done()
 
     def _track(self, tag, d, on_result, cancellable=False):
         """Answer ``tag`` with ``on_result(result, tag)`` or an error reply.

@@ -3,7 +3,7 @@
 from collections import deque
 
 from twisted.internet import defer
-from twisted.internet.interfaces import IPushProducer
+from twisted.internet.interfaces import IHalfCloseableProtocol, IPushProducer
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from zope.interface import implementer
@@ -27,7 +27,7 @@ class _Reply:
         self.then = then
 
 
-@implementer(IPushProducer)
+@implementer(IPushProducer, IHalfCloseableProtocol)
 class TextProtocol(TextVerbs, Protocol):
     """One text-protocol connection to a Node.
 
@@ -35,6 +35,11 @@ class TextProtocol(TextVerbs, Protocol):
     transport says its output is full (``pauseProducing``) the connection
     reads no more commands, and once more than ``limits.max_output_buffer``
     bytes have been written since, its watches are cancelled.
+
+    A client that half-closes (``printf 'get /x\n' | nc host 8046``) still
+    gets an answer to every complete command it sent; the connection then
+    closes, unless it holds watches, which go on streaming until the client
+    closes its side too.
     """
 
     log = Logger()
@@ -62,6 +67,7 @@ class TextProtocol(TextVerbs, Protocol):
         self._processing = False
         self._flushing = False
         self._counted = False
+        self._input_ended = False
 
     # -- connection life ------------------------------------------------------
 
@@ -76,6 +82,22 @@ class TextProtocol(TextVerbs, Protocol):
 
     def connectionLost(self, reason=None):
         self._teardown()
+
+    def readConnectionLost(self):
+        """The client sent all it will: answer what it sent, then close."""
+        self._input_ended = True
+        self._cancel_timer()
+        self._finish_if_done()
+
+    def writeConnectionLost(self):
+        self.transport.loseConnection()
+
+    def _finish_if_done(self):
+        """After the client's half-close: close once nothing is left to answer."""
+        if (self._input_ended and not self._closed and not self._replies
+                and not self._streams and not self._paused_by
+                and self._resume_call is None and not self._processing):
+            self.transport.loseConnection()
 
     def _teardown(self):
         """Stop everything: cancel pending reads, waits and watches; drop replies."""
@@ -157,7 +179,9 @@ class TextProtocol(TextVerbs, Protocol):
             self._fatal(str(e))
         finally:
             self._processing = False
-        if not self._closed:
+        if self._input_ended:
+            self._finish_if_done()
+        elif not self._closed:
             self._arm_timer(progressed)
             if self._framer.buffered > self.limits.max_line + self.limits.max_value + INPUT_SLACK:
                 self._fatal("input overflow")
@@ -223,6 +247,8 @@ class TextProtocol(TextVerbs, Protocol):
             self._flushing = False
         if len(self._replies) < self.limits.max_in_flight:
             self._resume_input("in-flight")
+        if self._input_ended:
+            self._finish_if_done()
 
     # -- commands --------------------------------------------------------------------
 
