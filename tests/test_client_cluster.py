@@ -12,7 +12,6 @@ The module takes about 12-20 s on a 2-core machine, so it is not marked slow.
 import os
 import pathlib
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -25,26 +24,14 @@ from twisted.internet import defer, reactor, task
 
 from doozertw.client import BlockingClient, ConnectionLost, DoozerClient, State, WaitTimeout
 from doozertw.errors import DoozerError
+from doozertw.testing.node_process import free_ports
 
 CHECKOUT = pathlib.Path(__file__).resolve().parent.parent
+
 TWISTD = "from twisted.scripts.twistd import run; run()"
 NAMES = ("n1", "n2", "n3")
 FAILOVER_BOUND = 10.0
 """Seconds within which a write must succeed again after a node is killed."""
-
-
-def free_ports(count):
-    """``count`` distinct loopback ports that were free a moment ago."""
-    socks = []
-    try:
-        for _ in range(count):
-            s = socket.socket()
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 def until(predicate, timeout=15.0, what="condition"):

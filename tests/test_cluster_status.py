@@ -1,14 +1,11 @@
 """The cluster status source (doozertw.cluster.status), /ctl/leader, proposal
 latency and `doozer members`, on in-memory clusters and over TCP."""
 
-import socket
 
 import pytest
 import pytest_twisted
 from prometheus_client.parser import text_string_to_metric_families
 from twisted.internet import reactor, task
-from twisted.internet.defer import Deferred
-from twisted.internet.task import deferLater
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 
@@ -24,6 +21,7 @@ from doozertw.frontends.web.testing import Client, make_site
 from doozertw.limits import Limits
 from doozertw.peer.transport import PeerStats
 from doozertw.store import CLOBBER, Glob, Outcome, SetFile
+from test_cluster_tcp import free_port, wait_until  # the shared TCP helpers
 
 VOTERS = ("n1", "n2", "n3")
 
@@ -373,23 +371,6 @@ def test_members_reads_what_ctl_honestly_holds(cluster):
 
 
 # -- over TCP: `doozer members` ---------------------------------------------------------------
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_until(predicate, timeout=10.0, step=0.02):
-    deadline = reactor.seconds() + timeout
-
-    async def poll():
-        while not predicate():
-            if reactor.seconds() > deadline:
-                raise AssertionError("timed out waiting for the cluster")
-            await deferLater(reactor, step, lambda: None)
-    return Deferred.fromCoroutine(poll())
 
 
 @pytest_twisted.ensureDeferred

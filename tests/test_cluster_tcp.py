@@ -1,7 +1,6 @@
 """Three (then four) cluster nodes in one process over real TCP on loopback,
 built exactly as twistd builds them (doozertw.tap.build)."""
 
-import socket
 
 import pytest_twisted
 from twisted.internet import reactor
@@ -11,12 +10,11 @@ from twisted.internet.task import deferLater
 from doozertw import config, tap
 from doozertw.client import DoozerClient
 from doozertw.store import CLOBBER, Glob
+from doozertw.testing.node_process import free_ports
 
 
 def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return free_ports(1)[0]
 
 
 def wait_until(predicate, timeout=10.0, step=0.02):

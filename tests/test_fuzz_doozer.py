@@ -12,6 +12,7 @@ from doozertw.frontends.msg import LENGTH, VERBS, Request, Response, frame
 from doozertw.limits import Limits
 from doozertw.node import Node
 from doozertw.store import Store
+from test_frontend_doozer import varint  # protobuf varints for hand-built frames
 
 LIMITS = Limits(max_frame=2048, max_value=256, max_path=64, max_in_flight=8,
                 request_timeout=5.0)
@@ -110,16 +111,6 @@ VERB_NUMBERS = st.one_of(st.sampled_from(sorted(VERBS.values())),
                          st.integers(-(2 ** 31), 2 ** 31 - 1))
 INT32 = st.integers(-(2 ** 31), 2 ** 31 - 1)
 REVS = st.one_of(st.integers(-3, 30), st.integers(-(2 ** 63), 2 ** 63 - 1))
-
-
-def varint(n):
-    n &= (1 << 64) - 1
-    out = bytearray()
-    while True:
-        low, n = n & 0x7F, n >> 7
-        out.append(low | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
 
 
 @st.composite

@@ -174,7 +174,7 @@ class RegisterModel(Model):
         return type(inp) is Read
 
 
-class DoozerModel(Model):
+class DoozerModel(RegisterModel):
     """A doozer tree as independent files, partitioned by path.
 
     The state of a file is its value (bytes) or None when it does not exist.
@@ -185,16 +185,6 @@ class DoozerModel(Model):
     """
 
     name = "doozer"
-    blind_writes = True
-
-    def named_states(self, inp, out):
-        return _register_named(inp, out)
-
-    def is_observer(self, inp, out):
-        return _register_observer(inp, out)
-
-    def init(self):
-        return None
 
     def step(self, state, inp, out):
         if type(inp) is Delete:
@@ -203,9 +193,6 @@ class DoozerModel(Model):
 
     def partition_key(self, inp):
         return inp.key
-
-    def is_read_only(self, inp):
-        return type(inp) is Read
 
 
 def _register_named(inp, out) -> tuple:
