@@ -332,20 +332,28 @@ def test_admin_promote_demote_remove(cluster):
 # -- bootstrap decisions ------------------------------------------------------------------
 
 
-def test_a_minority_of_fresh_nodes_does_not_found(net):
+def test_only_every_voter_fresh_founds_a_cluster(net):
     lonely = net.add("n1", VOTERS, seed=1)
     net.run(2.0)
     assert lonely.bootstrap.phase == Phase.PROBING and not lonely.driver.started
-    # a second fresh voter makes a majority: both found the same cluster
+    # a fresh majority is not enough: the missing voter may hold the log
     second = net.add("n2", VOTERS, seed=2)
-    run_until(net, lambda: lonely.driver.started and second.driver.started, 2.0)
-    assert lonely.driver.member_id == "n1" and second.driver.member_id == "n2"
-    run_until(net, lambda: net.leader() is not None)
-    # the third, started late, finds a cluster and joins under a new id;
-    # its founder id (never used) is replaced by the new one
+    net.run(2.0)
+    assert not lonely.driver.started and not second.driver.started
     third = net.add("n3", VOTERS, seed=3)
-    run_until(net, lambda: third.driver.member_id in net.leader().driver.conf.voters, 5.0)
-    assert third.driver.member_id.startswith("n3~")
+    run_until(net, lambda: all(m.driver.started for m in (lonely, second, third)), 2.0)
+    assert [m.driver.member_id for m in (lonely, second, third)] == ["n1", "n2", "n3"]
+    run_until(net, lambda: net.leader() is not None)
+
+
+def test_a_fresh_node_finding_a_member_joins_and_never_founds(net):
+    founders = [net.add(n, VOTERS, seed=i) for i, n in enumerate(VOTERS, 1)]
+    run_until(net, lambda: net.leader() is not None)
+    net.crash("n3")  # its state is lost: it must not found a second cluster
+    again = net.add("n3", VOTERS, seed=9)
+    run_until(net, lambda: again.driver.member_id in net.leader().driver.conf.voters, 5.0)
+    assert again.driver.member_id.startswith("n3~")
+    assert founders[0].driver.member_id == "n1"
     assert "n3" not in net.leader().driver.conf.members()
 
 
@@ -426,9 +434,10 @@ def test_larger_clusters_survive_the_loss_of_a_minority(net, size):
 
 def test_a_founder_whose_fresh_answer_was_lost_still_founds(net):
     first = net.add("n1", VOTERS, seed=1)
+    net.add("n3", VOTERS, seed=3)
     net.run(0.5)
-    # n1's answers to n2 are lost: n1 founds having counted n2 from its probe
-    net.cut = {("n1", "n2")}
+    # answers to n2 are lost: n1 and n3 found having counted n2 from its probe
+    net.cut = {("n1", "n2"), ("n3", "n2")}
     second = net.add("n2", VOTERS, seed=2)
     run_until(net, lambda: first.driver.started, 2.0)
     assert not second.driver.started
@@ -441,8 +450,9 @@ def test_a_founder_whose_fresh_answer_was_lost_still_founds(net):
 
 def test_a_later_life_of_a_counted_founder_joins_instead(net):
     first = net.add("n1", VOTERS, seed=1)
+    net.add("n3", VOTERS, seed=3)
     net.run(0.5)
-    net.cut = {("n1", "n2")}
+    net.cut = {("n1", "n2"), ("n3", "n2")}
     net.add("n2", VOTERS, seed=2)
     run_until(net, lambda: first.driver.started, 2.0)
     net.crash("n2")

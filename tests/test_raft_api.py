@@ -127,6 +127,8 @@ def test_single_node_cluster_elects_itself_and_commits_alone():
         n.tick()
     assert n.is_leader
     idx, _ = n.propose(b"x")
+    assert n.log.committed < idx  # not before its own fsync
+    n.advance(n.ready())
     assert n.log.committed == idx
     n.read_index(b"r")
     assert n.ready().read_states[0].index == idx

@@ -14,6 +14,7 @@ from doozertw.consensus.messages import (
 )
 from doozertw.consensus.raft import RaftNode, bootstrap_entries
 from doozertw.consensus.ready import (
+    early_send_allowed, is_leader_early_message,
     ConfChangeInProgress, InvalidConfChange, NotLeader, ReadState, Role,
 )
 from doozertw.testing.simcluster import SimCluster
@@ -248,6 +249,35 @@ def test_leader_backtracks_next_index_with_conflict_hint():
             break
     assert rounds == 2  # one rejection, then the right suffix
     assert [e.term for e in follower.log.entries] == [e.term for e in leader.log.entries]
+
+
+def test_leader_counts_itself_toward_commit_only_once_persisted():
+    n = make_leader(make())
+    ack(n, "n2", n.log.last_index())
+    drain(n)
+    idx, _ = n.propose(b"x")
+    rd = n.ready()  # its entries are being persisted...
+    assert idx in [e.index for m in rd.messages if isinstance(m, msg.AppendEntries)
+                   for e in m.entries]
+    ack(n, "n2", idx)
+    assert n.log.committed < idx  # ...n2 alone is no quorum of three
+    n.advance(rd)  # the leader's own fsync completed
+    assert n.log.committed == idx
+
+
+def test_leader_messages_may_precede_its_fsync_only_within_a_durable_term():
+    n = make_leader(make())
+    n.propose(b"x")
+    rd = n.ready()
+    assert early_send_allowed(rd, HardState(n.term, n.vote or "", 0))
+    assert all(is_leader_early_message(m) for m in rd.messages)
+    n.advance(rd)
+    c = make("n2")
+    c.campaign()
+    rd = c.ready()
+    assert not early_send_allowed(rd, HardState())  # new term or vote: wait
+    assert not any(is_leader_early_message(m) for m in rd.messages)
+    assert not is_leader_early_message(msg.AppendEntriesResponse("n2", "n1", 1, 1))
 
 
 def test_leader_pipelines_appends_without_waiting_for_acks():
@@ -681,6 +711,7 @@ def test_only_one_membership_change_at_a_time():
     assert "n4" in n.conf.learners  # effective on append
     with pytest.raises(ConfChangeInProgress):
         n.propose_conf_change(ConfChange(ConfChangeOp.ADD_LEARNER, "n5"))
+    drain(n)
     ack(n, "n2", n.log.last_index())
     n.propose_conf_change(ConfChange(ConfChangeOp.ADD_LEARNER, "n5"))
 
@@ -731,6 +762,7 @@ def test_compaction_drops_entries_and_keeps_snapshot_with_config():
     n = make_leader(make())
     for i in range(5):
         n.propose(b"%d" % i)
+    drain(n)
     ack(n, "n2", n.log.last_index())
     drain(n)
     snap = n.compact(n.log.applied - 1, b"state")
@@ -776,9 +808,10 @@ def test_restart_rebuilds_from_snapshot_and_log():
     st.save(drain(n))
     for i in range(4):
         n.propose(b"%d" % i)
-    rd = n.ready()
-    st.save(rd)
-    n.advance(rd)
+    for _ in range(2):  # persist the entries, then apply what that committed
+        rd = n.ready()
+        st.save(rd)
+        n.advance(rd)
     st.compact(n.compact(n.log.applied - 2, b"snap"))
     again = make(storage=st, voters=("n1",))
     assert again.log.snapshot.data == b"snap"

@@ -1,33 +1,39 @@
-"""Bootstrap: found a new cluster, or join a running one as a learner.
+"""Bootstrap: found a new cluster exactly once, resume, or join as a learner.
 
-A node keeps no state across restarts (there is no durable log yet), so
-when it starts it must find out whether a cluster already exists; a node
-that voted or acknowledged entries in an earlier life must never do so
-again with the state it lost.
+A cluster is founded once. A node whose storage holds Raft state never
+founds: it resumes under the member id recorded with that state
+(``resume``). A node without state must find out whether a cluster already
+exists; in memory-only mode a node that voted or acknowledged entries in an
+earlier life must never do so again with the state it lost, so it joins
+under a new member id.
 
-States: PROBING -> MEMBER (founded) | JOINING -> MEMBER.
+States: PROBING -> MEMBER (founded) | JOINING -> MEMBER; RESUMED nodes go
+straight to MEMBER (or JOINING if their stored id is not in the
+configuration yet).
 
 - PROBING: send ``Probe`` to every configured voter every ``interval``.
   Receiving a Probe also proves its sender is fresh (only fresh nodes
-  probe). If any node answers MEMBER, a cluster exists: join. If a
-  majority of the configured voters (this node included) are known fresh
-  and none is a member, found the cluster: every founder starts Raft with
-  the same configuration (the configured names as member ids) and the same
-  founding entries, so they agree without further coordination. A founder
-  remembers which incarnation of each node it counted as fresh; when that
-  same incarnation, still probing (its answer was lost), asks again, the
+  probe). If any node answers MEMBER (it has state or belongs to a running
+  cluster), a cluster exists: join. Only when EVERY configured voter is
+  known fresh (unanimity, not a majority: a majority of fresh nodes may be
+  nodes that lost their data while a survivor holds the cluster's log)
+  found the cluster: every founder starts Raft with the same configuration
+  (the configured names as member ids) and the same founding entries, so
+  they agree without further coordination. A founder remembers which
+  incarnation of each node it counted as fresh; when that same
+  incarnation, still probing (its answer was lost), asks again, the
   founder answers FOUNDER and the asker founds too, taking the founder id
   that was meant for it (no other life of it can have used that id).
+  A node that cannot reach every voter keeps probing: it never founds.
 - JOINING: start Raft with an empty configuration under a new member id
   ``name~incarnation`` (never the id of an earlier life) and send
   ``JoinRequest`` to every known peer every ``interval`` until the leader
   has added this member (it then receives the log as a learner).
 - ``attach`` mode (``--attach``): there are no configured voters; join.
 
-If a majority of the voters lost their state at once, the survivors cannot
-form a quorum and the restarted nodes wait to join: the cluster is down
-until an operator restarts every node (which founds a new, empty cluster).
-See docs/cluster.md.
+Recovering a cluster whose majority lost its data for good is an
+operator's decision (docs/operations.md: force a new cluster from a
+survivor's data directory), never an automatic one.
 """
 
 from __future__ import annotations
@@ -80,7 +86,12 @@ class Bootstrapper:
         driver.on_role.append(lambda soft: self._check_member())
         driver.on_apply.append(lambda *_: self._check_member())
 
-    def start(self):
+    def start(self, resume_as=None):
+        """Enter the cluster; ``resume_as`` is the member id of this node's
+        stored Raft state, if it has any."""
+        if resume_as is not None:
+            self._resume(resume_as)
+            return
         if self.voters and self.name not in self.voters:
             raise ValueError(f"{self.name} is not one of the voters {sorted(self.voters)}")
         if not self.voters:
@@ -144,10 +155,19 @@ class Bootstrapper:
                           node=self.name, members=sorted(self.members))
             self._join()
             return True
-        if len(self.fresh.keys() & self.voters) * 2 > len(self.voters):
+        if self.fresh.keys() >= self.voters:
             self._found()
             return True
         return False
+
+    def _resume(self, member_id):
+        self.join_id = member_id
+        self.phase = Phase.JOINING
+        self.driver.start(member_id, ConfState())
+        self.log.info("{node}: resumed as {member} from stored state", node=self.name,
+                      member=member_id)
+        if not self._check_member():
+            self._every(self._ask_to_join)
 
     def _found(self):
         self.stop()

@@ -1,15 +1,22 @@
 """ClusterDriver: runs a pure RaftNode on a reactor and a peer transport.
 
 The driver ticks the node on the reactor's clock, feeds it the Raft
-messages received from peers, and handles every Ready in the order
-doozertw.consensus.ready prescribes: restore a received snapshot into the
-store, persist (in memory: this mode is not durable), send, apply committed
-entries to the store, hand over read states, then ``advance``.
+messages received from peers, and handles every Ready as
+doozertw.consensus.ready prescribes: send the leader's replication
+messages at once when allowed, persist the rest through a Persister (a
+writer thread for a disk storage: the reactor never waits for an fsync),
+then restore a received snapshot into the store, send the other messages,
+apply committed entries, hand over read states, and ``advance``. One Ready
+is in flight at a time; ticks and peer messages keep reaching the node
+meanwhile and go out with the next one (group commit).
 
 Contracts:
 
 - ``send(name, payload)`` is the transport's send; Raft messages go to the
   node name of their destination member id (``name~incarnation``).
+- ``storage_provider.for_member(member_id)`` returns the (storage,
+  persister) the node of that member id uses (doozertw.cluster.storage);
+  a storage with state is restored into the store before Raft starts.
 - A proposal (origin, pid) is applied once, however many entries carry
   it (doozertw.cluster.dedup); snapshots hold the store and that table.
 - Listeners are called after ``advance``, never between ``ready()`` and
@@ -18,6 +25,10 @@ Contracts:
   (``proposal`` and ``outcome`` are None for no-ops and conf changes),
   ``on_read_state(ReadState)``, ``on_role(SoftState)``, ``on_envelope[type]
   (from_name, envelope)``.
+- Storage errors: ``StorageFull`` sets ``disk_full`` (writes are refused)
+  and retries the same Ready every ``retry_delay`` seconds until it fits;
+  any other failure (EIO, a failed fsync) is fatal: the driver stops and
+  calls ``on_fatal(failure)``; an fsync is never retried.
 - The Raft node exists only after ``start(conf)``; before that, Raft
   messages are dropped and ``raft`` is None.
 """
@@ -30,7 +41,10 @@ from twisted.logger import Logger
 
 from doozertw.cluster import envelope as env
 from doozertw.cluster.dedup import AppliedProposals, pack_snapshot, unpack_snapshot
-from doozertw.consensus import ConfState, EntryKind, MemoryStorage, RaftNode, Role
+from doozertw.cluster.storage import MemoryProvider, is_disk_full
+from doozertw.consensus import (
+    ConfState, EntryKind, RaftNode, Role, early_send_allowed, is_leader_early_message,
+)
 from doozertw.consensus.codec import CodecError
 from doozertw.consensus.messages import InstallSnapshot
 from doozertw.errors import DoozerError
@@ -49,7 +63,8 @@ class Timing:
     election_ticks: int = 10
     heartbeat_ticks: int = 2
     request_timeout: float = 5.0
-    compact_every: int = 5000
+    compact_every: int = 10_000
+    retry_delay: float = 1.0
 
 
 class ClusterDriver:
@@ -57,7 +72,8 @@ class ClusterDriver:
 
     log = Logger()
 
-    def __init__(self, name, store, send, reactor, rng, timing=Timing()):
+    def __init__(self, name, store, send, reactor, rng, timing=Timing(),
+                 storage_provider=None, on_fatal=None):
         self.name = name
         self.member_id = None
         self.store = store
@@ -65,7 +81,12 @@ class ClusterDriver:
         self.reactor = reactor
         self.rng = rng
         self._send_payload = send
-        self.storage = MemoryStorage()
+        self.storage_provider = storage_provider or MemoryProvider()
+        self.storage = None
+        self.persister = None
+        self.on_fatal = on_fatal
+        self.failed = None
+        self.disk_full = False
         self.raft = None
         self.applied = 0
         self.proposals = AppliedProposals()
@@ -78,6 +99,9 @@ class ClusterDriver:
         self._applied_waiters = []
         self._after = []
         self._processing = False
+        self._in_flight = None
+        self._sent_early = False
+        self._durable_hard = None
         self._ticker = None
 
     # -- lifecycle -----------------------------------------------------------
@@ -91,20 +115,36 @@ class ClusterDriver:
         if env.name_of(member_id) != self.name:
             raise ValueError(f"member id {member_id!r} is not of node {self.name!r}")
         self.member_id = member_id
+        self.storage, self.persister = self.storage_provider.for_member(member_id)
+        self._restore_stored_snapshot()
+        self._durable_hard = self.storage.hard_state
         t = self.timing
         self.raft = RaftNode(self.member_id, conf, self.storage, self.rng,
                              election_ticks=t.election_ticks,
                              heartbeat_ticks=t.heartbeat_ticks)
-        self.log.info("raft member {member} started with voters {voters}",
-                      member=self.member_id, voters=sorted(conf.voters))
+        self.log.info("raft member {member} started with voters {voters} at index {index}",
+                      member=self.member_id, voters=sorted(self.raft.conf.voters),
+                      index=self.raft.log.last_index())
         self._ticker = task.LoopingCall(self._tick)
         self._ticker.clock = self.reactor
         self._ticker.start(t.tick, now=False)
         self.process()
 
+    def _restore_stored_snapshot(self):
+        snapshot = self.storage.snapshot
+        if snapshot.index > 0 and snapshot.data:
+            store_bytes, table = unpack_snapshot(snapshot.data)
+            self.store.restore(store_bytes)
+            self.proposals.restore(table)
+            self.applied = snapshot.index
+
     def stop(self):
+        """Stop ticking and let the writer finish what it has queued."""
         if self._ticker is not None and self._ticker.running:
             self._ticker.stop()
+        if self.persister is not None:
+            persister, self.persister = self.persister, None
+            persister.close()
 
     @property
     def started(self):
@@ -121,6 +161,15 @@ class ClusterDriver:
     @property
     def conf(self):
         return self.raft.conf if self.raft is not None else ConfState()
+
+    def write_refusal(self) -> str | None:
+        """Why this node cannot take writes now (a full or failed disk), or
+        None. Reads are not affected."""
+        if self.failed is not None:
+            return f"storage failed: {self.failed.getErrorMessage()}"
+        if self.disk_full or self.storage_provider.space_low():
+            return "disk full: no space left for the log in the data directory"
+        return None
 
     def is_member(self):
         return self.member_id in self.conf.members()
@@ -193,19 +242,65 @@ class ClusterDriver:
     # -- Ready ---------------------------------------------------------------------
 
     def process(self):
-        """Handle every pending Ready of the node, then run listeners."""
-        if self.raft is None or self._processing:
+        """Take the node's next Ready unless one is being persisted; handle
+        it (and any that follow while persistence completes at once)."""
+        if self.raft is None or self._processing or self.failed is not None:
             return
-        while self.raft.has_ready():
-            self._processing = True
-            try:
-                rd = self.raft.ready()
-                self._handle(rd)
-                self.raft.advance(rd)
-            finally:
-                self._processing = False
-            self._run_after()
-        self._maybe_compact()
+        while self._in_flight is None and self.raft.has_ready():
+            rd = self.raft.ready()
+            self._in_flight = rd
+            self._sent_early = early_send_allowed(rd, self._durable_hard)
+            if self._sent_early:
+                for message in rd.messages:
+                    if is_leader_early_message(message):
+                        self._send_raft(message)
+            self._persist(rd)
+        if self._in_flight is None:
+            self._maybe_compact()
+
+    def _persist(self, rd):
+        if self.persister is None:
+            return
+        if rd.snapshot is None and not rd.entries and rd.hard_state is None:
+            self._persisted(None, rd)
+            return
+        d = self.persister.save(rd)
+        d.addCallbacks(self._persisted, self._persist_failed,
+                       callbackArgs=(rd,), errbackArgs=(rd,))
+        if self._in_flight is rd:  # completes on the writer thread
+            d.addCallback(lambda _: self.process())
+
+    def _persisted(self, _, rd):
+        if rd.hard_state is not None:
+            self._durable_hard = rd.hard_state
+        if self.disk_full:
+            self.disk_full = False
+            self.log.info("{member}: the disk has room again", member=self.member_id)
+        self._processing = True
+        try:
+            self._handle(rd)
+            self.raft.advance(rd)
+        finally:
+            self._processing = False
+            self._in_flight = None
+        self._run_after()
+
+    def _persist_failed(self, failure, rd):
+        if is_disk_full(failure.value):
+            if not self.disk_full:
+                self.log.error("{member}: disk full, writes refused until it has room: "
+                               "{error}", member=self.member_id, error=str(failure.value))
+            self.disk_full = True
+            self.reactor.callLater(self.timing.retry_delay, self._persist, rd)
+            return None
+        self.failed = failure
+        self.log.critical("{member}: storage failed, stopping: {error}",
+                          member=self.member_id, error=failure.getErrorMessage())
+        if self._ticker is not None and self._ticker.running:
+            self._ticker.stop()
+        if self.on_fatal is not None:
+            self.on_fatal(failure)
+        return None
 
     def _handle(self, rd):
         if rd.snapshot is not None and rd.snapshot.index > self.applied:
@@ -213,9 +308,9 @@ class ClusterDriver:
             self.store.restore(store_bytes)
             self.proposals.restore(table)
             self.applied = rd.snapshot.index
-        self.storage.save(rd)
         for message in rd.messages:
-            self._send_raft(message)
+            if not (self._sent_early and is_leader_early_message(message)):
+                self._send_raft(message)
         for entry in rd.committed_entries:
             self._apply(entry)
         for state in rd.read_states:
@@ -260,10 +355,22 @@ class ClusterDriver:
                 return  # process() loops again
 
     def _maybe_compact(self):
-        if self.applied - self.storage.snapshot.index >= self.timing.compact_every:
-            data = pack_snapshot(self.store.snapshot(), self.proposals)
-            snapshot = self.raft.compact(self.applied, data)
-            self.storage.compact(snapshot)
+        """Snapshot the store every ``compact_every`` applied entries and
+        truncate the log behind it (in memory now, on disk in order with
+        the saves)."""
+        if self.applied - self.raft.log.snapshot.index < self.timing.compact_every:
+            return
+        data = pack_snapshot(self.store.snapshot(), self.proposals)
+        snapshot = self.raft.compact(self.applied, data)
+        if self.persister is not None:
+            self.persister.compact(snapshot).addErrback(self._compact_failed)
+
+    def _compact_failed(self, failure):
+        if is_disk_full(failure.value):
+            self.log.warn("{member}: no room for a snapshot; the log keeps growing",
+                          member=self.member_id)
+            return None
+        return self._persist_failed(failure, None)
 
     # -- applied index -------------------------------------------------------------
 

@@ -54,14 +54,15 @@ class ClusterMember:
                  peer_addr, client_addr="", cluster_name="local", limits=None,
                  timing=Timing(), timeout=None, incarnation=None,
                  applied_every=None, hostname=None, probe_interval=0.2,
-                 membership_interval=0.25):
+                 membership_interval=0.25, storage_provider=None, on_fatal=None):
         self.name = name
         self.reactor = reactor
         self.peer_addr = peer_addr
         self.client_addr = client_addr
         self.hostname = hostname or socket.gethostname()
         self.applied_every = applied_every
-        self.driver = ClusterDriver(name, store, send, reactor, rng, timing)
+        self.driver = ClusterDriver(name, store, send, reactor, rng, timing,
+                                    storage_provider=storage_provider, on_fatal=on_fatal)
         self.proposer = ReplicatedProposer(self.driver, reactor)
         self.reads = ReadBarrier(self.driver, reactor)
         self.membership = Membership(self.driver, self.proposer.propose, add_peer,
@@ -88,7 +89,9 @@ class ClusterMember:
         self.driver.receive(from_name, payload)
 
     def start(self):
-        self.bootstrap.start()
+        """Resume from stored Raft state if there is any, else found or
+        join (raises DataDirError for a data directory not of this node)."""
+        self.bootstrap.start(resume_as=self.driver.storage_provider.existing())
         self.membership.start()
 
     def stop(self):

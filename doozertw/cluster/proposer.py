@@ -78,6 +78,9 @@ class ReplicatedProposer:
         return len(self._pending)
 
     def propose(self, mutation):
+        refusal = self.driver.write_refusal()
+        if refusal is not None:
+            return defer.fail(DoozerError(ErrCode.OTHER, refusal))
         pid = next(self._ids)
         d = defer.Deferred()
         p = _Pending(pid, encode_mutation(mutation), d)

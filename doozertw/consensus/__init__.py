@@ -9,7 +9,7 @@ from doozertw.consensus.messages import (
 from doozertw.consensus.raft import RaftNode
 from doozertw.consensus.ready import (
     ConfChangeInProgress, InvalidConfChange, NotLeader, RaftError, ReadState,
-    Ready, Role, SoftState,
+    Ready, Role, SoftState, early_send_allowed, is_leader_early_message,
 )
 
 __all__ = [
@@ -17,4 +17,5 @@ __all__ = [
     "Entry", "EntryKind", "HardState", "InvalidConfChange", "LogError",
     "MemoryStorage", "NotLeader", "RaftError", "RaftLog", "RaftNode",
     "ReadState", "Ready", "Role", "Snapshot", "SnapshotMeta", "SoftState",
+    "early_send_allowed", "is_leader_early_message",
 ]

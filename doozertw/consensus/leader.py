@@ -155,11 +155,19 @@ class LeaderMixin:
             self.progress[nid].is_learner = nid in self.conf.learners
 
     def _append(self, *entries):
+        """Append to the leader's log. The leader counts itself toward the
+        commit quorum only for entries its driver has persisted
+        (``_self_persisted``, called from ``advance``), so it may replicate
+        while its own fsync is in flight (Raft thesis §10.2.1)."""
         self.log.append(list(entries))
-        if self.id in self.progress:
-            self.progress[self.id].maybe_update(self.log.last_index())
         self._refresh_conf(entries)
         self._maybe_commit()
+
+    def _self_persisted(self):
+        """The driver made the log durable up to ``log.stable``."""
+        pr = self.progress.get(self.id)
+        if pr is not None and pr.maybe_update(self.log.stable):
+            self._maybe_commit()
 
     def _bcast_append(self):
         """Send every follower what it lacks, up to its inflight window."""

@@ -142,7 +142,7 @@ class RaftNode(LeaderMixin):
         for nid in self.conf.members():
             self.progress[nid] = self._new_progress(nid, last + 1)
         if self.id in self.progress:
-            self.progress[self.id].match = last
+            self.progress[self.id].match = self.log.stable
             self.progress[self.id].become_replicate()
         # §5.4.2 / §8: a no-op of the new term lets earlier entries commit.
         self._append(Entry(self.term, last + 1))
@@ -473,6 +473,8 @@ class RaftNode(LeaderMixin):
         if rd.entries:
             last = rd.entries[-1]
             self.log.stable_to(last.index, last.term)
+            if self.role == Role.LEADER:
+                self._self_persisted()
         if rd.committed_entries:
             last = rd.committed_entries[-1].index
             if last > self.log.applied:

@@ -3,12 +3,22 @@
 The driver handles a Ready in this order, then calls ``node.advance(ready)``:
 
 1. if ``snapshot``: restore the application from ``snapshot.data``;
-2. persist ``snapshot``, ``entries`` and ``hard_state`` (``storage.save``);
+2. persist ``snapshot``, ``entries`` and ``hard_state`` (``storage.save``),
+   durably (fsynced) before any message that depends on them is sent;
 3. send ``messages``;
 4. apply ``committed_entries`` in order;
 5. for each ``read_states`` item, answer the read once applied >= index.
 
-Call nothing else on the node between ``ready()`` and ``advance()``.
+Persistence may be asynchronous (a writer thread). While a Ready is being
+persisted the driver may keep calling ``tick``, ``step``, ``propose`` and
+``read_index`` (what they produce waits for the next Ready), but must not
+call ``ready()`` again before ``advance()``. A leader's replication messages
+(``LEADER_EARLY_MESSAGES``) may be sent before its own persistence
+completes when ``early_send_allowed(ready, persisted)`` says so: the leader
+counts itself toward the commit quorum only for entries acknowledged as
+persisted through ``advance`` (Raft thesis §10.2.1). Every other message
+(votes, append acknowledgements, ...) is sent only after step 2.
+
 On restart the driver restores the application from the stored snapshot
 (``storage.snapshot.data``) before building the node from ``storage``; the
 node then re-delivers committed entries after the snapshot. Compaction:
@@ -88,6 +98,28 @@ class Status:
     snapshot_index: int
     conf: object
     progress: dict
+
+
+def is_leader_early_message(message) -> bool:
+    """Messages a leader may send before its own fsync (see the module
+    docstring): replication and heartbeats, which depend on no durable
+    state of the sender beyond its term."""
+    return type(message).__name__ in _LEADER_EARLY_NAMES
+
+
+_LEADER_EARLY_NAMES = frozenset({"AppendEntries", "Heartbeat", "InstallSnapshot"})
+
+
+def early_send_allowed(ready: Ready, persisted_hard_state) -> bool:
+    """May ``ready``'s leader messages go out before it is persisted? Only
+    if it changes neither the term nor the vote that is already durable
+    (``persisted_hard_state``): messages of a new term, or sent on the
+    strength of a new vote, must wait for the fsync."""
+    hs = ready.hard_state
+    if hs is None:
+        return True
+    return (persisted_hard_state is not None and hs.term == persisted_hard_state.term
+            and hs.vote == persisted_hard_state.vote)
 
 
 class RaftError(Exception):
