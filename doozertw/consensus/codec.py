@@ -174,3 +174,66 @@ def decode(data: bytes):
     if r.pos != len(data):
         raise CodecError("trailing bytes")
     return cls(**values)
+
+
+# -- single records, for the on-disk log (doozertw/persist) -----------------
+
+
+def _decode_whole(data, read):
+    r = _Reader(data)
+    try:
+        value = read(r)
+    except struct.error as exc:
+        raise CodecError(f"malformed record: {exc}") from exc
+    if r.pos != len(data):
+        raise CodecError("trailing bytes")
+    return value
+
+
+def _read_entry(r):
+    term, index, kind = _ENTRY_HEAD.unpack(r.take(_ENTRY_HEAD.size))
+    try:
+        kind = m.EntryKind(kind)
+    except ValueError as exc:
+        raise CodecError("bad entry kind") from exc
+    return m.Entry(term, index, kind, r.blob())
+
+
+def encode_entry(entry: m.Entry) -> bytes:
+    """One Entry: term u64, index u64, kind u8, data (u32 length + bytes)."""
+    w = _Writer()
+    w.parts.append(_ENTRY_HEAD.pack(entry.term, entry.index, int(entry.kind)))
+    w.blob(entry.data)
+    return b"".join(w.parts)
+
+
+def decode_entry(data: bytes) -> m.Entry:
+    """Inverse of encode_entry; raises CodecError if malformed."""
+    return _decode_whole(data, _read_entry)
+
+
+def encode_snapshot(snapshot: m.Snapshot) -> bytes:
+    """A Snapshot in the same layout as inside InstallSnapshot."""
+    w = _Writer()
+    w.snapshot(snapshot)
+    return b"".join(w.parts)
+
+
+def decode_snapshot(data: bytes) -> m.Snapshot:
+    """Inverse of encode_snapshot; raises CodecError if malformed."""
+    return _decode_whole(data, _Reader.snapshot)
+
+
+def encode_hard_state(hs: m.HardState) -> bytes:
+    """A HardState: term u64, vote (u16 length + UTF-8), commit u64."""
+    w = _Writer()
+    w.u64(hs.term)
+    w.text(hs.vote)
+    w.u64(hs.commit)
+    return b"".join(w.parts)
+
+
+def decode_hard_state(data: bytes) -> m.HardState:
+    """Inverse of encode_hard_state; raises CodecError if malformed."""
+    return _decode_whole(
+        data, lambda r: m.HardState(r.u64(), r.text(), r.u64()))
