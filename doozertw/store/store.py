@@ -12,12 +12,12 @@ it here raises ValueError.
 """
 
 import heapq
-import struct
 from bisect import bisect_right
 from collections import deque
 
 from doozertw.errors import DoozerError, ErrCode
 from doozertw.store import paths
+from doozertw.store import snapshot as _snapshot
 from doozertw.store.mutation import (
     CLOBBER, DEL, DIR, SET, DeleteFile, Event, Nop, Outcome, SetFile)
 from doozertw.store.watches import Watch, WatchRegistry
@@ -25,9 +25,6 @@ from doozertw.store.watches import Watch, WatchRegistry
 DEFAULT_HISTORY = 10_000
 DEFAULT_HISTORY_BYTES = 64 * 1024 * 1024
 _EVENT_OVERHEAD = 64
-_SNAPSHOT_MAGIC = b"DZS1"
-_SNAPSHOT_HEAD = struct.Struct(">4sqI")
-_SNAPSHOT_FILE = struct.Struct(">HqI")
 
 
 def _first_key(entry):
@@ -270,40 +267,77 @@ class Store:
     # -- snapshots ---------------------------------------------------------
 
     def snapshot(self):
-        """The current files and revision as bytes (no history, no watches)."""
-        parts = [_SNAPSHOT_HEAD.pack(_SNAPSHOT_MAGIC, self.rev, len(self._files))]
-        for path in sorted(self._files):
-            value, rev = self._files[path]
-            raw = path.encode("ascii")
-            parts.append(_SNAPSHOT_FILE.pack(len(raw), rev, len(value)))
-            parts.append(raw)
-            parts.append(value)
-        return b"".join(parts)
+        """The files, revision and history window as bytes (no watches).
+
+        The encoding is ``snapshot.py``'s DZS2: the tree at ``floor`` plus
+        the log of events floor+1 .. rev. ``history`` and ``history_bytes``
+        are configuration and are not included.
+        """
+        image = _snapshot.SnapshotImage(
+            rev=self.rev, floor=self.floor, files=self._files_at_floor(),
+            events=tuple(self._log))
+        return _snapshot.encode(image)
+
+    def _files_at_floor(self):
+        """(path, value, rev) of every file as it was at ``floor``, sorted by path."""
+        tree = {p: f for p, f in self._files.items() if p not in self._versions}
+        for path in self._versions:
+            found = self._lookup(path, self.floor)
+            if found is not None:
+                tree[path] = found
+        return tuple((p, tree[p][0], tree[p][1]) for p in sorted(tree))
 
     def restore(self, data):
-        """Replace the contents with a snapshot; the history restarts at its revision.
+        """Replace the contents with a snapshot, history window included.
 
-        Live watches would miss the revisions the snapshot skips, so each
-        ends with ``on_error(DoozerError(TOO_LATE))`` instead of a silent
-        gap. Raises DoozerError(OTHER) for bytes that are not a snapshot.
+        Afterwards reads at any revision in [floor, rev] and watches from
+        any revision above floor answer as the snapshotted store did, and
+        the next change takes rev + 1. This store's own ``history`` and
+        ``history_bytes`` apply: a longer log is trimmed (floor rises). A
+        DZS1 snapshot carries no history: floor = rev.
+
+        Live watches would miss the revisions the snapshot skips, so if the
+        snapshot is ahead each ends with ``on_error(DoozerError(TOO_LATE))``
+        instead of a silent gap; at the same revision they stay. Raises
+        DoozerError(OTHER), changing nothing, for bytes that are not a
+        consistent snapshot or for a snapshot older than this store.
         """
-        rev, files = _parse_snapshot(data)
-        if rev < self.rev:
-            raise DoozerError(ErrCode.OTHER, f"snapshot at {rev} is older than {self.rev}")
-        if rev > self.rev:
-            skipped = DoozerError(ErrCode.TOO_LATE, f"revisions up to {rev} were skipped")
+        image = _snapshot.decode(data)
+        if image.rev < self.rev:
+            raise DoozerError(ErrCode.OTHER, f"snapshot at {image.rev} is older than {self.rev}")
+        loaded = Store(self.history, self.history_bytes)
+        loaded._load(image)
+        if image.rev > self.rev:
+            skipped = DoozerError(ErrCode.TOO_LATE, f"revisions up to {image.rev} were skipped")
             for watch in self._watches.all():
                 watch.fail(skipped)
-        self._files = {}
-        self._children = {paths.ROOT: {}}
-        self._versions = {}
-        self._log.clear()
-        self._log_bytes = 0
-        for path, value, file_rev in files:
-            self._files[path] = (value, file_rev)
-            self._link(path)
-        self.rev = self.floor = rev
+        self._files, self._children = loaded._files, loaded._children
+        self._versions, self._sorted_files = loaded._versions, None
+        self._log, self._log_bytes = loaded._log, loaded._log_bytes
+        self.rev, self.floor = loaded.rev, loaded.floor
         self._wake_rev_waiters()
+
+    def _load(self, image):
+        """Fill this new, empty store from a decoded snapshot by replaying its log.
+
+        The replay runs the ordinary apply path, so versions, byte counts
+        and the history trim come out as if the events had just happened.
+        Raises DoozerError(OTHER) if the tree or an event is inconsistent.
+        """
+        for path, value, rev in image.files:
+            if path in self._files or path in self._children or any(
+                    a in self._files for a in paths.ancestors(path)):
+                raise DoozerError(ErrCode.OTHER, f"bad snapshot: {path} clashes with a file")
+            self._files[path] = (value, rev)
+            self._link(path)
+        self.rev = self.floor = image.floor
+        for event in image.events:
+            if event.is_set:
+                outcome = self.apply(SetFile(event.path, CLOBBER, event.value))
+            else:
+                outcome = self.apply(DeleteFile(event.path, CLOBBER))
+            if outcome.event != event:
+                raise DoozerError(ErrCode.OTHER, f"bad snapshot: event {event.rev} does not apply")
 
     # -- waiting -----------------------------------------------------------
 
@@ -382,30 +416,6 @@ class Store:
             if callback is not None:
                 self._pending_waiters -= 1
                 callback()
-
-
-def _parse_snapshot(data):
-    data = memoryview(data)
-    try:
-        magic, rev, count = _SNAPSHOT_HEAD.unpack_from(data)
-        if magic != _SNAPSHOT_MAGIC:
-            raise ValueError("not a snapshot")
-        pos, files = _SNAPSHOT_HEAD.size, []
-        for _ in range(count):
-            path_len, file_rev, value_len = _SNAPSHOT_FILE.unpack_from(data, pos)
-            pos += _SNAPSHOT_FILE.size
-            path = bytes(data[pos:pos + path_len]).decode("ascii")
-            pos += path_len
-            value = bytes(data[pos:pos + value_len])
-            pos += value_len
-            if len(value) != value_len or not paths.is_valid_path(path) or not 0 < file_rev <= rev:
-                raise ValueError("corrupt entry")
-            files.append((path, value, file_rev))
-        if pos != len(data):
-            raise ValueError("trailing bytes")
-    except (struct.error, ValueError, UnicodeDecodeError) as e:
-        raise DoozerError(ErrCode.OTHER, f"bad snapshot: {e}") from None
-    return rev, files
 
 
 class RevWaiter:
