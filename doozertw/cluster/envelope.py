@@ -6,6 +6,7 @@ an application envelope defined here. Envelopes are attrs frozen classes
 encoded field by field (no pickle):
 
 - int: u64 big-endian; str: u16 length + UTF-8; bytes: u32 length + raw;
+  bool: one byte, 0 or 1 (any other value is malformed);
 - ``items``: u32 count, then per item (u64, bytes) for Forward or
   (u64, u64, u64) for ForwardAck.
 
@@ -108,9 +109,26 @@ class ForwardReject:
     leader: str = ""
 
 
-ENVELOPE_TYPES = (Probe, ProbeReply, JoinRequest, Forward, ForwardAck, ForwardReject)
+@attrs.frozen
+class SnapshotChunk:
+    """One piece of an encoded Raft InstallSnapshot payload streamed to a
+    peer (doozertw.cluster.chunks): the ``data`` at ``offset`` of the
+    ``total_len``-byte payload of transfer ``snapshot_id``; ``seq`` counts
+    chunks from 0; ``last`` marks the chunk that ends the payload."""
 
-_KINDS = {"str": "text", "int": "u64", "tuple": None}
+    snapshot_id: str
+    seq: int
+    total_len: int
+    offset: int
+    data: bytes
+    last: bool
+
+
+# New types are appended: the type byte is the index in this tuple.
+ENVELOPE_TYPES = (Probe, ProbeReply, JoinRequest, Forward, ForwardAck, ForwardReject,
+                  SnapshotChunk)
+
+_KINDS = {"str": "text", "int": "u64", "tuple": None, "bytes": "blob", "bool": "flag"}
 _ITEM_KINDS = {Forward: ("u64", "blob"), ForwardAck: ("u64", "u64", "u64"),
                ForwardReject: ("u64",)}
 
@@ -128,6 +146,9 @@ class _Writer:
 
     def blob(self, v):
         self.parts.append(_U32.pack(len(v)) + bytes(v))
+
+    def flag(self, v):
+        self.parts.append(b"\x01" if v else b"\x00")
 
 
 class _Reader:
@@ -154,6 +175,12 @@ class _Reader:
 
     def blob(self):
         return bytes(self.take(_U32.unpack(self.take(4))[0]))
+
+    def flag(self):
+        value = self.take(1)[0]
+        if value > 1:
+            raise EnvelopeError(f"bad boolean byte {value} in envelope")
+        return value == 1
 
 
 def _fields(cls):
@@ -244,6 +271,6 @@ class Proposal:
 __all__ = [
     "APP", "ENVELOPE_TYPES", "EnvelopeError", "Forward", "ForwardAck",
     "ForwardReject", "FreshState", "JoinRequest", "Probe", "ProbeReply",
-    "Proposal", "RAFT", "decode_payload", "encode_envelope", "encode_raft",
+    "Proposal", "RAFT", "SnapshotChunk", "decode_payload", "encode_envelope", "encode_raft",
     "name_of",
 ]
