@@ -1,10 +1,15 @@
 #!/usr/bin/env bash
 # Set up (once) and start a local doozertw node in the foreground:
-#   client port 127.0.0.1:8046 (doozer and text protocols), web view http://localhost:8000
+#   client port 127.0.0.1:8046 (doozer and text protocols), web view http://localhost:8000,
+#   durable: its data lives in doozer-data/<name>/ inside this checkout.
 # Extra arguments go to `twistd doozer` (see `./run.sh --help`).
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 venv="$here/.venv"
 [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
 (cd "$here" && "$venv/bin/pip" install --quiet --disable-pip-version-check .)
-exec "$venv/bin/twistd" --nodaemon --pidfile= doozer "$@"
+default=(--data-dir "$here/doozer-data/{name}")
+for a in "$@"; do
+  case "$a" in --data-dir|--data-dir=*|-d|--in-memory) default=() ;; esac
+done
+exec "$venv/bin/twistd" --nodaemon --pidfile= doozer "${default[@]}" "$@"

@@ -18,6 +18,8 @@ DEFAULT_CLIENT = "tcp:8046:interface=127.0.0.1"
 DEFAULT_WEB = "tcp:8000:interface=127.0.0.1"
 DEFAULT_PEER = "tcp:7046:interface=127.0.0.1"
 DISABLED = "none"
+DEFAULT_DATA_DIR = "doozer-data/{name}"
+DEFAULT_SNAPSHOT_ENTRIES = 10_000
 
 
 class ConfigError(ValueError):
@@ -36,6 +38,8 @@ class NodeConfig:
     attach: str | None = None
     timeout: float | None = None
     peer_advertise: str | None = None
+    data_dir: str | None = None
+    in_memory: bool = False
 
 
 @attrs.frozen
@@ -47,15 +51,28 @@ class ClusterConfig:
     limits: Limits = Limits()
     nodes: dict = attrs.field(factory=dict)
     request_timeout: float = 5.0
+    data_dir: str = DEFAULT_DATA_DIR
+    snapshot_entries: int = DEFAULT_SNAPSHOT_ENTRIES
+
+    def data_dir_of(self, node):
+        """The data directory of ``node`` (a NodeConfig): its own
+        ``data_dir``, else the cluster's, where ``{name}`` stands for the
+        node's name (a cluster template without it gets the name appended)."""
+        if node.data_dir:
+            return node.data_dir.replace("{name}", node.name)
+        template = self.data_dir
+        if "{name}" not in template:
+            return os.path.join(template, node.name)
+        return template.replace("{name}", node.name)
 
     def voters(self):
         """{name: peer address} of the nodes in the file (or --peers)."""
         return {name: node.peer_listen for name, node in self.nodes.items()}
 
 
-_NODE_KEYS = {"listen", "web", "peer_listen", "advertise", "peer_advertise"}
+_NODE_KEYS = {"listen", "web", "peer_listen", "advertise", "peer_advertise", "data_dir"}
 _TOP_KEYS = {"cluster", "history", "history_bytes", "secrets", "limits", "nodes",
-             "request_timeout"}
+             "request_timeout", "data_dir", "snapshot_entries"}
 
 
 def load(path):
@@ -87,6 +104,9 @@ def parse(data, source="<config>"):
         limits=Limits(**limits),
         nodes=nodes,
         request_timeout=_seconds(data.get("request_timeout", 5.0), "request_timeout", source),
+        data_dir=str(data.get("data_dir", DEFAULT_DATA_DIR)),
+        snapshot_entries=_positive(data.get("snapshot_entries", DEFAULT_SNAPSHOT_ENTRIES),
+                                   "snapshot_entries", source),
     )
 
 
@@ -158,8 +178,12 @@ def resolve(options, environ=os.environ):
     node = cluster.nodes.get(name, NodeConfig(name=name))
     node = attrs.evolve(node, **{
         key: options[key] for key in ("listen", "web", "peer_listen", "advertise", "attach",
-                                      "peer_advertise")
+                                      "peer_advertise", "data_dir")
         if options.get(key)})
+    if options.get("in_memory"):
+        if options.get("data_dir"):
+            raise ConfigError("--in-memory and --data-dir exclude each other")
+        node = attrs.evolve(node, in_memory=True)
     if options.get("timeout") is not None:
         node = attrs.evolve(node, timeout=_seconds(options["timeout"], "timeout", "command line"))
     if cluster.nodes and not in_file:
@@ -172,7 +196,7 @@ def resolve(options, environ=os.environ):
     overrides = {"secrets": secrets}
     if options.get("cluster"):
         overrides["cluster"] = options["cluster"]
-    for key in ("history", "history_bytes"):
+    for key in ("history", "history_bytes", "snapshot_entries"):
         if options.get(key) is not None:
             overrides[key] = _positive(options[key], key, "command line")
     if options.get("request_timeout") is not None:

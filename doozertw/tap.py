@@ -56,6 +56,17 @@ class Options(usage.Options):
         ["request-timeout", None, None,
          "Seconds a write or linearizable read may wait for a quorum "
          "[default: 5].", float],
+        ["data-dir", "d", None,
+         "Directory of this node's write-ahead log and snapshots "
+         f"[default: {config.DEFAULT_DATA_DIR}, relative to the working directory]."],
+        ["snapshot-entries", None, None,
+         "Snapshot the store and truncate the log every this many entries "
+         f"[default: {config.DEFAULT_SNAPSHOT_ENTRIES}].", int],
+    ]
+    optFlags = [
+        ["in-memory", None,
+         "Keep no state on disk (doozerd's behaviour): a restarted node comes "
+         "back empty; UNSAFE if a majority of the cluster restarts at once."],
     ]
 
     def opt_version(self):
@@ -67,8 +78,28 @@ class Options(usage.Options):
         try:
             self.cluster, self.node = config.resolve(
                 {key.replace("-", "_"): value for key, value in self.items()})
+            self.storage = open_storage(self.cluster, self.node)
         except (OSError, config.ConfigError) as e:
             raise usage.UsageError(str(e)) from None
+        except Exception as e:  # a data directory we must not use
+            from doozertw.persist.errors import StorageError
+            if isinstance(e, StorageError):
+                raise usage.UsageError(str(e)) from None
+            raise
+
+
+def open_storage(cluster, me, reactor=None):
+    """The storage provider of node ``me``: its data directory (opened now,
+    so a directory of another cluster or node, or in use, is refused
+    before anything listens), or memory with ``--in-memory``."""
+    from doozertw.cluster.storage import DiskProvider, MemoryProvider
+    if me.in_memory:
+        return MemoryProvider()
+    if reactor is None:
+        from twisted.internet import reactor
+    provider = DiskProvider(cluster.data_dir_of(me), cluster.cluster, me.name, reactor)
+    provider.existing()
+    return provider
 
 
 class ListeningService(service.Service):
@@ -119,26 +150,33 @@ def _address(port):
 
 
 def is_clustered(cluster, me):
-    """True when this node is one of several voters or attaches to a cluster."""
-    return bool(me.attach) or len(cluster.nodes) > 1
+    """True when this node runs Raft: it is one of several voters, attaches
+    to a cluster, or keeps its state on disk (a durable single node is a
+    cluster of one, which others may later join)."""
+    return bool(me.attach) or len(cluster.nodes) > 1 or not me.in_memory
 
 
-def build(cluster, me, reactor=None):
+def build(cluster, me, reactor=None, storage=None):
     """The node and a MultiService exposing it, as twistd runs it.
 
-    One node alone commits writes locally; a node of a cluster (several
-    nodes in the file or --peers, or --attach) runs doozertw.cluster.
+    One in-memory node alone commits writes locally; any other node runs
+    doozertw.cluster with ``storage`` (a provider; default: opened from
+    ``me``'s data directory, or memory with ``in_memory``).
     """
     store = Store(history=cluster.history, history_bytes=cluster.history_bytes)
     top = service.MultiService()
     if is_clustered(cluster, me):
         from doozertw.cluster.service import ClusterService
+        if storage is None:
+            storage = open_storage(cluster, me, reactor)
+        voters = cluster.voters() or ({} if me.attach else {me.name: me.peer_listen})
         member = ClusterService(
-            me.name, cluster.voters(), me.peer_listen, store,
+            me.name, voters, me.peer_listen, store,
             cluster_name=cluster.cluster, limits=cluster.limits, reactor=reactor,
             timeout=me.timeout, request_timeout=cluster.request_timeout,
             attach=me.attach, secret=cluster.secrets.rw,
-            peer_advertise=me.peer_advertise)
+            peer_advertise=me.peer_advertise, storage_provider=storage,
+            snapshot_entries=cluster.snapshot_entries)
         member.setServiceParent(top)
         node = member.node
 
@@ -163,5 +201,5 @@ def build(cluster, me, reactor=None):
 
 
 def makeService(options):
-    _, top = build(options.cluster, options.node)
+    _, top = build(options.cluster, options.node, storage=options.storage)
     return top

@@ -11,6 +11,7 @@ from doozertw.node import LocalProposer
 
 def options(**kw):
     base = {"config": None, "name": None, "listen": None, "web": None, "peer_listen": None,
+            "data_dir": None, "in_memory": False, "snapshot_entries": None,
             "advertise": None, "cluster": None, "history": None, "history_bytes": None,
             "peer_advertise": None,
             "peers": None, "attach": None, "timeout": None, "request_timeout": None}
@@ -43,18 +44,42 @@ def test_attach_timeout_and_request_timeout():
         config.resolve(options(name="n4", timeout=-1))
 
 
-def test_yaml_request_timeout_and_single_node_stays_local(tmp_path):
+def test_yaml_request_timeout_and_single_in_memory_node_stays_local(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text("request_timeout: 3\nnodes:\n  solo:\n    listen: tcp:0\n")
-    cluster, me = config.resolve(options(config=str(path)))
+    cluster, me = config.resolve(options(config=str(path), in_memory=True))
     assert cluster.request_timeout == 3.0
     assert not tap.is_clustered(cluster, me)
     node, _ = tap.build(cluster, me, MemoryReactorClock())
     assert isinstance(node.proposer, LocalProposer)
 
 
-def test_cluster_file_builds_a_cluster_node():
-    cluster = config.parse({"cluster": "c", "nodes": {
+def test_a_durable_single_node_is_a_cluster_of_one(tmp_path):
+    cluster, me = config.resolve(options(name="solo", data_dir=str(tmp_path / "d")))
+    assert tap.is_clustered(cluster, me) and cluster.data_dir_of(me) == str(tmp_path / "d")
+    node, top = tap.build(cluster, me, MemoryReactorClock())
+    assert list(top)[0].member.voters == {"solo"}
+    assert not (tmp_path / "d").exists()  # created when Raft starts
+
+
+def test_data_dir_templates_and_options(tmp_path):
+    cluster = config.parse({"data_dir": "/var/lib/doozer", "snapshot_entries": 50,
+                            "nodes": {"n1": {}, "n2": {"data_dir": "/srv/n2"}}})
+    assert cluster.data_dir_of(cluster.nodes["n1"]) == "/var/lib/doozer/n1"
+    assert cluster.data_dir_of(cluster.nodes["n2"]) == "/srv/n2"
+    assert cluster.snapshot_entries == 50
+    cluster = config.parse({"data_dir": "/d/{name}.db"})
+    _, me = config.resolve(options(name="x"))
+    assert cluster.data_dir_of(me) == "/d/x.db"
+    assert config.ClusterConfig().data_dir_of(me) == "doozer-data/x"
+    with pytest.raises(config.ConfigError):
+        config.resolve(options(name="x", in_memory=True, data_dir="/d"))
+    with pytest.raises(config.ConfigError):
+        config.parse({"snapshot_entries": 0})
+
+
+def test_cluster_file_builds_a_cluster_node(tmp_path):
+    cluster = config.parse({"cluster": "c", "data_dir": str(tmp_path), "nodes": {
         name: {"listen": f"tcp:{8046 + i}:interface=127.0.0.1", "web": "none",
                "peer_listen": f"tcp:{7046 + i}:interface=127.0.0.1"}
         for i, name in enumerate(["n1", "n2", "n3"])}})
@@ -84,7 +109,7 @@ def test_dial_endpoint_rejects_nonsense():
 
 def test_peer_advertise_and_a_private_peer_port(tmp_path):
     path = tmp_path / "c.yaml"
-    path.write_text(yaml.safe_dump({"nodes": {
+    path.write_text(yaml.safe_dump({"data_dir": str(tmp_path), "nodes": {
         name: {"listen": f"tcp:{8046 + i}:interface=127.0.0.1", "web": "none",
                "peer_listen": f"tcp:{7046 + i}:interface=127.0.0.1"}
         for i, name in enumerate(["n1", "n2", "n3"])}}))

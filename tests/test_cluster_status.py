@@ -2,6 +2,7 @@
 latency and `doozer members`, on in-memory clusters and over TCP."""
 
 
+import tempfile
 import pytest
 import pytest_twisted
 from prometheus_client.parser import text_string_to_metric_families
@@ -380,7 +381,8 @@ async def test_doozer_members_and_peer_rtt_over_tcp():
     nodes = {name: {"listen": f"tcp:{free_port()}:interface=127.0.0.1", "web": "none",
                     "peer_listen": f"tcp:{free_port()}:interface=127.0.0.1"}
              for name in VOTERS}
-    cluster = config.parse({"cluster": "tcp-status", "nodes": nodes})
+    cluster = config.parse({"cluster": "tcp-status", "nodes": nodes,
+                            "data_dir": tempfile.mkdtemp(prefix="doozer-status-")})
     services = {}
     try:
         for name, me in cluster.nodes.items():

@@ -2,6 +2,7 @@
 built exactly as twistd builds them (doozertw.tap.build)."""
 
 
+import tempfile
 import pytest_twisted
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
@@ -33,7 +34,8 @@ def cluster_file(names):
     for name in names:
         nodes[name] = {"listen": f"tcp:{free_port()}:interface=127.0.0.1", "web": "none",
                        "peer_listen": f"tcp:{free_port()}:interface=127.0.0.1"}
-    return config.parse({"cluster": "tcp-cluster", "nodes": nodes})
+    return config.parse({"cluster": "tcp-cluster", "nodes": nodes,
+                         "data_dir": tempfile.mkdtemp(prefix="doozer-tcp-")})
 
 
 def client_addr(node_config):

@@ -461,7 +461,8 @@ def test_harness_kills_restarts_and_keeps_the_log(tmp_path):
     cluster = Cluster(1, name="restarts", directory=str(tmp_path), proxy=False, web=False)
     try:
         cluster.start()
-        assert cluster.write("n1", "/h/x", b"1") > 0
+        rev = cluster.write("n1", "/h/x", b"1")
+        assert rev > 0
         cluster.kill("n1")
         assert cluster.nodes["n1"].state == DEAD and cluster.running() == []
         with pytest.raises(OSError):
@@ -470,7 +471,7 @@ def test_harness_kills_restarts_and_keeps_the_log(tmp_path):
             cluster.kill("n1")
         cluster.restart("n1", promote=False)
         assert cluster.nodes["n1"].starts == 2
-        assert cluster.read("n1", "/h/x") == (b"", 0)  # no durable storage yet
+        assert cluster.read("n1", "/h/x") == (b"1", rev)  # its data directory kept it
         cluster.pause("n1")
         with pytest.raises(Timeout):
             cluster.read("n1", "/h/x", timeout=0.3)
@@ -539,6 +540,15 @@ def test_isolating_needs_the_proxy(tmp_path):
 # --- the whole fault-run pipeline, on one node ---------------------------------------
 
 
+def test_a_durable_lone_node_killed_and_restarted_loses_nothing(tmp_path):
+    result = fault_run(RunConfig(size=1, faults=2, min_ops=300, seed=3, workers=3,
+                                 keys=30, think=0.01, kinds=(KILL_LEADER,),
+                                 hold=(0.2, 0.3), settle=(0.05, 0.1), warmup=1.0,
+                                 report_root=str(tmp_path)))
+    assert result.ok, result.describe()
+    assert result.injected == 2 and not result.lost
+
+
 def test_fault_run_pipeline_passes_on_one_paused_node(tmp_path):
     result = fault_run(RunConfig(size=1, faults=3, min_ops=1500, seed=2, workers=4,
                                  keys=4, kinds=(PAUSE_LEADER,), hold=(0.3, 0.5),
@@ -550,14 +560,14 @@ def test_fault_run_pipeline_passes_on_one_paused_node(tmp_path):
 
 
 def test_a_failing_run_leaves_a_report(tmp_path):
-    # Without durable storage a lone node that is killed and restarted
-    # forgets everything: acknowledged writes are lost, and the run must
-    # say so and leave the evidence behind. Slow clients: every key is
-    # written during the warm-up, few again after the restart.
+    # With --in-memory a lone node that is killed and restarted forgets
+    # everything: acknowledged writes are lost, and the run must say so and
+    # leave the evidence behind. Slow clients: every key is written during
+    # the warm-up, few again after the restart.
     result = fault_run(RunConfig(size=1, faults=1, min_ops=200, seed=3, workers=3,
                                  keys=30, think=0.01, kinds=(KILL_LEADER,),
                                  hold=(0.2, 0.3), settle=(0.05, 0.1), warmup=1.0,
-                                 report_root=str(tmp_path)))
+                                 report_root=str(tmp_path), node_args=("--in-memory",)))
     assert not result.ok
     assert result.check.verdict is Verdict.NOT_LINEARIZABLE, result.describe()
     assert len(result.lost) >= 5, result.describe()

@@ -41,6 +41,7 @@ from twisted.logger import Logger
 
 from doozertw.cluster import envelope as env
 from doozertw.cluster.dedup import AppliedProposals, pack_snapshot, unpack_snapshot
+from doozertw.cluster.chunks import ChunkAssembler, ChunkRejected, ChunkSender
 from doozertw.cluster.storage import MemoryProvider, is_disk_full
 from doozertw.consensus import (
     ConfState, EntryKind, RaftNode, Role, early_send_allowed, is_leader_early_message,
@@ -73,7 +74,7 @@ class ClusterDriver:
     log = Logger()
 
     def __init__(self, name, store, send, reactor, rng, timing=Timing(),
-                 storage_provider=None, on_fatal=None):
+                 storage_provider=None, on_fatal=None, link_view=None):
         self.name = name
         self.member_id = None
         self.store = store
@@ -103,6 +104,9 @@ class ClusterDriver:
         self._sent_early = False
         self._durable_hard = None
         self._ticker = None
+        self.snapshots_out = ChunkSender(self.send_envelope, reactor, link_view=link_view)
+        self.snapshots_in = ChunkAssembler(reactor, self._snapshot_payload)
+        self.on_envelope[env.SnapshotChunk] = self._snapshot_chunk
 
     # -- lifecycle -----------------------------------------------------------
 
@@ -142,6 +146,8 @@ class ClusterDriver:
         """Stop ticking and let the writer finish what it has queued."""
         if self._ticker is not None and self._ticker.running:
             self._ticker.stop()
+        self.snapshots_out.stop()
+        self.snapshots_in.stop()
         if self.persister is not None:
             persister, self.persister = self.persister, None
             persister.close()
@@ -208,12 +214,36 @@ class ClusterDriver:
             if handler is not None:
                 handler(from_name, message)
             return
+        self._receive_raft(from_name, message)
+
+    def _receive_raft(self, from_name, message):
         if env.name_of(message.src) != from_name:
             self.log.warn("peer {peer} sent a message as {src}", peer=from_name, src=message.src)
             return
         self.last_heard[message.src] = self.reactor.seconds()
         if self.raft is not None and not self._processing:
             self.call(RaftNode.step, message)
+
+    def _snapshot_chunk(self, from_name, chunk):
+        try:
+            self.snapshots_in.receive(from_name, chunk)
+        except ChunkRejected as exc:
+            self.log.warn("snapshot chunk from {peer} rejected: {error}",
+                          peer=from_name, error=str(exc))
+
+    def _snapshot_payload(self, from_name, payload):
+        """A reassembled payload: only a Raft InstallSnapshot may come this way."""
+        try:
+            message = env.decode_payload(payload) if payload[:1] == env.RAFT else None
+        except CodecError as exc:
+            self.log.warn("bad snapshot payload from {peer}: {error}", peer=from_name,
+                          error=str(exc))
+            return
+        if not isinstance(message, InstallSnapshot):
+            self.log.warn("peer {peer} streamed something other than a snapshot",
+                          peer=from_name)
+            return
+        self._receive_raft(from_name, message)
 
     def send_envelope(self, name, envelope):
         try:
@@ -226,6 +256,9 @@ class ClusterDriver:
         name = env.name_of(message.dst)
         if name == self.name:
             return  # an old incarnation of this node: nobody to deliver to
+        if isinstance(message, InstallSnapshot):
+            self._send_snapshot(name, message)
+            return
         try:
             sent = self._send_payload(name, env.encode_raft(message))
         except PayloadTooLarge:
@@ -236,8 +269,26 @@ class ClusterDriver:
 
     def _unreachable(self, message):
         self.raft.report_unreachable(message.dst)
-        if isinstance(message, InstallSnapshot):
-            self.raft.report_snapshot(message.dst, False)
+
+    def _send_snapshot(self, name, message):
+        """Stream an InstallSnapshot in chunks (doozertw.cluster.chunks). Raft
+        re-sends the same snapshot every election timeout until the
+        follower answers; that does not restart a transfer still running."""
+        meta = message.snapshot.meta
+        key = (message.dst, message.term, meta.index, meta.term)
+        if self.snapshots_out.sending(name, key):
+            return
+        dst = message.dst
+        self.snapshots_out.start(name, env.encode_raft(message),
+                                 lambda ok: self._snapshot_sent(dst, ok), key=key)
+
+    def _snapshot_sent(self, dst, ok):
+        """ChunkSender's on_done (always from a reactor callback)."""
+        if self.raft is None or self._processing:
+            return
+        if not ok:
+            self.call(RaftNode.report_unreachable, dst)
+        self.call(RaftNode.report_snapshot, dst, ok)
 
     # -- Ready ---------------------------------------------------------------------
 

@@ -54,7 +54,8 @@ class ClusterMember:
                  peer_addr, client_addr="", cluster_name="local", limits=None,
                  timing=Timing(), timeout=None, incarnation=None,
                  applied_every=None, hostname=None, probe_interval=0.2,
-                 membership_interval=0.25, storage_provider=None, on_fatal=None):
+                 membership_interval=0.25, storage_provider=None, on_fatal=None,
+                 link_view=None):
         self.name = name
         self.reactor = reactor
         self.peer_addr = peer_addr
@@ -62,7 +63,8 @@ class ClusterMember:
         self.hostname = hostname or socket.gethostname()
         self.applied_every = applied_every
         self.driver = ClusterDriver(name, store, send, reactor, rng, timing,
-                                    storage_provider=storage_provider, on_fatal=on_fatal)
+                                    storage_provider=storage_provider, on_fatal=on_fatal,
+                                    link_view=link_view)
         self.proposer = ReplicatedProposer(self.driver, reactor)
         self.reads = ReadBarrier(self.driver, reactor)
         self.membership = Membership(self.driver, self.proposer.propose, add_peer,

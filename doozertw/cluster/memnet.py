@@ -5,7 +5,10 @@ clock, in order per link, unless the link is cut (``partition``/``isolate``)
 or the receiving node is down (``crash``); with ``duplicate`` set, every
 payload is delivered a second time a little later. A member dials peers the way
 PeerTransport does: ``send`` to a name it has not been given (configured
-voter or ``add_peer``) returns False. No sockets, no global reactor.
+voter or ``add_peer``) returns False. A ``durable`` member keeps a data
+directory on its own LazyFileSystem (``disks[name]``), which survives
+``crash`` (losing what was not fsynced) and is found again by the next
+``add`` of that name. No sockets, no files, no global reactor.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import random
 
 from doozertw.cluster.driver import Timing
 from doozertw.cluster.member import ClusterMember
+from doozertw.cluster.storage import DiskProvider
 from doozertw.store import Store
 
 
@@ -27,13 +31,17 @@ class MemoryNetwork:
         self.cut = set()
         self.duplicate = False
         self.delivered = 0
+        self.disks = {}
 
     def endpoint(self, name):
         return f"mem:{name}"
 
     def add(self, name, voters=(), *, seed=0, incarnation=None, timeout=None,
-            timing=Timing(), start=True, **kwargs):
-        """Create (or replace, as a restart with no state) node ``name``."""
+            timing=Timing(), start=True, durable=False, **kwargs):
+        """Create (or replace, as a restart) node ``name``: with no state,
+        or, ``durable``, with whatever its data directory holds."""
+        if durable:
+            kwargs.setdefault("storage_provider", self.disk_provider(name))
         member = ClusterMember(
             name, voters, store=Store(), reactor=self.clock, rng=random.Random(seed),
             send=lambda to, payload: self._send(name, to, payload),
@@ -50,10 +58,21 @@ class MemoryNetwork:
             member.start()
         return member
 
-    def crash(self, name):
-        """Stop ``name``; its state is gone (no durable storage)."""
+    def disk_provider(self, name, **kwargs):
+        """A DiskProvider on ``name``'s own LazyFileSystem (inline writes)."""
+        from doozertw.persist.fs import LazyFileSystem
+        fs = self.disks.setdefault(name, LazyFileSystem())
+        return DiskProvider(f"/data/{name}", self.cluster_name, name, self.clock,
+                            fs=fs, threaded=False, free_bytes=lambda: 1 << 40, **kwargs)
+
+    def crash(self, name, lose_unsynced=True):
+        """Stop ``name``: its memory is gone; a durable node's disk keeps
+        only what was fsynced (with ``lose_unsynced``)."""
         member = self.members.pop(name)
         member.stop()
+        disk = self.disks.get(name)
+        if disk is not None and lose_unsynced:
+            disk.crash()
         return member
 
     def _dial(self, src, peer, endpoint):

@@ -61,7 +61,12 @@ class ReplicatedProposer:
         self.driver = driver
         self.reactor = reactor
         self.timeout = timeout if timeout is not None else driver.timing.request_timeout
-        self._ids = itertools.count(1)
+        # A node keeps its member id across restarts, so proposal ids must
+        # not repeat across its lives (the applied-proposals table would
+        # take a new proposal for a copy of an old one): each life numbers
+        # its proposals from a random 32-bit prefix.
+        life = driver.rng.getrandbits(32)
+        self._ids = itertools.count((life << 32) + 1)
         self._pending = {}
         self._by_index = {}
         self._applied_term = 0

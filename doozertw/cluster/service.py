@@ -14,6 +14,7 @@ applied revisions instead.
 
 from __future__ import annotations
 
+import os
 import random
 import socket
 
@@ -22,6 +23,7 @@ from twisted.internet import defer
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
+from doozertw.cluster.chunks import transport_link_view
 from doozertw.cluster.driver import Timing
 from doozertw.cluster.member import ClusterMember
 from doozertw.errors import DoozerError, ErrCode
@@ -29,6 +31,12 @@ from doozertw.peer import PeerTransport
 
 
 HAND_OVER_GRACE = 0.2
+
+
+def _timing(request_timeout, snapshot_entries):
+    if snapshot_entries is None:
+        return Timing(request_timeout=request_timeout)
+    return Timing(request_timeout=request_timeout, compact_every=snapshot_entries)
 
 
 def dial_endpoint(address, default_host="127.0.0.1"):
@@ -66,7 +74,8 @@ class ClusterService(service.Service):
 
     def __init__(self, name, voters, peer_listen, store, *, cluster_name="local",
                  limits=None, reactor=None, timeout=None, request_timeout=5.0,
-                 attach=None, secret=None, peer_advertise=None, applied_every=None):
+                 attach=None, secret=None, peer_advertise=None, applied_every=None,
+                 storage_provider=None, snapshot_entries=None, on_fatal=None):
         if reactor is None:
             from twisted.internet import reactor
         self.reactor = reactor
@@ -83,8 +92,10 @@ class ClusterService(service.Service):
             name, () if attach else voters, store=store, reactor=reactor,
             rng=random.Random(), send=self._send, add_peer=self._add_peer,
             peer_addr=dial_endpoint(advertised or peer_listen), cluster_name=cluster_name,
-            limits=limits, timing=Timing(request_timeout=request_timeout),
-            timeout=timeout, applied_every=applied_every)
+            limits=limits, timing=_timing(request_timeout, snapshot_entries),
+            timeout=timeout, applied_every=applied_every,
+            storage_provider=storage_provider, on_fatal=on_fatal or self._fatal,
+            link_view=transport_link_view(lambda: self.transport))
         self._advertised = advertised is not None
         self.member.cluster_status.peer_stats = self._peer_stats
 
@@ -178,6 +189,13 @@ class ClusterService(service.Service):
         self.log.info("attaching to cluster {cluster} via {address}: peers {peers}",
                       cluster=name.decode(), address=address, peers=sorted(peers))
         return name.decode("utf-8") or self.cluster_name, peers
+
+    def _fatal(self, failure):
+        """The storage failed (EIO, a failed fsync): stop at once with a
+        non-zero status, never retrying the fsync (its outcome is unknown)."""
+        self.log.critical("{node}: stopping on a storage failure: {error}", node=self.name,
+                          error=failure.getErrorMessage())
+        os._exit(70)
 
     def _failed(self, failure):
         self.log.failure("cluster node {node} failed to start", failure, node=self.name)

@@ -42,6 +42,16 @@ def is_fresh(storage) -> bool:
 DEFAULT_RESERVE = 16 * 1024 * 1024
 
 
+def _remove_tree(fs, path):
+    """Remove a data directory that holds no state (so it can be created
+    afresh under another member id)."""
+    rmtree = getattr(fs, "rmtree", None)
+    if rmtree is not None:
+        rmtree(path)
+    else:
+        shutil.rmtree(path)
+
+
 class MemoryProvider:
     """In-memory storage, persisted inline."""
 
@@ -79,6 +89,8 @@ class DiskProvider:
         self.reserve_bytes = reserve_bytes
         self._free_bytes = free_bytes or self._statvfs_free
         self._opened = None
+        self._checked = False
+        self._member_id = None
 
     def _statvfs_free(self) -> int:
         target = self.path if os.path.exists(self.path) else os.path.dirname(self.path) or "."
@@ -96,7 +108,13 @@ class DiskProvider:
     def existing(self) -> str | None:
         """The member id of the Raft state in the data directory, or None
         if it holds none (raises DataDirError for a directory of another
-        cluster, node or format)."""
+        cluster, node or format). Opens it once; later calls answer the same."""
+        if not self._checked:
+            self._member_id = self._open_existing()
+            self._checked = True
+        return self._member_id
+
+    def _open_existing(self) -> str | None:
         from doozertw.persist.storage import DiskStorage, has_state
         if not has_state(self.fs, self.path):
             return None
@@ -104,7 +122,7 @@ class DiskProvider:
         if is_fresh(storage):
             # created, but nothing was ever made durable in it: start afresh
             storage.close()
-            shutil.rmtree(self.path)
+            _remove_tree(self.fs, self.path)
             self.log.info("{path}: empty data directory removed", path=self.path)
             return None
         self._opened = storage
@@ -114,11 +132,13 @@ class DiskProvider:
         return storage.meta.member_id
 
     def for_member(self, member_id: str):
-        from doozertw.persist.storage import DataDirMeta, DiskStorage
+        from doozertw.persist.meta import FORMAT_VERSION, DataDirMeta
+        from doozertw.persist.storage import DiskStorage
         storage = self._opened
         if storage is None:
             storage = DiskStorage.create(self.fs, self.path, DataDirMeta(
-                cluster=self.cluster, node=self.node, member_id=member_id))
+                format_version=FORMAT_VERSION, cluster=self.cluster, node=self.node,
+                member_id=member_id))
         elif storage.meta.member_id != member_id:
             raise ValueError(f"{self.path} holds member {storage.meta.member_id}, "
                              f"not {member_id}")

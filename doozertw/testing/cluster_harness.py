@@ -14,9 +14,11 @@ private port (``--peer-listen``) while advertising the proxy's;
 ``isolate``/``partition``/``heal`` cut and restore links there.
 
 Faults: ``pause`` (SIGSTOP), ``resume`` (SIGCONT), ``kill`` (SIGKILL),
-``restart`` (the same command again: without durable storage the node
-comes back under a new Raft member id as a learner; ``promote`` makes sure
-its name holds a ``/ctl/cal`` slot, doozer's way, and waits until it votes),
+``restart`` (the same command again: the node resumes from its data
+directory ``<dir>/nK/doozer-data/nK`` under its own member id; with
+``--in-memory`` in ``extra_args`` it comes back under a new Raft member id
+as a learner; ``promote`` makes sure its name holds a ``/ctl/cal`` slot,
+doozer's way, and waits until it votes),
 ``isolate``/``partition``/``heal``; ``add_node`` (``--attach``) and
 ``remove`` for replacing nodes.
 

@@ -55,6 +55,7 @@ class RunConfig:
     recover_timeout: float = 15.0
     report_root: str = "reports"
     keep_report: bool = False
+    node_args: tuple = ()  # extra twistd doozer options, e.g. ("--in-memory",)
 
 
 @attrs.define
@@ -97,7 +98,7 @@ def fault_run(config: RunConfig) -> RunResult:
     result says what went wrong and where the report is."""
     result = RunResult(config)
     started = time.monotonic()
-    cluster = Cluster(config.size, name=f"soak{config.seed}")
+    cluster = Cluster(config.size, name=f"soak{config.seed}", extra_args=config.node_args)
     workload = nemesis = None
     try:
         cluster.start()
