@@ -1,6 +1,8 @@
 """Benchmark: drive nodes over the doozer protocol and print figures.
 
     python -m doozertw.bench --spawn                      # start a node, measure it
+    python -m doozertw.bench --spawn-cluster 3            # start 3 durable nodes
+    python -m doozertw.bench --spawn-cluster 3 --in-memory
     python -m doozertw.bench -a 127.0.0.1:8046 -a ...     # measure running nodes
 
 N connections (spread over the given addresses) each keep ``--depth``
@@ -9,7 +11,10 @@ client is not the bottleneck on one core. Phases: ``write`` (SET, clobber),
 ``read`` (GET), ``watch`` (a writer sets a key ``--watch-rate`` times a second
 while ``--watchers`` connections chain WAITs from the next revision;
 latency is from the SET being sent to each watcher receiving its event). Prints throughput and p50/p99 latency
-per phase; ``--json FILE`` also writes them as JSON.
+per phase; ``--json FILE`` also writes them as JSON. With ``--spawn`` or
+``--spawn-cluster`` the nodes' ``/metrics`` give the fsyncs made during the
+write phase: ``fsyncs/write`` is fsyncs on all nodes per acknowledged write
+(group commit makes it far below the node count).
 """
 
 import argparse
@@ -249,14 +254,78 @@ def run_watch(addresses, watchers, seconds, rate, workers):
     return summary
 
 
-def spawn_node(port):
+def _twistd():
+    return shutil.which("twistd", path=os.path.dirname(sys.executable)) or "twistd"
+
+
+def spawn_node(port, web_port=None, in_memory=False):
     """Start ``twistd -n doozer`` on ``port``; return the Popen once it accepts."""
-    twistd = shutil.which("twistd", path=os.path.dirname(sys.executable)) or "twistd"
     workdir = tempfile.mkdtemp(prefix="doozer-bench-")
+    web = f"tcp:{web_port}:interface=127.0.0.1" if web_port else "none"
     proc = subprocess.Popen(
-        [twistd, "-n", "--pidfile=", "-l", os.path.join(workdir, "node.log"), "doozer",
-         "--listen", f"tcp:{port}:interface=127.0.0.1", "--web", "none"],
+        [_twistd(), "-n", "--pidfile=", "-l", os.path.join(workdir, "node.log"), "doozer",
+         "--listen", f"tcp:{port}:interface=127.0.0.1", "--web", web,
+         "--peer-listen", f"tcp:{_free_port()}:interface=127.0.0.1"]
+        + (["--in-memory"] if in_memory else []),
         cwd=workdir, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    _wait_accepting(proc, port, workdir)
+    return proc
+
+
+def spawn_cluster(size, in_memory=False):
+    """Start ``size`` nodes of one cluster (a YAML file in a scratch
+    directory); returns (procs, client addresses, web ports)."""
+    workdir = tempfile.mkdtemp(prefix="doozer-bench-cluster-")
+    ports = {f"n{i + 1}": (_free_port(), _free_port(), _free_port()) for i in range(size)}
+    config = os.path.join(workdir, "cluster.yaml")
+    with open(config, "w", encoding="utf-8") as f:
+        f.write("cluster: bench\nnodes:\n")
+        for name, (client, web, peer) in ports.items():
+            f.write(f"  {name}:\n    listen: tcp:{client}:interface=127.0.0.1\n"
+                    f"    web: tcp:{web}:interface=127.0.0.1\n"
+                    f"    peer_listen: tcp:{peer}:interface=127.0.0.1\n")
+    procs = []
+    for name in ports:
+        procs.append(subprocess.Popen(
+            [_twistd(), "-n", "--pidfile=", "-l", os.path.join(workdir, f"{name}.log"),
+             "doozer", "--config", config, "--name", name]
+            + (["--in-memory"] if in_memory else []),
+            cwd=workdir, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT))
+    for proc, (client, _, _) in zip(procs, ports.values()):
+        _wait_accepting(proc, client, workdir)
+    addresses = [f"127.0.0.1:{client}" for client, _, _ in ports.values()]
+    _wait_writable(addresses[0])
+    return procs, addresses, [web for _, web, _ in ports.values()]
+
+
+def _wait_writable(address, seconds=30):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(address_tuple(address), timeout=5) as sock:
+                reply = _simple_call(sock, _request(1, "SET", path="/bench/ready", rev=-1,
+                                                    value=b"1"))
+                if not reply.HasField("err_code"):
+                    return
+        except OSError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError("the cluster never took a write")
+
+
+def fsyncs(web_ports):
+    """Total ``doozer_wal_fsyncs_total`` over the nodes' /metrics."""
+    import urllib.request
+    total = 0.0
+    for port in web_ports:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+            for line in r.read().decode().splitlines():
+                if line.startswith("doozer_wal_fsyncs_total"):
+                    total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def _wait_accepting(proc, port, workdir):
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         try:
@@ -282,6 +351,10 @@ def parse_args(argv):
     p.add_argument("-a", "--addr", action="append", default=[],
                    help="host:port of a node's client port (repeat for a cluster)")
     p.add_argument("--spawn", action="store_true", help="start a local node to measure")
+    p.add_argument("--spawn-cluster", type=int, metavar="N",
+                   help="start a local cluster of N nodes to measure")
+    p.add_argument("--in-memory", action="store_true",
+                   help="spawned nodes keep no data directory (no fsync)")
     p.add_argument("-c", "--connections", type=int, default=8)
     p.add_argument("-d", "--depth", type=int, default=32, help="requests in flight per connection")
     p.add_argument("-s", "--seconds", type=float, default=5.0, help="per phase")
@@ -297,26 +370,33 @@ def parse_args(argv):
 
 def main(argv=None):
     args = parse_args(argv)
-    proc = None
+    procs, web_ports = [], []
     if args.spawn:
-        port = _free_port()
-        proc = spawn_node(port)
-        args.addr = [f"127.0.0.1:{port}"]
+        port, web = _free_port(), _free_port()
+        procs = [spawn_node(port, web, args.in_memory)]
+        args.addr, web_ports = [f"127.0.0.1:{port}"], [web]
+    elif args.spawn_cluster:
+        procs, args.addr, web_ports = spawn_cluster(args.spawn_cluster, args.in_memory)
     if not args.addr:
         args.addr = ["127.0.0.1:8046"]
     try:
         results = []
         for phase in args.phases.split(","):
+            before = fsyncs(web_ports) if web_ports else None
             if phase == "watch":
                 results.append(run_watch(args.addr, args.watchers, args.seconds, args.watch_rate,
                                            args.workers))
             else:
                 results.append(run_load(args.addr, phase, args.connections, args.depth,
                                         args.seconds, args.workers, args.value_size))
+            if before is not None and phase == "write" and results[-1]["ops"]:
+                results[-1]["fsyncs_per_write"] = round(
+                    (fsyncs(web_ports) - before) / results[-1]["ops"], 4)
             print(_format(results[-1]), flush=True)
     finally:
-        if proc is not None:
+        for proc in procs:
             proc.terminate()
+        for proc in procs:
             proc.wait(timeout=10)
     report = {"addresses": args.addr, "connections": args.connections, "depth": args.depth,
               "workers": args.workers, "value_size": args.value_size,
@@ -329,9 +409,10 @@ def main(argv=None):
 
 def _format(r):
     unit = "events" if r["phase"] == "watch" else "ops"
+    extra = f", {r['fsyncs_per_write']} fsyncs/write" if "fsyncs_per_write" in r else ""
     return (f"{r['phase']:>6}: {r[unit + '_per_s']:>10.1f} {unit}/s  "
             f"p50 {r['p50_ms']} ms  p99 {r['p99_ms']} ms  ({r[unit]} {unit}, "
-            f"{r['errors']} errors)")
+            f"{r['errors']} errors{extra})")
 
 
 if __name__ == "__main__":

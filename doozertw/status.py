@@ -25,6 +25,20 @@ class MemberStatus:
 
 
 @attrs.frozen
+class StorageView:
+    """This node's Raft storage: ``durable`` (a data directory) or memory;
+    fsyncs and bytes written since start; the latest snapshot's index; the
+    last log index; whether writes are refused for a full or failed disk."""
+
+    durable: bool
+    fsyncs: int = 0
+    bytes_written: int = 0
+    snapshot_index: int = 0
+    last_index: int = 0
+    writes_refused: str = ""
+
+
+@attrs.frozen
 class ClusterView:
     """What this node knows about its cluster.
 
@@ -42,6 +56,7 @@ class ClusterView:
     members: tuple = ()
     leader_changes: int = 0
     peer_rtt: tuple = ()
+    storage: StorageView | None = None
 
     def member(self, name):
         for m in self.members:
@@ -59,4 +74,5 @@ class ClusterView:
             "leader_changes": self.leader_changes,
             "nodes": [attrs.asdict(m) for m in self.members],
             "peer_rtt": {name: rtt for name, rtt in self.peer_rtt},
+            "storage": None if self.storage is None else attrs.asdict(self.storage),
         }

@@ -117,6 +117,24 @@ def test_a_full_disk_refuses_writes_keeps_reads_and_recovers(net):
         run_until(net, lambda m=member: m.store.get("/after", None)[0] == b"z", 3.0)
 
 
+def test_below_the_reserve_writes_are_refused_and_linearizable_reads_go_on(net):
+    free = {"bytes": 1 << 40}
+    for i, name in enumerate(VOTERS):
+        provider = net.disk_provider(name)
+        provider._free_bytes = lambda: free["bytes"]
+        net.add(name, VOTERS, seed=i, storage_provider=provider)
+    run_until(net, lambda: net.leader() is not None
+              and all(m.driver.leader for m in net.members.values()), 5.0)
+    rev = write(net, "/kept", b"x")
+    free["bytes"] = 1024  # every disk nearly full
+    for member in net.members.values():
+        err = failure(net, member.node.set("/more", CLOBBER, b"y"), 1.0)
+        assert err.detail.startswith("disk full")
+        assert outcome(net, member.node.get("/kept"), 3.0) == (b"x", rev)
+    free["bytes"] = 1 << 40
+    assert write(net, "/more", b"y") > rev
+
+
 def test_a_failed_fsync_stops_the_node_and_never_retries(net):
     stopped = []
     start_all(net)

@@ -36,7 +36,7 @@ from doozertw.cluster.envelope import name_of
 from doozertw.consensus import Role
 from doozertw.errors import DoozerError
 from doozertw.status import (
-    CANDIDATE, FOLLOWER, LEADER, LEARNER, ClusterView, MemberStatus)
+    CANDIDATE, FOLLOWER, LEADER, LEARNER, ClusterView, MemberStatus, StorageView)
 
 LINK_UP = "up"
 REMOVED = "removed"
@@ -119,7 +119,20 @@ class ClusterStatus:
         return ClusterView(name=member.node.cluster_name, self_name=member.name,
                            leader=leader, term=term, has_quorum=self.has_quorum(),
                            members=members, leader_changes=self.leader_changes,
-                           peer_rtt=rtt)
+                           peer_rtt=rtt, storage=self._storage())
+
+    def _storage(self):
+        driver = self.member.driver
+        storage = driver.storage
+        stats = getattr(storage, "stats", None)
+        raft = driver.raft
+        return StorageView(
+            durable=driver.storage_provider.durable,
+            fsyncs=stats.fsyncs if stats is not None else 0,
+            bytes_written=stats.bytes_written if stats is not None else 0,
+            snapshot_index=raft.log.snapshot.index if raft is not None else 0,
+            last_index=raft.log.last_index() if raft is not None else 0,
+            writes_refused=driver.write_refusal() or "")
 
     def has_quorum(self):
         """True when this node can commit writes now (see the module docstring)."""

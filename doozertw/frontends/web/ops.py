@@ -62,6 +62,16 @@ class NodeCollector:
                     1 if view.has_quorum else 0)
         yield counter("doozer_leader_changes", "Leader changes seen by this node.",
                       view.leader_changes)
+        if view.storage is not None:
+            st = view.storage
+            yield counter("doozer_wal_fsyncs", "fsyncs of the write-ahead log and snapshots.",
+                          st.fsyncs)
+            yield counter("doozer_wal_bytes_written", "Bytes written to the data directory.",
+                          st.bytes_written)
+            yield gauge("doozer_snapshot_index", "Raft index of the latest snapshot.",
+                        st.snapshot_index)
+            yield gauge("doozer_writes_refused", "1 while writes are refused (disk full "
+                        "or failed).", 1 if st.writes_refused else 0)
         rtt = GaugeMetricFamily("doozer_peer_rtt_seconds",
                                 "Last round-trip time to each peer.", labels=["node", "peer"])
         for peer, seconds in view.peer_rtt:
