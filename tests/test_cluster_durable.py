@@ -150,3 +150,16 @@ def test_a_failed_fsync_stops_the_node_and_never_retries(net):
     # the others elect a new leader and go on
     run_until(net, lambda: any(m.driver.is_leader for m in net.members.values()
                                if m is not leader), 5.0)
+
+
+def test_the_log_is_compacted_by_bytes_as_well_as_by_count(net):
+    start_all(net, timing=Timing(compact_every=10_000, compact_bytes=4096))
+    leader = net.leader()
+    for i in range(12):
+        write(net, f"/big{i}", b"x" * 1000)
+    for member in net.members.values():
+        run_until(net, lambda m=member: m.driver.raft.log.snapshot.index > 0, 3.0)
+        stored = member.driver.storage
+        assert stored.snapshot.index > 0
+        assert sum(e.size() for e in stored.entries) < 16 * 1024
+    assert leader.store.get("/big11", None)[0] == b"x" * 1000

@@ -65,6 +65,7 @@ class Timing:
     heartbeat_ticks: int = 2
     request_timeout: float = 5.0
     compact_every: int = 10_000
+    compact_bytes: int = 64 * 1024 * 1024
     retry_delay: float = 1.0
 
 
@@ -101,6 +102,7 @@ class ClusterDriver:
         self._after = []
         self._processing = False
         self._in_flight = None
+        self._applied_bytes = 0
         self._sent_early = False
         self._durable_hard = None
         self._ticker = None
@@ -306,8 +308,7 @@ class ClusterDriver:
                     if is_leader_early_message(message):
                         self._send_raft(message)
             self._persist(rd)
-        if self._in_flight is None:
-            self._maybe_compact()
+        self._maybe_compact()
 
     def _persist(self, rd):
         if self.persister is None:
@@ -375,6 +376,7 @@ class ClusterDriver:
 
     def _apply(self, entry):
         self.applied = max(self.applied, entry.index)
+        self._applied_bytes += entry.size()
         proposal = outcome = None
         if entry.kind == EntryKind.NORMAL and entry.data:
             try:
@@ -406,11 +408,15 @@ class ClusterDriver:
                 return  # process() loops again
 
     def _maybe_compact(self):
-        """Snapshot the store every ``compact_every`` applied entries and
-        truncate the log behind it (in memory now, on disk in order with
-        the saves)."""
-        if self.applied - self.raft.log.snapshot.index < self.timing.compact_every:
+        """Snapshot the store every ``compact_every`` applied entries or
+        ``compact_bytes`` of applied entry data, and truncate the log
+        behind it (in memory now, on disk in order with the saves)."""
+        if self.raft is None or self.applied <= self.raft.log.snapshot.index:
             return
+        if (self.applied - self.raft.log.snapshot.index < self.timing.compact_every
+                and self._applied_bytes < self.timing.compact_bytes):
+            return
+        self._applied_bytes = 0
         data = pack_snapshot(self.store.snapshot(), self.proposals)
         snapshot = self.raft.compact(self.applied, data)
         if self.persister is not None:
