@@ -1,142 +1,61 @@
 """A deterministic simulated Raft cluster for fault-injection tests.
 
 Time is counted in ticks; one ``SimCluster.tick()`` ticks every running node
-once and then delivers every message due at that tick. The network, faults
-and client load all draw from one seeded ``random.Random``, so a seed
-reproduces a run exactly.
+once and then handles every event due at that tick: message deliveries and
+disk-write completions, in the order they were scheduled. The network,
+disks, faults and client load all draw from one seeded ``random.Random``, so
+a seed reproduces a run exactly.
 
 The network can lose, duplicate and delay (hence reorder) messages and
 block any directed pair of nodes (partitions into arbitrary groups,
-symmetric or one-way). Nodes crash and restart keeping their durable
-``MemoryStorage`` (or, with ``lose_state=True``, losing everything).
+symmetric or one-way).
 
-Every Ready is checked as it is handled; an ``InvariantViolation`` is raised
-at once if election safety, log matching, leader completeness or state
-machine safety is broken.
+Each node drives its RaftNode the way doozertw.consensus.ready's contract
+allows a real driver with a writer thread to: a Ready is handed to the
+node's SimDisk (doozertw.testing.simdisk) and its persistence completes
+after a seeded delay of 0..``disk_delay`` ticks, while the node keeps being
+ticked, stepped and proposed to. A leader's replication messages go out at
+once when ``early_send_allowed``; every other message waits for the write.
+On completion the node sends the held messages, applies the committed
+entries, calls ``advance`` and may compact.
+
+Nodes crash and restart under the same id, rebuilt from their durable
+storage alone. A crash either keeps the in-flight write (the process died)
+or loses it (``lose_unsynced``: power loss); ``crash_many`` takes several
+nodes (or all) down at once; ``restart(..., lose_state=True)`` wipes a disk.
+
+Every event is checked as it happens; an ``InvariantViolation`` is raised at
+once if election safety, log matching, leader completeness or state machine
+safety (across nodes, and per node across its crashes) is broken.
 """
 
 from __future__ import annotations
 
 import heapq
 import random
-import struct
 
 from doozertw.consensus import codec
-from doozertw.consensus.log import MemoryStorage
 from doozertw.consensus.messages import (
     ConfChange, ConfChangeOp, ConfState, EntryKind,
 )
 from doozertw.consensus.raft import RaftNode
-from doozertw.consensus.ready import RaftError, Role
+from doozertw.consensus.ready import (
+    RaftError, Role, early_send_allowed, is_leader_early_message,
+)
+from doozertw.testing.simdisk import (
+    Checker, InvariantViolation, SimDisk, SimNode, decode_state,
+    encode_state,
+)
 
-
-class InvariantViolation(AssertionError):
-    """A Raft safety property was broken."""
+__all__ = [
+    "Checker", "InvariantViolation", "LivenessFailure", "SimCluster",
+    "SimDisk", "SimNetwork", "SimNode", "chaos_step", "decode_state",
+    "encode_state", "membership_step",
+]
 
 
 class LivenessFailure(AssertionError):
     """The cluster did not make progress within the allowed ticks."""
-
-
-# -- the replicated state machine of the simulation ----------------------
-
-
-def encode_state(applied):
-    """Snapshot data: every applied (index, term, data) of normal entries."""
-    parts = [struct.pack(">I", len(applied))]
-    for index, term, data in applied:
-        parts.append(struct.pack(">QQI", index, term, len(data)))
-        parts.append(data)
-    return b"".join(parts)
-
-
-def decode_state(blob):
-    if not blob:
-        return []
-    (count,), pos, out = struct.unpack_from(">I", blob), 4, []
-    for _ in range(count):
-        index, term, n = struct.unpack_from(">QQI", blob, pos)
-        pos += 20
-        out.append((index, term, bytes(blob[pos:pos + n])))
-        pos += n
-    return out
-
-
-class SimNode:
-    """One simulated server: durable storage, its RaftNode when up, and the
-    application state (the list of applied normal entries)."""
-
-    def __init__(self, node_id, founding_conf):
-        self.id = node_id
-        self.founding_conf = founding_conf
-        self.storage = MemoryStorage()
-        self.raft = None
-        self.applied = []
-        self.applied_index = 0
-        self.read_states = []
-
-    @property
-    def up(self):
-        return self.raft is not None
-
-
-class Checker:
-    """Global views used to check Raft's safety properties."""
-
-    def __init__(self):
-        self.leaders = {}          # term -> leader id
-        self.entries = {}          # (index, term) -> (kind, data, prev_term)
-        self.committed = {}        # index -> (term, kind, data), applied anywhere
-        self.read_floors = {}      # ctx -> highest commit index at issue time
-        self.reads_answered = 0
-
-    def on_leader(self, node):
-        raft = node.raft
-        other = self.leaders.setdefault(raft.term, node.id)
-        if other != node.id:
-            raise InvariantViolation(
-                f"election safety: {other} and {node.id} lead term {raft.term}")
-        for index, (term, _k, _d) in self.committed.items():
-            if index > raft.log.snapshot.index and raft.log.term(index) != term:
-                raise InvariantViolation(
-                    f"leader completeness: {node.id} (term {raft.term}) lacks "
-                    f"committed entry {index}@{term}")
-
-    def on_persist(self, node, entries):
-        log = node.raft.log
-        for e in entries:
-            prev_term = log.term(e.index - 1)
-            key = (e.index, e.term)
-            seen = self.entries.setdefault(key, (e.kind, e.data, prev_term))
-            if seen != (e.kind, e.data, prev_term):
-                raise InvariantViolation(
-                    f"log matching: {node.id} has {e.index}@{e.term} differing "
-                    f"from another log ({seen!r})")
-
-    def on_apply(self, node, entry):
-        if entry.index != node.applied_index + 1:
-            raise InvariantViolation(
-                f"{node.id} applied {entry.index} after {node.applied_index}")
-        self.check_committed(node, entry.index, entry.term, entry.kind, entry.data)
-
-    def on_read_state(self, node, rs):
-        """Linearizable reads: a ReadIndex answer may not precede anything
-        committed before the read was issued."""
-        floor = self.read_floors.get(rs.ctx)
-        if floor is None:
-            raise InvariantViolation(f"{node.id} got unknown read {rs.ctx!r}")
-        if rs.index < floor:
-            raise InvariantViolation(
-                f"stale read: {node.id} read {rs.ctx!r} at {rs.index} but "
-                f"{floor} was committed when it was issued")
-        self.reads_answered += 1
-
-    def check_committed(self, node, index, term, kind, data):
-        seen = self.committed.setdefault(index, (term, kind, data))
-        if seen != (term, kind, data):
-            raise InvariantViolation(
-                f"state machine safety: {node.id} applied {index}@{term} "
-                f"{data!r}, another node applied {seen!r}")
 
 
 class SimNetwork:
@@ -155,6 +74,10 @@ class SimNetwork:
         self.seq = 0
         self.sent = 0
 
+    def next_seq(self):
+        self.seq += 1
+        return self.seq
+
     def send(self, now, m):
         self.sent += 1
         if self.rng.random() < self.loss:
@@ -163,14 +86,18 @@ class SimNetwork:
         payload = codec.encode(m) if self.use_codec else m
         for _ in range(copies):
             delay = self.rng.randint(self.min_delay, self.max_delay)
-            self.seq += 1
-            heapq.heappush(self.queue, (now + delay, self.seq, payload))
+            heapq.heappush(self.queue, (now + delay, self.next_seq(), payload))
+
+    def pop(self):
+        """The next queued message, or None if its link is blocked."""
+        payload = heapq.heappop(self.queue)[2]
+        m = codec.decode(payload) if self.use_codec else payload
+        return None if (m.src, m.dst) in self.blocked else m
 
     def due(self, now):
         while self.queue and self.queue[0][0] <= now:
-            payload = heapq.heappop(self.queue)[2]
-            m = codec.decode(payload) if self.use_codec else payload
-            if (m.src, m.dst) not in self.blocked:
+            m = self.pop()
+            if m is not None:
                 yield m
 
     def partition(self, *groups):
@@ -189,45 +116,86 @@ class SimNetwork:
 
 
 class SimCluster:
-    """Deterministic cluster of ``n`` (or the named) founding voters."""
+    """Deterministic cluster of ``n`` (or the named) founding voters, plus
+    founding ``learners``. ``disk_delay``: each Ready's write completes
+    0..disk_delay ticks after it is handed out; the default 0 makes every
+    write synchronous (for scripted scenarios that count ticks; the chaos
+    runs use asynchronous disks).
+    ``early_message(m)`` says which messages may precede the sender's
+    write (the contract's ``is_leader_early_message``; tests plant driver
+    bugs by replacing it). ``crashes`` and ``stats`` count what a run
+    exercised (crashes by kind, writes lost, early and held messages, ticks
+    and steps of nodes with a write in flight)."""
 
-    def __init__(self, n=3, seed=0, *, ids=None, loss=0.0, dup=0.0,
-                 min_delay=1, max_delay=1, compact_every=None,
-                 use_codec=True, storages=None, **raft_options):
+    def __init__(self, n=3, seed=0, *, ids=None, learners=(), loss=0.0,
+                 dup=0.0, min_delay=1, max_delay=1, compact_every=None,
+                 use_codec=True, storages=None, disk_delay=0,
+                 early_message=is_leader_early_message, **raft_options):
         self.rng = random.Random(seed)
         self.now = 0
         ids = list(ids) if ids else [f"n{i}" for i in range(1, n + 1)]
-        self.founding = ConfState(voters=ids)
+        self.founding = ConfState(voters=ids, learners=learners)
         self.net = SimNetwork(self.rng, loss, dup, min_delay, max_delay,
                               use_codec)
         self.compact_every = compact_every
+        self.disk_delay = disk_delay
+        self.early_message = early_message
         self.raft_options = raft_options
         self.check = Checker()
         self.proposals = 0
+        self.crashes = {"kept": 0, "lost": 0, "mass": 0, "all": 0,
+                        "writes_lost": 0}
+        self.stats = {"early_sent": 0, "held_sent": 0, "busy_steps": 0,
+                      "busy_ticks": 0, "writes": 0}
+        self.disk_queue = []
         self.nodes = {}
-        for nid in ids:
-            self.nodes[nid] = SimNode(nid, self.founding)
-            if storages and nid in storages:
-                self.nodes[nid].storage = storages[nid]
+        for nid in sorted(self.founding.members(), key=ids_order(ids)):
+            storage = (storages or {}).get(nid)
+            self.nodes[nid] = SimNode(nid, self.founding, storage)
             self.restart(nid)
 
     # -- node lifecycle ----------------------------------------------------
 
     def restart(self, nid, lose_state=False):
+        """Start ``nid`` (same id) from its durable storage alone."""
         node = self.nodes[nid]
+        if node.up:
+            raise AssertionError(f"{nid} is already up")
         if lose_state:
-            node.storage = MemoryStorage()
+            node.disk = SimDisk()
+        self.check.check_durable(node)
         snap = node.storage.snapshot
         node.applied = decode_state(snap.data)
         node.applied_index = snap.index
         node.read_states = []
+        node.starts += 1
+        self.check.on_restore(node, snap)
         node.raft = RaftNode(nid, node.founding_conf, node.storage,
                              random.Random(self.rng.random()),
                              **self.raft_options)
         self.process(node)
 
-    def crash(self, nid):
-        self.nodes[nid].raft = None
+    def crash(self, nid, lose_unsynced=False):
+        """Kill ``nid``. Its in-flight write reaches the disk unless
+        ``lose_unsynced`` (power loss); nothing held is sent."""
+        node = self.nodes[nid]
+        if not node.up:
+            return
+        if node.disk.busy and lose_unsynced:
+            self.crashes["writes_lost"] += 1
+        kept = node.disk.crash(lose_unsynced)
+        if kept is not None:
+            self.check.on_persist(node, kept.entries)
+        self.crashes["lost" if lose_unsynced else "kept"] += 1
+        node.raft = None
+        self.check.check_durable(node)
+
+    def crash_many(self, nids, lose_unsynced=True):
+        """Several nodes (possibly all) die at the same moment."""
+        self.crashes["mass"] += 1
+        self.crashes["all"] += set(nids) >= set(self.nodes)
+        for nid in sorted(nids):
+            self.crash(nid, lose_unsynced)
 
     def add_node(self, nid):
         """Start a node that will join the cluster (empty configuration)."""
@@ -241,34 +209,54 @@ class SimCluster:
     # -- driving -----------------------------------------------------------
 
     def process(self, node):
-        """Handle every pending Ready of ``node`` like a real driver."""
-        raft = node.raft
-        while raft is not None and raft.has_ready():
-            rd = raft.ready()
-            if rd.snapshot is not None:
-                self._restore(node, rd.snapshot)
-            node.storage.save(rd)
-            self.check.on_persist(node, rd.entries)
-            if rd.soft_state is not None and rd.soft_state.role == Role.LEADER:
-                self.check.on_leader(node)
-            for m in rd.messages:
-                self.net.send(self.now, m)
-            for e in rd.committed_entries:
-                self.check.on_apply(node, e)
-                node.applied_index = e.index
-                if e.kind == EntryKind.NORMAL and e.data:
-                    node.applied.append((e.index, e.term, e.data))
-            for rs in rd.read_states:
-                self.check.on_read_state(node, rs)
-            node.read_states.extend(rd.read_states)
-            raft.advance(rd)
-            self._maybe_compact(node)
+        """Hand ``node``'s pending Ready to its disk, if the disk is idle;
+        a write drawn with delay 0 completes at once."""
+        while node.up and not node.disk.busy and node.raft.has_ready():
+            rd = node.raft.ready()
+            self._begin(node, rd)
+            delay = self.rng.randint(0, self.disk_delay) if self.disk_delay else 0
+            if delay:
+                heapq.heappush(self.disk_queue, (
+                    self.now + delay, self.net.next_seq(), node.id,
+                    node.disk.token))
+                return
+            self._complete(node)
+
+    def _begin(self, node, rd):
+        if rd.snapshot is not None:
+            self._restore(node, rd.snapshot)
+        early, held = [], list(rd.messages)
+        if early_send_allowed(rd, node.storage.hard_state):
+            early = [m for m in held if self.early_message(m)]
+            held = [m for m in held if not self.early_message(m)]
+        node.disk.begin(rd, held)
+        self.stats["early_sent"] += len(early)
+        for m in early:
+            self.net.send(self.now, m)
+
+    def _complete(self, node):
+        rd, held = node.disk.finish()
+        self.check.on_persist(node, rd.entries)
+        self.stats["writes"] += 1
+        self.stats["held_sent"] += len(held)
+        for m in held:
+            self.net.send(self.now, m)
+        for e in rd.committed_entries:
+            self.check.on_apply(node, e)
+            node.applied_index = e.index
+            if e.kind == EntryKind.NORMAL and e.data:
+                node.applied.append((e.index, e.term, e.data))
+        for rs in rd.read_states:
+            self.check.on_read_state(node, rs)
+        node.read_states.extend(rd.read_states)
+        node.raft.advance(rd)
+        self._maybe_compact(node)
+        self._observe(node)
 
     def _restore(self, node, snap):
         node.applied = decode_state(snap.data)
         node.applied_index = snap.index
-        for index, term, data in node.applied:
-            self.check.check_committed(node, index, term, EntryKind.NORMAL, data)
+        self.check.on_restore(node, snap)
 
     def _maybe_compact(self, node):
         raft = node.raft
@@ -278,29 +266,61 @@ class SimCluster:
             snap = raft.compact(node.applied_index, encode_state(node.applied))
             node.storage.compact(snap)
 
+    def _observe(self, node):
+        """Check a node that may just have become leader, then drive it."""
+        raft = node.raft
+        if raft is not None and raft.role == Role.LEADER and \
+                self.check.leaders.get(raft.term) != node.id:
+            self.check.on_leader(node)
+        self.process(node)
+
+    def _events(self):
+        """Handle the message deliveries and disk completions due now, in
+        the order they were scheduled."""
+        q, d = self.net.queue, self.disk_queue
+        while True:
+            msg_key = q[0][:2] if q and q[0][0] <= self.now else None
+            disk_key = d[0][:2] if d and d[0][0] <= self.now else None
+            if msg_key is None and disk_key is None:
+                return
+            if msg_key is None or (disk_key is not None and disk_key < msg_key):
+                _due, _seq, nid, token = heapq.heappop(d)
+                node = self.nodes[nid]
+                if node.up and node.disk.token == token:
+                    self._complete(node)
+                continue
+            m = self.net.pop()
+            node = self.nodes.get(m.dst) if m is not None else None
+            if node is not None and node.up:
+                self.stats["busy_steps"] += node.disk.busy
+                node.raft.step(m)
+                self._observe(node)
+
     def tick(self):
         self.now += 1
         for nid in sorted(self.nodes):
             node = self.nodes[nid]
             if node.up:
+                self.stats["busy_ticks"] += node.disk.busy
                 node.raft.tick()
-                self.process(node)
-        for m in self.net.due(self.now):
-            node = self.nodes.get(m.dst)
-            if node is not None and node.up:
-                node.raft.step(m)
-                self.process(node)
+                self._observe(node)
+        self._events()
 
     def pump(self, ticks=5):
-        """Let time pass delivering messages, without ticking any node (no
-        timeouts fire): for tests that script elections themselves."""
+        """Let time pass delivering messages and completing writes, without
+        ticking any node (no timeouts fire): for tests that script
+        elections themselves."""
         for _ in range(ticks):
             self.now += 1
-            for m in self.net.due(self.now):
-                node = self.nodes.get(m.dst)
-                if node is not None and node.up:
-                    node.raft.step(m)
-                    self.process(node)
+            self._events()
+
+    def settle(self, max_ticks=100):
+        """Pump until no write is in flight and no node has a Ready."""
+        for _ in range(max_ticks):
+            if not any(n.disk.busy or n.raft.has_ready() for n in self.up_nodes()):
+                return
+            self.pump(1)
+        raise LivenessFailure("disks did not settle")
 
     def run(self, ticks):
         for _ in range(ticks):
@@ -331,7 +351,7 @@ class SimCluster:
             result = node.raft.propose(data)
         except RaftError:
             return None
-        self.process(node)
+        self._observe(node)
         return result
 
     def propose_conf_change(self, change):
@@ -342,7 +362,7 @@ class SimCluster:
             result = node.raft.propose_conf_change(change)
         except RaftError:
             return None
-        self.process(node)
+        self._observe(node)
         return result
 
     def read(self, nid, ctx):
@@ -355,7 +375,7 @@ class SimCluster:
             node.raft.read_index(ctx)
         except RaftError:
             return False
-        self.process(node)
+        self._observe(node)
         return True
 
     def applied_by(self, nid, data):
@@ -400,15 +420,26 @@ class SimCluster:
                               f"ticks (now={self.now})")
 
 
+def ids_order(ids):
+    """Sort key keeping the given voter order first, then learners."""
+    rank = {nid: i for i, nid in enumerate(ids)}
+    return lambda nid: (rank.get(nid, len(rank)), nid)
+
+
 def chaos_step(cluster, rng, *, crash_p=0.01, partition_p=0.01, heal_p=0.02,
-               propose_p=0.3, read_p=0.1):
-    """One random fault or client action; called once per tick by tests."""
+               propose_p=0.3, read_p=0.1, lossy_p=0.0, mass_crash_p=0.0,
+               restart_p=0.0):
+    """One random fault or client action; called once per tick by tests.
+
+    A crash loses the victim's unsynced write with probability ``lossy_p``;
+    ``mass_crash_p`` takes 2..all nodes down at once (losing unsynced data
+    with ``lossy_p``); ``restart_p`` brings one crashed node back."""
     r = rng.random()
     nodes = sorted(cluster.nodes)
     if r < crash_p:
         victim = rng.choice(nodes)
         if cluster.nodes[victim].up:
-            cluster.crash(victim)
+            cluster.crash(victim, lose_unsynced=rng.random() < lossy_p)
         else:
             cluster.restart(victim)
     elif r < crash_p + partition_p:
@@ -420,6 +451,7 @@ def chaos_step(cluster, rng, *, crash_p=0.01, partition_p=0.01, heal_p=0.02,
             cluster.net.block(nodes[0], nodes[-1])
     elif r < crash_p + partition_p + heal_p:
         cluster.net.heal()
+    _crash_or_restart_many(cluster, rng, lossy_p, mass_crash_p, restart_p)
     if rng.random() < propose_p:
         cluster.proposals += 1
         cluster.propose(b"v%d" % cluster.proposals)
@@ -428,6 +460,17 @@ def chaos_step(cluster, rng, *, crash_p=0.01, partition_p=0.01, heal_p=0.02,
         if up:
             cluster.proposals += 1
             cluster.read(rng.choice(up), b"r%d" % cluster.proposals)
+
+
+def _crash_or_restart_many(cluster, rng, lossy_p, mass_crash_p, restart_p):
+    if mass_crash_p and rng.random() < mass_crash_p:
+        nodes = sorted(cluster.nodes)
+        victims = rng.sample(nodes, rng.randint(min(2, len(nodes)), len(nodes)))
+        cluster.crash_many(victims, lose_unsynced=rng.random() < lossy_p)
+    if restart_p and rng.random() < restart_p:
+        down = sorted(nid for nid, n in cluster.nodes.items() if not n.up)
+        if down:
+            cluster.restart(rng.choice(down))
 
 
 def membership_step(cluster, rng, *, change_p=0.02, min_voters=3):
