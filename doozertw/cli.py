@@ -20,7 +20,7 @@ import urllib.parse
 
 import attrs
 
-from doozertw import __version__
+from doozertw import __version__, cli_snapshot
 from doozertw.client.blocking import BlockingClient
 from doozertw.client.core import WaitTimeout
 from doozertw.client.uri import DEFAULT_URI, PREFIX, InvalidURI
@@ -496,6 +496,8 @@ def usage(stderr):
     width = max(len(s) for s in synopses.values())
     for name in sorted(COMMANDS):
         stderr.write(f"  {synopses[name]:<{width}} - {COMMANDS[name][2]}\n")
+    for synopsis, text in cli_snapshot.SYNOPSES:
+        stderr.write(f"  {synopsis}\n  {'':<{width}} - {text}\n")
 
 
 def _arity(fn):
@@ -524,6 +526,8 @@ def main(argv=None, stdin=None, stdout=None, stderr=None, environ=None):
             usage(stderr)
             return EXIT_USAGE
         name = rest[0]
+        if name in cli_snapshot.COMMANDS:  # own flags (argparse): see cli_snapshot
+            return cli_snapshot.main(rest, options, stdout, stderr)
         if name not in COMMANDS:
             stderr.write(f"Unknown command: {name}\n")
             usage(stderr)

@@ -22,6 +22,7 @@ and REV.
 import collections
 import functools
 import socket
+import time
 
 from twisted.internet import defer
 from twisted.logger import Logger
@@ -84,6 +85,9 @@ class Node:
     """One member of a cluster (or a cluster of one), seen by clients."""
 
     log = Logger()
+    raft_position = None
+    """Zero-argument callable giving the (index, term) of the last Raft
+    entry applied to the store, set by whoever runs Raft; None: unknown."""
 
     def __init__(self, name="n1", store=None, proposer=None, cluster_name="local",
                  limits=None, read_barrier=None, reactor=None):
@@ -233,6 +237,18 @@ class Node:
             self.stats.write_errors += 1
             raise DoozerError(outcome.error)
         return outcome.rev
+
+    # -- backup ------------------------------------------------------------
+
+    def backup(self):
+        """The store as a backup file's bytes (doozertw.persist.backup), at
+        the revision it has now: built synchronously, so consistent."""
+        from doozertw.persist.backup import Backup, encode_backup
+        index, term = self.raft_position() if self.raft_position is not None else (0, 0)
+        return encode_backup(Backup(
+            cluster=self.cluster_name, node=self.name, revision=self.store.rev,
+            store_snapshot=self.store.snapshot(), raft_index=index, raft_term=term,
+            taken_at_ms=int(time.time() * 1000)))
 
     # -- cluster self-description -------------------------------------------
 

@@ -75,6 +75,7 @@ class ClusterMember:
                          read_barrier=self.reads, reactor=reactor)
         self.cluster_status = ClusterStatus(self)
         self.node.cluster_status = self.cluster_status
+        self.node.raft_position = self._raft_position
         self.driver.on_role.append(self._role_changed)
         self.voters = frozenset(voters)
         self.bootstrap = Bootstrapper(
@@ -86,6 +87,13 @@ class ClusterMember:
     @property
     def store(self):
         return self.driver.store
+
+    def _raft_position(self):
+        """(index, term) of the last entry applied to the store."""
+        raft = self.driver.raft
+        if raft is None:
+            return 0, 0
+        return self.driver.applied, raft.log.term(self.driver.applied) or 0
 
     def receive(self, from_name, payload):
         self.driver.receive(from_name, payload)

@@ -14,6 +14,7 @@
 - ``GET /v1/watch?glob=G[&rev=N]``: NDJSON stream, one event per line,
   from revision N (default: the next one) until the client disconnects.
 - ``GET /v1/cluster``: the cluster view.
+- ``GET /v1/snapshot``: a backup file of the store (frontends/web/backup.py).
 """
 
 import json
@@ -26,6 +27,7 @@ from twisted.web import resource, server
 
 from doozertw.errors import DoozerError, ErrCode
 from doozertw.frontends.web import common
+from doozertw.frontends.web.backup import SnapshotResource
 from doozertw.frontends.web.stream import OutputQueue
 from doozertw.node import compile_glob
 from doozertw.store import CLOBBER, ANY, check_path
@@ -288,4 +290,5 @@ def v1_resource(api):
     root.putChild(b"walk", WalkResource(api))
     root.putChild(b"watch", WatchResource(api))
     root.putChild(b"cluster", ClusterResource(api))
+    root.putChild(b"snapshot", SnapshotResource(api))
     return root
