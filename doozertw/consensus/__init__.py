@@ -7,6 +7,7 @@ from doozertw.consensus.messages import (
     Snapshot, SnapshotMeta,
 )
 from doozertw.consensus.raft import RaftNode
+from doozertw.consensus.storage import Storage
 from doozertw.consensus.ready import (
     ConfChangeInProgress, InvalidConfChange, NotLeader, RaftError, ReadState,
     Ready, Role, SoftState, early_send_allowed, is_leader_early_message,
@@ -16,6 +17,6 @@ __all__ = [
     "ConfChange", "ConfChangeInProgress", "ConfChangeOp", "ConfState",
     "Entry", "EntryKind", "HardState", "InvalidConfChange", "LogError",
     "MemoryStorage", "NotLeader", "RaftError", "RaftLog", "RaftNode",
-    "ReadState", "Ready", "Role", "Snapshot", "SnapshotMeta", "SoftState",
+    "ReadState", "Ready", "Role", "Snapshot", "SnapshotMeta", "SoftState", "Storage",
     "early_send_allowed", "is_leader_early_message",
 ]

@@ -30,9 +30,11 @@ _LEADER_MESSAGES = (msg.AppendEntries, msg.Heartbeat, msg.InstallSnapshot)
 
 
 class RaftNode(LeaderMixin):
-    """One Raft server. ``config`` is the founding configuration (a
-    ConfState or an iterable of voter ids) used only when ``storage`` is
-    empty; a node joining an existing cluster passes an empty config."""
+    """One Raft server. ``storage`` (a doozertw.consensus.storage.Storage)
+    holds what was made durable; ``config`` is the founding configuration
+    (a ConfState or an iterable of voter ids) used only when ``storage`` is
+    empty; a node joining an existing cluster, or resuming, passes an empty
+    config."""
 
     def __init__(self, node_id, config, storage=None, rng=None, *,
                  election_ticks=10, heartbeat_ticks=1, pre_vote=True,
