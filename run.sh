@@ -7,7 +7,8 @@ set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 venv="$here/.venv"
 [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
-(cd "$here" && "$venv/bin/pip" install --quiet --disable-pip-version-check .)
+(cd "$here" && "$venv/bin/pip" install --quiet --disable-pip-version-check . \
+  2> >(grep -v "is ignored: it is neither" >&2))
 default=(--data-dir "$here/doozer-data/{name}")
 for a in "$@"; do
   case "$a" in --data-dir|--data-dir=*|-d|--in-memory) default=() ;; esac
