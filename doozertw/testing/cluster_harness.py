@@ -18,7 +18,8 @@ Faults: ``pause`` (SIGSTOP), ``resume`` (SIGCONT), ``kill`` (SIGKILL),
 directory ``<dir>/nK/doozer-data/nK`` under its own member id; with
 ``--in-memory`` in ``extra_args`` it comes back under a new Raft member id
 as a learner; ``promote`` makes sure its name holds a ``/ctl/cal`` slot,
-doozer's way, and waits until it votes),
+doozer's way, and waits until it votes), ``kill_all``/``restart_all``
+(every node at once, data directories kept),
 ``isolate``/``partition``/``heal``; ``add_node`` (``--attach``) and
 ``remove`` for replacing nodes.
 
@@ -275,14 +276,40 @@ class Cluster:
 
     def restart(self, name: str, promote: bool = True,
                 timeout: float = 30.0) -> None:
-        """Start a killed node again; it rejoins as a learner, attached to
-        a live member, and (by default) is promoted back to voter. With no
-        other node alive it starts afresh as a cluster of its own."""
+        """Start a killed node again with the same command. A durable node
+        resumes from its data directory under its own member id (still a
+        voter: ``promote`` finds its slot held and returns once it votes and
+        a write commits). An ``--in-memory`` node rejoins as a learner under
+        a new id and (by default) is promoted back to voter. With no other
+        node alive nothing is promoted: the node is only started (a durable
+        one resumes and waits for a quorum of its peers)."""
         live = [n for n in self.running() if n != name]
         self.spawn(name)
         self.wait_listening(name, timeout)
         if promote and live:
             self.promote(name, timeout)
+
+    def kill_all(self) -> list[str]:
+        """``kill -9`` every live node at once (every SIGKILL is sent
+        before any is reaped); returns their names."""
+        victims = [n for n in self.nodes.values() if n.state != DEAD]
+        for node in victims:
+            node.process.kill()
+        for node in victims:
+            if node.state == PAUSED:
+                node.process.send_signal(signal.SIGCONT)
+            self._reap(node, graceful=False)
+        return [node.name for node in victims]
+
+    def restart_all(self, names=None, timeout: float = 30.0) -> None:
+        """Start every dead node (or ``names``) again with its command,
+        all at once, and wait until each listens. Nothing is promoted:
+        durable nodes resume under their own ids and elect a leader."""
+        names = [n for n in (names or self.nodes) if self.nodes[n].state == DEAD]
+        for name in names:
+            self.spawn(name)
+        for name in names:
+            self.wait_listening(name, timeout)
 
     def promote(self, name: str, timeout: float = 30.0) -> None:
         """Make learner ``name`` a voter: write its id into an empty

@@ -7,14 +7,19 @@ per round.
 
 ``Nemesis(target, plan)`` applies the plan. The target is anything with the
 ``Cluster`` fault and observation methods (``wait_for_leader``, ``running``,
-``pause``/``resume``, ``kill``/``restart``, ``isolate``/``heal``,
-``wait_writable``, ``wait_serving``); time comes from injected ``clock`` and ``sleep``, so a
+``pause``/``resume``, ``kill``/``restart``, ``kill_all``/``restart_all``,
+``isolate``/``heal``, ``wait_writable``, ``wait_serving``); time comes from injected ``clock`` and ``sleep``, so a
 test drives it with a fake clock. Each fault is healed in a ``finally``
 before the next is injected, and after healing the nemesis waits until the
 cluster takes writes again, has a leader and every running node answers
 reads (``recover_timeout``): a cluster that does not recover fails the run
 with ``NemesisError``. Every step is appended to
 ``timeline`` as ``Injection`` records, written into failure reports.
+
+``KILL_ALL`` (``kill-all``) is ``kill -9`` of every node at once, held,
+then every node started again with its command (data directories kept):
+durable nodes must come back with everything they acknowledged. It is not
+part of the default ``ALL_KINDS``; ask for it (``KNOWN_KINDS`` has it).
 """
 
 from __future__ import annotations
@@ -32,9 +37,15 @@ KILL_FOLLOWER = "kill-follower"
 ISOLATE_LEADER = "isolate-leader"
 ISOLATE_FOLLOWER = "isolate-follower"
 
+KILL_ALL = "kill-all"
+ALL_NODES = "*"  # the Injection.node of a fault that hits every node
+
 ALL_KINDS = (PAUSE_LEADER, PAUSE_FOLLOWER, KILL_LEADER, KILL_FOLLOWER,
              ISOLATE_LEADER, ISOLATE_FOLLOWER)
 PROCESS_KINDS = ALL_KINDS[:4]
+# KILL_ALL is not in ALL_KINDS (the default mix): it is only safe for
+# durable nodes (an --in-memory cluster killed whole forgets everything).
+KNOWN_KINDS = ALL_KINDS + (KILL_ALL,)
 
 
 class NemesisError(AssertionError):
@@ -74,7 +85,7 @@ def schedule(count: int, seed: int, kinds: Sequence[str] = ALL_KINDS,
     """A seeded plan of ``count`` faults; same seed, same plan."""
     if not kinds:
         raise ValueError("no fault kinds")
-    unknown = set(kinds) - set(ALL_KINDS)
+    unknown = set(kinds) - set(KNOWN_KINDS)
     if unknown:
         raise ValueError(f"unknown fault kinds {sorted(unknown)}")
     rng = random.Random(seed)
@@ -133,6 +144,8 @@ class Nemesis:
         return record
 
     def _victim(self, kind: str, leader: str) -> str:
+        if kind == KILL_ALL:
+            return ALL_NODES
         if kind.endswith("-leader"):
             return leader
         followers = sorted(n for n in self.target.running() if n != leader)
@@ -142,7 +155,9 @@ class Nemesis:
 
     def _inject(self, kind: str, node: str) -> None:
         action = kind.split("-")[0]
-        if action == "pause":
+        if kind == KILL_ALL:
+            self.target.kill_all()
+        elif action == "pause":
             self.target.pause(node)
         elif action == "kill":
             self.target.kill(node)
@@ -151,7 +166,9 @@ class Nemesis:
 
     def _heal(self, kind: str, node: str) -> None:
         action = kind.split("-")[0]
-        if action == "pause":
+        if kind == KILL_ALL:
+            self.target.restart_all()
+        elif action == "pause":
             self.target.resume(node)
         elif action == "kill":
             self.target.restart(node)

@@ -13,6 +13,14 @@ failure). A failed run writes a report directory under ``report_root``:
     clients/<id>.txt     each client's history, one operation per line
     nodes/<name>.log     every node's log (all restarts), proxy.log, cluster.yaml
 
+Revisions: every worker's connection is tapped (``RevisionWorker``), so the
+run knows the revision each acknowledged write got and the (value,
+revision) each read returned. ``RevisionLog.errors`` then finds two
+distinct writes given the same revision, or a value read with another
+revision than its write got; ``read_back`` reads a sample of acknowledged
+writes at their own revision (pinned reads) on every node: each must read
+back as written. Violations go into ``RunResult.revision_errors``.
+
 By hand (see docs/fire-drills.md)::
 
     python -m doozertw.testing.soak --minutes 30 --size 5
@@ -24,17 +32,21 @@ import argparse
 import datetime
 import json
 import os
+import random
 import sys
+import threading
 import time
 import traceback
 
 import attrs
 
+from doozertw.errors import ErrCode
 from doozertw.testing.cluster_harness import Cluster
 from doozertw.testing.linearizability import CheckResult
-from doozertw.testing.nemesis import ALL_KINDS, Nemesis, schedule
+from doozertw.testing.nemesis import ALL_KINDS, KNOWN_KINDS, Nemesis, schedule
 from doozertw.testing.workload import (
-    Workload, WorkloadConfig, acknowledged_writes, lost_writes)
+    Timeout, WireClient, WireError, Worker, Workload, WorkloadConfig,
+    acknowledged_writes, lost_writes)
 
 
 @attrs.define
@@ -56,6 +68,7 @@ class RunConfig:
     report_root: str = "reports"
     keep_report: bool = False
     node_args: tuple = ()  # extra twistd doozer options, e.g. ("--in-memory",)
+    readback: int = 300  # acknowledged writes read back pinned, per node
 
 
 @attrs.define
@@ -69,13 +82,16 @@ class RunResult:
     check: CheckResult | None = None
     lost: list = attrs.field(factory=list)
     unanswered_final_reads: list = attrs.field(factory=list)
+    revision_errors: list = attrs.field(factory=list)
+    revisions_read_back: int = 0
     error: str = ""
     report: str | None = None
 
     @property
     def ok(self) -> bool:
         return (not self.error and self.check is not None and self.check.ok
-                and not self.lost and not self.unanswered_final_reads)
+                and not self.lost and not self.unanswered_final_reads
+                and not self.revision_errors)
 
     def describe(self) -> str:
         verdict = self.check.describe() if self.check else "not checked"
@@ -86,6 +102,9 @@ class RunResult:
             lines.append(f"acknowledged writes lost on keys {self.lost}")
         if self.unanswered_final_reads:
             lines.append(f"final reads unanswered: {self.unanswered_final_reads}")
+        if self.revision_errors:
+            lines.append(f"{len(self.revision_errors)} revision errors, first: "
+                         + "; ".join(self.revision_errors[:5]))
         if self.error:
             lines.append(f"error: {self.error}")
         if self.report:
@@ -103,10 +122,11 @@ def fault_run(config: RunConfig) -> RunResult:
     try:
         cluster.start()
         cluster.wait_formed(timeout=60)
-        workload = Workload(
+        revisions = RevisionLog()
+        workload = revision_workload(
             WorkloadConfig(workers=config.workers, keys=config.keys,
                            seed=config.seed, think=config.think),
-            cluster.all_client_ports)
+            cluster.all_client_ports, revisions)
         plan = schedule(config.faults, config.seed, config.kinds,
                         config.hold, config.settle)
         nemesis = Nemesis(cluster, plan, recover_timeout=config.recover_timeout,
@@ -120,6 +140,9 @@ def fault_run(config: RunConfig) -> RunResult:
             workload.stop()
             result.injected = nemesis.injected
         _finish(cluster, workload, result, config)
+        misread, result.revisions_read_back = read_back(
+            revisions, cluster.client_ports(), config.readback, config.seed)
+        result.revision_errors = revisions.errors() + misread
     except Exception as e:  # noqa: BLE001 - every failure goes into the report
         result.error = f"{type(e).__name__}: {e}\n{traceback.format_exc()}"
     finally:
@@ -159,6 +182,157 @@ def _finish(cluster: Cluster, workload: Workload, result: RunResult,
     result.lost = lost_writes(history)
 
 
+# --- revisions ------------------------------------------------------------------
+
+
+class RevisionLog:
+    """What the workers' connections saw, thread-safe: (key, value, rev)
+    of every acknowledged SET and of every answered GET of a file."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.writes: list[tuple[str, bytes, int]] = []
+        self.reads: list[tuple[str, bytes, int]] = []
+
+    def wrote(self, key: str, value: bytes, rev: int) -> None:
+        with self.lock:
+            self.writes.append((key, value, rev))
+
+    def read(self, key: str, value: bytes, rev: int) -> None:
+        if rev:
+            with self.lock:
+                self.reads.append((key, value, rev))
+
+    def errors(self) -> list[str]:
+        """A revision used by two distinct writes (acknowledged, or seen by
+        a read), or a value read with another revision than its write got;
+        every value the workload writes is unique."""
+        with self.lock:
+            writes, reads = list(self.writes), list(self.reads)
+        found = []
+        by_rev: dict[int, tuple[str, bytes, str]] = {}
+        by_value: dict[tuple[str, bytes], tuple[int, str]] = {}
+        for what, (key, value, rev) in ([("write", w) for w in writes]
+                                        + [("read", r) for r in reads]):
+            seen = by_rev.setdefault(rev, (key, value, what))
+            if seen[:2] != (key, value):
+                found.append(f"revision {rev} reused: {seen[2]} {seen[0]}={seen[1]!r}"
+                             f" and {what} {key}={value!r}")
+            known = by_value.setdefault((key, value), (rev, what))
+            if known[0] != rev:
+                found.append(f"{key}={value!r} has revision {known[0]} ({known[1]}) "
+                             f"and {rev} ({what})")
+        return found
+
+
+class _RevisionTap:
+    """A WireClient whose SET and GET results go into a RevisionLog."""
+
+    def __init__(self, client: WireClient, log: RevisionLog):
+        self._client = client
+        self._log = log
+
+    def __getattr__(self, name):
+        return getattr(self._client, name)
+
+    def set(self, path: str, rev: int, value: bytes) -> int:
+        new_rev = self._client.set(path, rev, value)
+        self._log.wrote(path, value, new_rev)
+        return new_rev
+
+    def get(self, path: str) -> tuple[bytes, int]:
+        value, rev = self._client.get(path)
+        self._log.read(path, value, rev)
+        return value, rev
+
+
+class RevisionWorker(Worker):
+    """A workload Worker whose connections are tapped by a RevisionLog."""
+
+    revisions: RevisionLog
+
+    def _connect(self) -> bool:
+        if not super()._connect():
+            return False
+        self.client = _RevisionTap(self.client, self.revisions)
+        return True
+
+
+def revision_workload(config: WorkloadConfig, ports, log: RevisionLog) -> Workload:
+    """A Workload of RevisionWorkers recording into ``log``."""
+    workload = Workload(config, ports)
+    workers = []
+    for old in workload.workers:
+        worker = RevisionWorker(old.index, config, ports, workload.stop_flag,
+                                workload.clock)
+        worker.revisions = log
+        workers.append(worker)
+    workload.workers = workers
+    return workload
+
+
+def read_back(log: RevisionLog, ports, sample: int, seed: int,
+              timeout: float = 30.0) -> tuple[list[str], int]:
+    """GET a seeded sample of acknowledged writes at their own revision
+    (a pinned read) on every port; each must read back as written. Each
+    node first answers a linearizable read, so its revision then covers
+    every acknowledged write: a write beyond it is reported (the node's
+    history went back), not waited for. A revision older than the node's
+    history window (TOO_LATE) is skipped. Returns (errors, reads that
+    matched)."""
+    with log.lock:
+        writes = list(log.writes)
+    chosen = random.Random(seed).sample(writes, min(sample, len(writes)))
+    found, matched = [], 0
+    deadline = time.monotonic() + timeout
+    for port in ports:
+        try:
+            client, node_rev = _caught_up(port, deadline)
+        except (WireError, Timeout, OSError) as e:
+            found.append(f"port {port}: no linearizable read: {e!r}")
+            continue
+        try:
+            for key, value, rev in chosen:
+                if rev > node_rev:
+                    found.append(f"port {port}: acknowledged {key}={value!r} at "
+                                 f"revision {rev}, the node is at {node_rev}")
+                    continue
+                try:
+                    resp = client.call("GET", path=key, rev=rev)
+                except WireError as e:
+                    if e.code != ErrCode.TOO_LATE:
+                        found.append(f"port {port}: GET {key} at {rev}: "
+                                     f"error {e.code} {e.detail}")
+                    continue
+                if (resp.value, resp.rev) == (value, rev):
+                    matched += 1
+                else:
+                    found.append(f"port {port}: GET {key} at {rev} read "
+                                 f"{resp.value!r} rev {resp.rev}, written {value!r}")
+        except (Timeout, OSError) as e:
+            found.append(f"port {port}: pinned reads failed: {e!r}")
+        finally:
+            client.close()
+    return found, matched
+
+
+def _caught_up(port: int, deadline: float) -> tuple[WireClient, int]:
+    """A client of ``port`` and the node's revision right after it
+    answered a linearizable read; retried until ``deadline``."""
+    while True:
+        client = None
+        try:
+            client = WireClient(port)
+            client.get("/harness/readback")
+            return client, client.call("REV").rev
+        except (WireError, Timeout, OSError):
+            if client is not None:
+                client.close()
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+
+
 def write_report(root: str, cluster: Cluster, workload: Workload | None,
                  nemesis: Nemesis | None, result: RunResult) -> str:
     """Write the report directory; returns its path."""
@@ -173,6 +347,7 @@ def write_report(root: str, cluster: Cluster, workload: Workload | None,
                    "acknowledged_writes": result.acknowledged_writes,
                    "injected": result.injected, "duration": result.duration,
                    "lost": result.lost, "error": result.error,
+                   "revision_errors": result.revision_errors[:100],
                    "verdict": result.check.verdict.value if result.check else None},
                   f, indent=2, default=str)
     with open(os.path.join(path, "violation.txt"), "w", encoding="utf-8") as f:
@@ -206,7 +381,8 @@ def main(argv=None) -> int:
     parser.add_argument("--ops", type=int, default=10_000, help="per run, at least")
     parser.add_argument("--seed", type=int, default=1, help="first seed")
     parser.add_argument("--workers", type=int, default=10)
-    parser.add_argument("--kinds", default=",".join(ALL_KINDS))
+    parser.add_argument("--kinds", default=",".join(ALL_KINDS),
+                        help=f"comma-separated, of {','.join(KNOWN_KINDS)}")
     parser.add_argument("--reports", default="reports")
     args = parser.parse_args(argv)
     deadline = time.monotonic() + args.minutes * 60
