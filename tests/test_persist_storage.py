@@ -288,3 +288,25 @@ def test_real_filesystem_round_trip_torn_tail_and_lock(tmp_path):
     assert state(t) == state(m)
     assert os.path.getsize(last) == size
     t.close()
+
+
+def test_a_commit_only_change_is_written_without_fsync_and_may_be_lost():
+    fs = LazyFileSystem()
+    s = new_storage(fs)
+    s.save(Ready(entries=ents(1, 3), hard_state=HardState(1, "n1", 1)))
+    synced = s.stats.fsyncs
+    s.save(Ready(hard_state=HardState(1, "n1", 3)))  # commit only: no fsync
+    assert s.stats.fsyncs == synced and s.hard_state.commit == 3
+    fs.crash()
+    lost = reopen(fs)  # the commit index went back; term, vote, entries did not
+    assert lost.hard_state == HardState(1, "n1", 1) and len(lost.entries) == 3
+    lost.save(Ready(hard_state=HardState(1, "n1", 3)))
+    synced = lost.stats.fsyncs
+    lost.save(Ready(hard_state=HardState(2, "", 3)))  # a new term must be durable
+    assert lost.stats.fsyncs == synced + 1
+    lost.save(Ready(hard_state=HardState(2, "n2", 3)))  # so must a vote
+    assert lost.stats.fsyncs == synced + 2
+    lost.save(Ready(hard_state=HardState(2, "n2", 3)))  # nothing new: nothing written
+    assert lost.stats.fsyncs == synced + 2
+    fs.crash()
+    assert reopen(fs).hard_state == HardState(2, "n2", 3)

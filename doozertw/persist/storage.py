@@ -160,7 +160,10 @@ class DiskStorage:
 
     def save(self, ready) -> None:
         """Durably store a Ready's snapshot, entries and hard state: one
-        fsync for the WAL part (plus the snapshot file's, if any)."""
+        fsync for the WAL part (plus the snapshot file's, if any). A Ready
+        that changes only the commit index is written but not fsynced (as
+        etcd's MustSync): a node that loses it learns the commit index
+        again from the leader, or commits again as leader."""
         self._commit(ready.snapshot, ready.entries, ready.hard_state)
 
     def compact(self, snapshot: Snapshot) -> None:
@@ -270,7 +273,8 @@ class DiskStorage:
                     snapfile.write_snapshot(self.fs, self._snap_dir, snap,
                                             self.stats)
                 self._wal.append(b"".join(records), len(records), top)
-                self._wal.sync()
+                if self._must_sync(snap, entries, hard_state):
+                    self._wal.sync()
         if snap is not None:
             self.snapshot, self.entries = snap, []
             self._wal.received_base = snap.index
@@ -282,6 +286,12 @@ class DiskStorage:
         if snap is not None:
             with self._io("clean up after a received snapshot"):
                 self._clean_up()
+
+    def _must_sync(self, snap, entries, hard_state):
+        if snap is not None or entries:
+            return True
+        return hard_state is not None and (
+            hard_state.term != self.hard_state.term or hard_state.vote != self.hard_state.vote)
 
     def _clean_up(self):
         """Delete snapshot files and segments no longer needed, keeping
