@@ -20,6 +20,8 @@ from __future__ import annotations
 import collections
 import struct
 
+from twisted.logger import Logger
+
 from doozertw.errors import DoozerError, ErrCode
 
 MAGIC = b"DZC1"
@@ -99,4 +101,48 @@ def unpack_snapshot(data: bytes):
     return data[head:head + size], data[head + size:]
 
 
-__all__ = ["AppliedProposals", "pack_snapshot", "unpack_snapshot"]
+class EntryApplier:
+    """Applies committed log entries to ``store``, each proposal once: the
+    one place that turns entries into store changes (the driver, and
+    disaster recovery replaying a survivor's log, both use it)."""
+
+    log = Logger()
+
+    def __init__(self, store):
+        self.store = store
+        self.proposals = AppliedProposals()
+        self.duplicates = 0
+
+    def restore(self, data: bytes) -> None:
+        """Replace store and table with a cluster snapshot's."""
+        store_bytes, table = unpack_snapshot(data)
+        self.store.restore(store_bytes)
+        self.proposals.restore(table)
+
+    def snapshot(self) -> bytes:
+        """The cluster snapshot of the store and the table now."""
+        return pack_snapshot(self.store.snapshot(), self.proposals)
+
+    def apply(self, entry):
+        """Apply ``entry``; returns (proposal, outcome), both None for a
+        no-op, a conf change, a bad entry (logged) or a second copy."""
+        from doozertw.cluster import envelope as env
+        from doozertw.consensus import EntryKind
+        from doozertw.consensus.codec import CodecError
+        from doozertw.store import decode as decode_mutation
+        if entry.kind != EntryKind.NORMAL or not entry.data:
+            return None, None
+        try:
+            proposal = env.Proposal.decode(entry.data)
+            mutation = decode_mutation(proposal.mutation)
+        except (CodecError, DoozerError) as exc:
+            self.log.error("skipping bad entry {index}: {error}", index=entry.index,
+                           error=str(exc))
+            return None, None
+        if not self.proposals.first_time(proposal.origin, proposal.pid):
+            self.duplicates += 1
+            return None, None  # a second copy: applied once already
+        return proposal, self.store.apply(mutation)
+
+
+__all__ = ["AppliedProposals", "EntryApplier", "pack_snapshot", "unpack_snapshot"]

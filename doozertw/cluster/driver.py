@@ -40,17 +40,15 @@ from twisted.internet import defer, task
 from twisted.logger import Logger
 
 from doozertw.cluster import envelope as env
-from doozertw.cluster.dedup import AppliedProposals, pack_snapshot, unpack_snapshot
+from doozertw.cluster.dedup import EntryApplier
 from doozertw.cluster.chunks import ChunkAssembler, ChunkRejected, ChunkSender
 from doozertw.cluster.storage import MemoryProvider, is_disk_full
 from doozertw.consensus import (
-    ConfState, EntryKind, RaftNode, Role, early_send_allowed, is_leader_early_message,
+    ConfState, RaftNode, Role, early_send_allowed, is_leader_early_message,
 )
 from doozertw.consensus.codec import CodecError
 from doozertw.consensus.messages import InstallSnapshot
-from doozertw.errors import DoozerError
 from doozertw.peer import PayloadTooLarge
-from doozertw.store import decode as decode_mutation
 
 
 @attrs.frozen
@@ -91,8 +89,7 @@ class ClusterDriver:
         self.disk_full = False
         self.raft = None
         self.applied = 0
-        self.proposals = AppliedProposals()
-        self.duplicates = 0
+        self.applier = EntryApplier(store)
         self.last_heard = {}
         self.on_apply = []
         self.on_read_state = []
@@ -136,12 +133,15 @@ class ClusterDriver:
         self._ticker.start(t.tick, now=False)
         self.process()
 
+    @property
+    def duplicates(self):
+        """Second copies of proposals seen in the log (applied once)."""
+        return self.applier.duplicates
+
     def _restore_stored_snapshot(self):
         snapshot = self.storage.snapshot
         if snapshot.index > 0 and snapshot.data:
-            store_bytes, table = unpack_snapshot(snapshot.data)
-            self.store.restore(store_bytes)
-            self.proposals.restore(table)
+            self.applier.restore(snapshot.data)
             self.applied = snapshot.index
 
     def stop(self):
@@ -356,9 +356,7 @@ class ClusterDriver:
 
     def _handle(self, rd):
         if rd.snapshot is not None and rd.snapshot.index > self.applied:
-            store_bytes, table = unpack_snapshot(rd.snapshot.data)
-            self.store.restore(store_bytes)
-            self.proposals.restore(table)
+            self.applier.restore(rd.snapshot.data)
             self.applied = rd.snapshot.index
         for message in rd.messages:
             if not (self._sent_early and is_leader_early_message(message)):
@@ -377,21 +375,7 @@ class ClusterDriver:
     def _apply(self, entry):
         self.applied = max(self.applied, entry.index)
         self._applied_bytes += entry.size()
-        proposal = outcome = None
-        if entry.kind == EntryKind.NORMAL and entry.data:
-            try:
-                proposal = env.Proposal.decode(entry.data)
-                mutation = decode_mutation(proposal.mutation)
-            except (CodecError, DoozerError) as exc:
-                self.log.error("skipping bad entry {index}: {error}", index=entry.index,
-                               error=str(exc))
-                proposal = None
-            if proposal is not None and not self.proposals.first_time(
-                    proposal.origin, proposal.pid):
-                self.duplicates += 1
-                proposal = None  # a second copy: applied once already
-            if proposal is not None:
-                outcome = self.store.apply(mutation)
+        proposal, outcome = self.applier.apply(entry)
         for listener in self.on_apply:
             self._after.append(
                 lambda f=listener: f(entry.index, entry.term, proposal, outcome))
@@ -417,7 +401,7 @@ class ClusterDriver:
                 and self._applied_bytes < self.timing.compact_bytes):
             return
         self._applied_bytes = 0
-        data = pack_snapshot(self.store.snapshot(), self.proposals)
+        data = self.applier.snapshot()
         snapshot = self.raft.compact(self.applied, data)
         if self.persister is not None:
             self.persister.compact(snapshot).addErrback(self._compact_failed)

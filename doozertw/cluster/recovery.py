@@ -29,17 +29,14 @@ be dialled instead of the configured one), each voter's
 /ctl/node/<name>/member names its member id, slots in /ctl/cal naming a
 non-voter are deleted, a voter without a slot gets one, and /ctl/name is
 the cluster's name. Files outside /ctl keep their values and revisions.
-No real reactor, socket or clock is used (the replaying driver runs on a
-fake Clock and is never started).
+No reactor, socket or clock is used.
 """
 
 from __future__ import annotations
 
 import attrs
-from twisted.internet.task import Clock
 
-from doozertw.cluster.dedup import AppliedProposals, pack_snapshot
-from doozertw.cluster.driver import ClusterDriver
+from doozertw.cluster.dedup import AppliedProposals, EntryApplier, pack_snapshot
 from doozertw.cluster.membership import member_path, peer_path
 from doozertw.consensus import ConfState, HardState, Ready, Snapshot, SnapshotMeta
 from doozertw.persist.backup import Backup
@@ -183,12 +180,11 @@ def rebuild_survivor(fs, path: str, cluster: str, name: str) -> Survivor:
     storage = DiskStorage.open(fs, path, cluster, name)
     try:
         store = Store(history=_UNBOUNDED, history_bytes=_UNBOUNDED)
-        replayer = ClusterDriver(name, store, lambda *_: False, Clock(), rng=None)
-        # the driver's own restore and apply code: same dedup, same skips
-        replayer.storage = storage
-        replayer._restore_stored_snapshot()
+        replayer = EntryApplier(store)  # the driver's own apply code and dedup
+        if storage.snapshot.index > 0 and storage.snapshot.data:
+            replayer.restore(storage.snapshot.data)
         for entry in storage.entries:
-            replayer._apply(entry)
+            replayer.apply(entry)
         snap = storage.snapshot
         last = storage.entries[-1] if storage.entries else None
         return Survivor(
