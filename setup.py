@@ -22,8 +22,9 @@ setup(
     },
     include_package_data=False,
     install_requires=[
-        # the reactor, endpoints, twistd, twisted.web
-        "twisted>=24.3",
+        # the reactor, endpoints, twistd, twisted.web; [tls]: pyOpenSSL and
+        # service_identity for mutual TLS between peers (docs/security.md)
+        "twisted[tls]>=24.3",
         # websocket events for the web view
         "autobahn>=23.1",
         # frozen message and config classes

@@ -21,6 +21,7 @@ import argparse
 import json
 import multiprocessing
 import os
+import secrets
 import selectors
 import shutil
 import socket
@@ -279,7 +280,10 @@ def spawn_cluster(size, in_memory=False):
     ports = {f"n{i + 1}": (_free_port(), _free_port(), _free_port()) for i in range(size)}
     config = os.path.join(workdir, "cluster.yaml")
     with open(config, "w", encoding="utf-8") as f:
-        f.write("cluster: bench\nnodes:\n")
+        secret = os.path.join(workdir, "peer-secret")
+        with open(secret, "w", encoding="ascii") as g:
+            g.write(secrets.token_hex(32) + "\n")
+        f.write(f"cluster: bench\npeer_secret_file: {secret}\nnodes:\n")
         for name, (client, web, peer) in ports.items():
             f.write(f"  {name}:\n    listen: tcp:{client}:interface=127.0.0.1\n"
                     f"    web: tcp:{web}:interface=127.0.0.1\n"

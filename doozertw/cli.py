@@ -6,7 +6,9 @@ revision mismatch, 2 on any other error, 127 for a usage error (missing or
 unknown command, wrong number of arguments). Global options may come before
 or after the command name (before its arguments): ``-a URI``, ``-b URI``,
 ``-r REV``, ``-t DURATION``, ``-h``, ``-v``; ``DOOZER_URI`` and
-``DOOZER_BOOT_URI`` give defaults for ``-a`` and ``-b``.
+``DOOZER_BOOT_URI`` give defaults for ``-a`` and ``-b``. ``--tls-ca FILE``
+(``--tls-cert``, ``--tls-key``; ``DOOZER_TLS_CA`` ...) speak TLS to the
+client port (and HTTPS for ``snapshot save``).
 
 Beyond the Go tool: ``ls``, ``tree``, ``walk``, ``members``, ``--json``
 (one JSON document per result; per event for ``wait``/``watch``), and
@@ -26,6 +28,7 @@ from doozertw.client.core import WaitTimeout
 from doozertw.client.uri import DEFAULT_URI, PREFIX, InvalidURI
 from doozertw.errors import DoozerError, ErrCode
 from doozertw.store import DIR
+from doozertw.tlsutil import TLSConfigError, client_tls
 
 EXIT_OK, EXIT_MISMATCH, EXIT_ERROR, EXIT_USAGE = 0, 1, 2, 127
 CONNECT_TIMEOUT = 5.0
@@ -62,9 +65,19 @@ class Options:
     help: bool = False
     version: bool = False
     json: bool = False
+    tls_ca: str = ""
+    tls_cert: str = ""
+    tls_key: str = ""
+
+    def tls(self):
+        """The ClientTLS of --tls-ca/--tls-cert/--tls-key, or None (TLSConfigError)."""
+        return client_tls(self.tls_ca, self.tls_cert, self.tls_key)
 
 
-_VALUE_FLAGS = {"a": "uri", "b": "boot_uri", "r": "rev", "t": "timeout"}
+_VALUE_FLAGS = {"a": "uri", "b": "boot_uri", "r": "rev", "t": "timeout",
+                "tls-ca": "tls_ca", "tls-cert": "tls_cert", "tls-key": "tls_key"}
+_TLS_ENV = {"tls_ca": "DOOZER_TLS_CA", "tls_cert": "DOOZER_TLS_CERT",
+            "tls_key": "DOOZER_TLS_KEY"}
 _BOOL_FLAGS = {"h": "help", "v": "version", "json": "json"}
 _FLAG_HELP = [
     ("-a", "string", "the address to bind to", DEFAULT_URI),
@@ -74,6 +87,9 @@ _FLAG_HELP = [
     ("-h", "", "show help", ""),
     ("-v", "", "print version string", ""),
     ("--json", "", "print results as JSON", ""),
+    ("--tls-ca", "file", "speak TLS; verify the server against this CA (PEM)", ""),
+    ("--tls-cert", "file", "TLS client certificate (PEM; needs --tls-ca)", ""),
+    ("--tls-key", "file", "private key of --tls-cert (default: in that file)", ""),
 ]
 
 
@@ -122,10 +138,10 @@ def dial(options):
     query = _query(target)
     secret = query.get("sk", [None])[0]
     if options.boot_uri and query.get("cn"):
-        with dial(Options(uri=options.boot_uri)) as boot:
+        with dial(attrs.evolve(options, uri=options.boot_uri, boot_uri="")) as boot:
             target = lookup(boot, query["cn"][0]) or target
     client = BlockingClient(target, secret=secret, connect_timeout=CONNECT_TIMEOUT,
-                            suspend_timeout=0)
+                            suspend_timeout=0, tls=options.tls())
     return client.connect()
 
 
@@ -491,7 +507,8 @@ def usage(stderr):
                      f" (default {default})\n" if default else "\n")
     stderr.write("\nEnvironment:\n\n  DOOZER_URI - The doozer cluster to bind to; "
                  "overridden by -a.\n\n  DOOZER_BOOT_URI - The DzNS to look addresses up in; "
-                 "overridden by -b.\n\nCommands:\n")
+                 "overridden by -b.\n\n  DOOZER_TLS_CA, DOOZER_TLS_CERT, DOOZER_TLS_KEY - "
+                 "defaults for --tls-ca, --tls-cert, --tls-key.\n\nCommands:\n")
     synopses = {name: f"{name} {spec[1]}" for name, spec in COMMANDS.items()}
     width = max(len(s) for s in synopses.values())
     for name in sorted(COMMANDS):
@@ -512,7 +529,8 @@ def main(argv=None, stdin=None, stdout=None, stderr=None, environ=None):
     stdout = stdout if stdout is not None else sys.stdout.buffer
     stderr = stderr if stderr is not None else sys.stderr
     options = Options(uri=environ.get("DOOZER_URI") or DEFAULT_URI,
-                      boot_uri=environ.get("DOOZER_BOOT_URI") or "")
+                      boot_uri=environ.get("DOOZER_BOOT_URI") or "",
+                      **{field: environ.get(name) or "" for field, name in _TLS_ENV.items()})
     try:
         rest = parse_flags(argv, options)
         if options.help:
@@ -562,7 +580,7 @@ def run(ctx, fn, args):
         if e.code == ErrCode.REV_MISMATCH and not isinstance(e, WaitTimeout):
             return EXIT_MISMATCH
         return EXIT_ERROR
-    except (InvalidURI, OSError) as e:
+    except (InvalidURI, OSError, TLSConfigError) as e:
         if isinstance(e, BrokenPipeError):
             return EXIT_ERROR
         ctx.stderr.write(f"Error: {e}\n")

@@ -124,7 +124,8 @@ def main(argv, options, stdout, stderr) -> int:
         if args.command == "recover":
             recover(args, out)
         elif args.verb == "save":
-            save(args.file, args.web, secret_of(options.uri), out)
+            save(args.file, args.web, secret_of(options.uri), out,
+                 tls_context=_https_context(args.web, options))
         elif args.verb == "status":
             status(args.file, out)
         else:
@@ -172,14 +173,23 @@ def secret_of(uri):
 # -- save / status ---------------------------------------------------------------
 
 
-def save(path, web, secret, out):
+def _https_context(web, options):
+    """The ssl context for an https: --web given --tls-ca etc., else None
+    (urllib then verifies against the system's CAs)."""
+    tls = options.tls() if hasattr(options, "tls") else None
+    if tls is None or not web.lower().startswith("https:"):
+        return None
+    return tls.ssl_context()
+
+
+def save(path, web, secret, out, tls_context=None):
     from doozertw.persist.backup import BackupError, decode_backup
     url = web.rstrip("/") + "/v1/snapshot"
     headers = {"X-Doozer-Secret": secret} if secret else {}
     tmp = f"{path}.tmp-{os.getpid()}"
     try:
         with urllib.request.urlopen(urllib.request.Request(url, headers=headers),
-                                    timeout=HTTP_TIMEOUT) as response:
+                                    timeout=HTTP_TIMEOUT, context=tls_context) as response:
             header_rev = response.headers.get("X-Doozer-Revision")
             _stream_to(response, tmp)
         with open(tmp, "rb") as f:

@@ -12,6 +12,7 @@ import yaml
 
 from doozertw.limits import Limits
 from doozertw.frontends.access import Secrets
+from doozertw.frontends.web.options import TUNABLES, WebOptionError, WebOptions
 from doozertw.store import DEFAULT_HISTORY, DEFAULT_HISTORY_BYTES
 
 DEFAULT_CLIENT = "tcp:8046:interface=127.0.0.1"
@@ -53,6 +54,16 @@ class ClusterConfig:
     request_timeout: float = 5.0
     data_dir: str = DEFAULT_DATA_DIR
     snapshot_entries: int = DEFAULT_SNAPSHOT_ENTRIES
+    # peer authentication (doozertw.peer.security, docs/security.md)
+    peer_secret_file: str | None = None
+    peer_cert: str | None = None
+    peer_key: str | None = None
+    peer_ca: str | None = None
+    insecure_peers: bool = False
+    # client certificates on the client port (doozertw.tlsutil, docs/security.md)
+    client_ca: str | None = None
+    # the web port's defences (doozertw.frontends.web.options, docs/web.md)
+    web: WebOptions = WebOptions()
 
     def data_dir_of(self, node):
         """The data directory of ``node`` (a NodeConfig): its own
@@ -73,6 +84,10 @@ class ClusterConfig:
 _NODE_KEYS = {"listen", "web", "peer_listen", "advertise", "peer_advertise", "data_dir"}
 _TOP_KEYS = {"cluster", "history", "history_bytes", "secrets", "limits", "nodes",
              "request_timeout", "data_dir", "snapshot_entries"}
+_PEER_AUTH_KEYS = ("peer_secret_file", "peer_cert", "peer_key", "peer_ca")
+_TOP_KEYS |= {*_PEER_AUTH_KEYS, "insecure_peers"}
+_TOP_KEYS |= {"web_hosts", "protect_metrics", "web_limits"}
+_TOP_KEYS |= {"client_ca"}
 
 
 def load(path):
@@ -107,7 +122,30 @@ def parse(data, source="<config>"):
         data_dir=str(data.get("data_dir", DEFAULT_DATA_DIR)),
         snapshot_entries=_positive(data.get("snapshot_entries", DEFAULT_SNAPSHOT_ENTRIES),
                                    "snapshot_entries", source),
+        insecure_peers=_flag(data.get("insecure_peers", False), "insecure_peers", source),
+        **{key: str(data[key]) for key in _PEER_AUTH_KEYS if data.get(key)},
+        client_ca=str(data["client_ca"]) if data.get("client_ca") else None,
+        web=_web_options(data, source),
     )
+
+
+def _web_options(data, source):
+    """WebOptions from ``web_hosts``, ``protect_metrics`` and ``web_limits``."""
+    tunables = data.get("web_limits") or {}
+    _reject_unknown(tunables, set(TUNABLES), f"{source}: web_limits")
+    try:
+        return WebOptions(
+            hosts=data.get("web_hosts") or (),
+            protect_metrics=_flag(data.get("protect_metrics", False), "protect_metrics", source),
+            **tunables)
+    except (WebOptionError, TypeError) as e:
+        raise ConfigError(f"{source}: {e}") from None
+
+
+def _flag(value, key, source):
+    if not isinstance(value, bool):
+        raise ConfigError(f"{source}: {key} must be true or false")
+    return value
 
 
 def _reject_unknown(mapping, allowed, where):
@@ -196,6 +234,14 @@ def resolve(options, environ=os.environ):
     overrides = {"secrets": secrets}
     if options.get("cluster"):
         overrides["cluster"] = options["cluster"]
+    for key in _PEER_AUTH_KEYS:
+        if options.get(key):
+            overrides[key] = options[key]
+    if options.get("insecure_peers"):
+        overrides["insecure_peers"] = True
+    if options.get("client_ca"):
+        overrides["client_ca"] = options["client_ca"]
+    overrides["web"] = _web_overrides(cluster.web, options)
     for key in ("history", "history_bytes", "snapshot_entries"):
         if options.get(key) is not None:
             overrides[key] = _positive(options[key], key, "command line")
@@ -203,3 +249,15 @@ def resolve(options, environ=os.environ):
         overrides["request_timeout"] = _seconds(
             options["request_timeout"], "request_timeout", "command line")
     return attrs.evolve(cluster, **overrides), node
+
+
+def _web_overrides(web, options):
+    """``--web-host`` (replaces the file's ``web_hosts``) and ``--protect-metrics``."""
+    try:
+        if options.get("web_host"):
+            web = attrs.evolve(web, hosts=options["web_host"])
+    except WebOptionError as e:
+        raise ConfigError(f"--web-host: {e}") from None
+    if options.get("protect_metrics"):
+        web = attrs.evolve(web, protect_metrics=True)
+    return web

@@ -190,7 +190,7 @@ class Node:
     def set(self, path, rev, value):
         """Deferred new revision of the file."""
         try:
-            check_path(path, self.limits.max_path)
+            check_path(path, self.limits.max_path, self.limits.max_depth)
             if len(value) > self.limits.max_value:
                 raise DoozerError(ErrCode.OTHER, "value too large")
         except DoozerError as e:
@@ -200,7 +200,7 @@ class Node:
     def delete(self, path, rev):
         """Deferred revision of the deletion."""
         try:
-            check_path(path, self.limits.max_path)
+            check_path(path, self.limits.max_path, self.limits.max_depth)
         except DoozerError as e:
             return defer.fail(e)
         return self._write(DeleteFile(path, rev))

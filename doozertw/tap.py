@@ -62,12 +62,34 @@ class Options(usage.Options):
         ["snapshot-entries", None, None,
          "Snapshot the store and truncate the log every this many entries "
          f"[default: {config.DEFAULT_SNAPSHOT_ENTRIES}].", int],
+        ["peer-secret-file", None, None,
+         "File holding the cluster secret peers prove they know (docs/security.md)."],
+        ["peer-cert", None, None, "This node's PEM certificate for mutual TLS between peers."],
+        ["peer-key", None, None, "The PEM private key of --peer-cert."],
+        ["peer-ca", None, None, "The cluster CA (PEM) peer certificates must be signed by."],
+        ["client-ca", None, None,
+         "Require client certificates signed by this CA (PEM) on the client port "
+         "(an ssl: --listen); a verified certificate grants read-write without ACCESS."],
     ]
     optFlags = [
         ["in-memory", None,
          "Keep no state on disk (doozerd's behaviour): a restarted node comes "
          "back empty; UNSAFE if a majority of the cluster restarts at once."],
+        ["insecure-peers", None,
+         "Accept unauthenticated peers (trusted networks only): anyone who can "
+         "reach the peer port can then join, write and disrupt the cluster."],
+        ["protect-metrics", None,
+         "/metrics and /health need the read secret (default: open, as "
+         "Prometheus expects)."],
     ]
+
+    def opt_web_host(self, value):
+        self.setdefault("web-host", []).append(value)
+
+    opt_web_host.__doc__ = (
+        "A Host name the web port accepts besides its own address and localhost "
+        "(NAME or NAME:PORT; repeatable or comma-separated; '*' accepts any Host: "
+        "UNSAFE, it allows DNS rebinding).")
 
     def opt_version(self):
         """Print the version and exit."""
@@ -78,6 +100,8 @@ class Options(usage.Options):
         try:
             self.cluster, self.node = config.resolve(
                 {key.replace("-", "_"): value for key, value in self.items()})
+            from doozertw.peer.security import for_node
+            for_node(self.cluster, self.node)  # refuse before opening storage
             self.storage = open_storage(self.cluster, self.node)
         except (OSError, config.ConfigError) as e:
             raise usage.UsageError(str(e)) from None
@@ -111,7 +135,11 @@ class ListeningService(service.Service):
 
     log = Logger()
 
-    def __init__(self, description, factory, reactor=None, on_listening=None):
+    def __init__(self, description, factory, reactor=None, on_listening=None,
+                 make_endpoint=None):
+        """``make_endpoint(reactor, factory)`` -> (endpoint, factory) replaces
+        ``serverFromString`` (doozertw.tlsutil.mutual_tls_endpoint)."""
+        self._make_endpoint = make_endpoint
         self.description = description
         self.factory = factory
         self.port = None
@@ -122,7 +150,11 @@ class ListeningService(service.Service):
         super().startService()
         from twisted.internet import reactor as global_reactor
         reactor = self._reactor or global_reactor
-        listening = serverFromString(reactor, self.description).listen(self.factory)
+        if self._make_endpoint is not None:
+            endpoint, factory = self._make_endpoint(reactor, self.factory)
+        else:
+            endpoint, factory = serverFromString(reactor, self.description), self.factory
+        listening = endpoint.listen(factory)
         failures = []
         listening.addCallbacks(self._listening, failures.append)
         if failures:
@@ -167,6 +199,8 @@ def build(cluster, me, reactor=None, storage=None):
     top = service.MultiService()
     if is_clustered(cluster, me):
         from doozertw.cluster.service import ClusterService
+        from doozertw.peer.security import for_node
+        security = for_node(cluster, me)
         if storage is None:
             storage = open_storage(cluster, me, reactor)
         voters = cluster.voters() or ({} if me.attach else {me.name: me.peer_listen})
@@ -176,7 +210,7 @@ def build(cluster, me, reactor=None, storage=None):
             timeout=me.timeout, request_timeout=cluster.request_timeout,
             attach=me.attach, secret=cluster.secrets.rw,
             peer_advertise=me.peer_advertise, storage_provider=storage,
-            snapshot_entries=cluster.snapshot_entries)
+            snapshot_entries=cluster.snapshot_entries, peer_security=security)
         member.setServiceParent(top)
         node = member.node
 
@@ -190,14 +224,46 @@ def build(cluster, me, reactor=None, storage=None):
             node.describe_self(me.advertise or _address(port), voter_slot=0)
 
     client = ListeningService(
-        me.listen, ClientPortFactory(node, cluster.secrets, cluster.limits, reactor),
-        reactor, on_listening=announce)
+        me.listen, ClientPortFactory(node, cluster.secrets, cluster.limits, reactor,
+                                     certificate_grants=bool(cluster.client_ca)),
+        reactor, on_listening=announce, make_endpoint=_client_endpoint(cluster, me))
+    _warn_cleartext(cluster, me)
     client.setServiceParent(top)
     if me.web != config.DISABLED:
         from doozertw.frontends.web import make_web_site
-        site = make_web_site(node, cluster.secrets, cluster.limits, reactor=reactor)
+        site = make_web_site(node, cluster.secrets, cluster.limits, reactor=reactor,
+                             options=cluster.web)
         ListeningService(me.web, site, reactor).setServiceParent(top)
     return node, top
+
+
+def _client_endpoint(cluster, me):
+    """The client port's endpoint maker under ``--client-ca``, else None."""
+    if not cluster.client_ca:
+        return None
+    from doozertw.tlsutil import mutual_tls_endpoint
+
+    def make(reactor, factory):
+        return mutual_tls_endpoint(reactor, me.listen, cluster.client_ca, factory)
+    return make
+
+
+def _warn_cleartext(cluster, me):
+    """One warning line when secrets are set and the client or web port is
+    plain TCP off loopback: a secret sent there would travel in clear."""
+    if not cluster.secrets.enabled:
+        return
+    from doozertw.tlsutil import cleartext_exposure
+    ports = [("client port", me.listen)]
+    if me.web != config.DISABLED:
+        ports.append(("web port", me.web))
+    exposed = [f"{port} {description} ({why})" for port, description in ports
+               if (why := cleartext_exposure(description)) is not None]
+    if exposed:
+        ListeningService.log.warn(
+            "secrets are set but {exposed} listen on plain TCP off loopback: a "
+            "secret would travel in clear; use ssl: endpoints (docs/security.md)",
+            exposed=" and ".join(exposed))
 
 
 def makeService(options):

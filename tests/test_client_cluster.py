@@ -58,7 +58,9 @@ class Cluster:
         self.client_ports = dict(zip(NAMES, ports[::2]))
         peer_ports = dict(zip(NAMES, ports[1::2]))
         self.config = tmp_path / "cluster.yaml"
-        self.config.write_text(yaml.safe_dump({"cluster": "demo", "nodes": {
+        (tmp_path / "peer-secret").write_text("client-test-secret-" * 3)
+        self.config.write_text(yaml.safe_dump({"cluster": "demo",
+                                               "peer_secret_file": "peer-secret", "nodes": {
             name: {"listen": f"tcp:{self.client_ports[name]}:interface=127.0.0.1",
                    "web": "none",
                    "peer_listen": f"tcp:{peer_ports[name]}:interface=127.0.0.1"}

@@ -78,8 +78,15 @@ def test_data_dir_templates_and_options(tmp_path):
         config.parse({"snapshot_entries": 0})
 
 
+def secret_file(tmp_path):
+    path = tmp_path / "peer-secret"
+    path.write_text("s3cret-" * 8)
+    return str(path)
+
+
 def test_cluster_file_builds_a_cluster_node(tmp_path):
-    cluster = config.parse({"cluster": "c", "data_dir": str(tmp_path), "nodes": {
+    cluster = config.parse({"cluster": "c", "data_dir": str(tmp_path),
+                            "peer_secret_file": secret_file(tmp_path), "nodes": {
         name: {"listen": f"tcp:{8046 + i}:interface=127.0.0.1", "web": "none",
                "peer_listen": f"tcp:{7046 + i}:interface=127.0.0.1"}
         for i, name in enumerate(["n1", "n2", "n3"])}})
@@ -109,7 +116,8 @@ def test_dial_endpoint_rejects_nonsense():
 
 def test_peer_advertise_and_a_private_peer_port(tmp_path):
     path = tmp_path / "c.yaml"
-    path.write_text(yaml.safe_dump({"data_dir": str(tmp_path), "nodes": {
+    path.write_text(yaml.safe_dump({"data_dir": str(tmp_path),
+                                    "peer_secret_file": secret_file(tmp_path), "nodes": {
         name: {"listen": f"tcp:{8046 + i}:interface=127.0.0.1", "web": "none",
                "peer_listen": f"tcp:{7046 + i}:interface=127.0.0.1"}
         for i, name in enumerate(["n1", "n2", "n3"])}}))

@@ -381,8 +381,10 @@ async def test_doozer_members_and_peer_rtt_over_tcp():
     nodes = {name: {"listen": f"tcp:{free_port()}:interface=127.0.0.1", "web": "none",
                     "peer_listen": f"tcp:{free_port()}:interface=127.0.0.1"}
              for name in VOTERS}
-    cluster = config.parse({"cluster": "tcp-status", "nodes": nodes,
-                            "data_dir": tempfile.mkdtemp(prefix="doozer-status-")})
+    from doozertw.testing.cluster_harness import write_peer_secret
+    data_dir = tempfile.mkdtemp(prefix="doozer-status-")
+    cluster = config.parse({"cluster": "tcp-status", "nodes": nodes, "data_dir": data_dir,
+                            "peer_secret_file": write_peer_secret(data_dir)})
     services = {}
     try:
         for name, me in cluster.nodes.items():

@@ -11,6 +11,7 @@ from twisted.internet.task import deferLater
 from doozertw import config, tap
 from doozertw.client import DoozerClient
 from doozertw.store import CLOBBER, Glob
+from doozertw.testing.cluster_harness import write_peer_secret
 from doozertw.testing.node_process import free_ports
 
 
@@ -34,8 +35,9 @@ def cluster_file(names):
     for name in names:
         nodes[name] = {"listen": f"tcp:{free_port()}:interface=127.0.0.1", "web": "none",
                        "peer_listen": f"tcp:{free_port()}:interface=127.0.0.1"}
-    return config.parse({"cluster": "tcp-cluster", "nodes": nodes,
-                         "data_dir": tempfile.mkdtemp(prefix="doozer-tcp-")})
+    data_dir = tempfile.mkdtemp(prefix="doozer-tcp-")
+    return config.parse({"cluster": "tcp-cluster", "nodes": nodes, "data_dir": data_dir,
+                         "peer_secret_file": write_peer_secret(data_dir)})
 
 
 def client_addr(node_config):

@@ -65,7 +65,9 @@ def until(predicate, timeout=15.0):
 def test_kill_the_leader_and_restart_it(tmp_path):
     ports = {n: (free_port(), free_port()) for n in ("n1", "n2", "n3")}
     config = tmp_path / "cluster.yaml"
-    config.write_text(yaml.safe_dump({"cluster": "drill", "nodes": {
+    (tmp_path / "peer-secret").write_text("twistd-test-secret-" * 3)
+    config.write_text(yaml.safe_dump({"cluster": "drill", "peer_secret_file": "peer-secret",
+                                      "nodes": {
         n: {"listen": f"tcp:{c}:interface=127.0.0.1", "web": "none",
             "peer_listen": f"tcp:{p}:interface=127.0.0.1"} for n, (c, p) in ports.items()}}))
     procs = {n: Proc(tmp_path, config, n) for n in ports}

@@ -173,7 +173,7 @@ def test_garbage_gets_errors_and_node_keeps_serving(node_ports):
 def test_web_port_serves_the_view(node_ports):
     _, web = node_ports
     with socket.create_connection(("127.0.0.1", web), timeout=10) as s:
-        s.sendall(b"GET / HTTP/1.0\r\nHost: localhost\r\n\r\n")
+        s.sendall(b"GET / HTTP/1.0\r\nHost: localhost:%d\r\n\r\n" % web)
         data = b""
         while chunk := s.recv(65536):
             data += chunk

@@ -77,6 +77,7 @@ class Conn:
         return self
 
     def raw(self):
+        self.clock.advance(0)        # later reactor turns (limits.max_batch per turn)
         out = self.transport.value()
         self.transport.clear()
         return out

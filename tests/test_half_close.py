@@ -1,4 +1,5 @@
-"""A client that half-closes (``printf ... | nc host 8046``) still gets every answer."""
+"""A client that half-closes (``printf ... | nc host 8046``) still gets every answer;
+its waits and watches end at once (a closed client looks the same)."""
 
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
@@ -30,24 +31,23 @@ def test_text_answers_every_command_then_closes(node):
     assert transport.disconnecting
 
 
-def test_text_pending_wait_is_answered_before_closing(node):
+def test_text_pending_wait_is_abandoned_on_half_close(node):
+    """A closed client looks half-closed: its wait must not outlive it."""
     proto, transport = _text(node)
     proto.dataReceived(b"wait /later 1\r\nrev\r\n")
     proto.readConnectionLost()
-    assert not transport.disconnecting and transport.value() == b""
-    node.set("/later", -1, b"now")
-    # rev ran when it was read (rev 0); its answer waited behind the wait's
-    assert transport.value() == b"OK EVENT set 1 /later 3\r\nnow\r\nOK REV 0\r\n"
+    assert node.store.watch_count == 0
+    assert transport.value() == (b"ERR OTHER abandoned: the client closed its side\r\n"
+                                 b"OK REV 0\r\n")
     assert transport.disconnecting
 
 
-def test_text_watch_keeps_streaming_after_half_close(node):
+def test_text_watch_ends_on_half_close(node):
     proto, transport = _text(node)
     proto.dataReceived(b"watch /w/*\r\n")
     proto.readConnectionLost()
-    node.set("/w/a", -1, b"1")
-    assert b"EVENT 1 set 1 /w/a 1\r\n1\r\n" in transport.value()
-    assert not transport.disconnecting
+    assert node.store.watch_count == 0
+    assert transport.value() == b"OK WATCHING 1\r\n" and transport.disconnecting
 
 
 def test_text_commands_held_by_the_in_flight_limit_are_still_answered(node):
@@ -77,13 +77,12 @@ def test_doozer_answers_every_request_then_closes(node):
     assert transport.value().count(b"\x00\x00\x00") == 2
 
 
-def test_doozer_waits_for_a_pending_wait_before_closing(node):
+def test_doozer_abandons_a_pending_wait_on_half_close(node):
     proto, transport = _doozer(node)
     proto.dataReceived(frame(Request(tag=1, verb=VERBS["WAIT"], path="/a", rev=1)))
     proto.readConnectionLost()
-    assert not transport.disconnecting
-    node.set("/a", -1, b"x")
-    assert transport.disconnecting and b"/a" in transport.value()
+    assert node.store.watch_count == 0
+    assert transport.disconnecting and b"abandoned" in transport.value()
 
 
 def test_client_port_forwards_the_half_close_to_the_chosen_protocol(node):

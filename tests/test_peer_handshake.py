@@ -31,7 +31,7 @@ def test_acceptor_answers_hello_with_its_own():
 def test_unknown_version_is_refused_with_bad_version():
     b = Hub("b")
     server, st = accept_raw(b)
-    server.dataReceived(hello_frame(version=2))
+    server.dataReceived(hello_frame(version=3))
     [(kind, content)] = frames_written(st)
     assert kind is FrameKind.REFUSE
     assert Refusal.decode(content).code is RefuseCode.BAD_VERSION

@@ -27,13 +27,14 @@ class Hub:
     """A PeerTransport on its own fake reactor, recording what it receives."""
 
     def __init__(self, name, peers=None, cluster=CLUSTER, limits=PeerLimits(),
-                 seed=1, faults=None):
+                 seed=1, faults=None, security=None):
         self.reactor = MemoryReactorClock()
         self.received = []
         self.transport = PeerTransport(
             name, cluster, peers or {}, self._on_message, reactor=self.reactor,
             limits=limits, rng=random.Random(seed),
-            faults=faults if faults is not None else FaultInjector(random.Random(seed)))
+            faults=faults if faults is not None else FaultInjector(random.Random(seed)),
+            security=security)
 
     def _on_message(self, sender, payload):
         self.received.append((sender, payload))

@@ -83,6 +83,12 @@ class DiskMatchesMemory(RuleBasedStateMachine):
             self.fs.crash()
         self.disk = DiskStorage.open(self.fs, "/d", "clu", "n1",
                                      segment_size=SEG)
+        if crash and self.disk.hard_state != self.mem.hard_state:
+            # a change of the commit index alone is not fsynced: a crash may
+            # lose it, never a term or a vote
+            kept, meant = self.disk.hard_state, self.mem.hard_state
+            assert (kept.term, kept.vote) == (meant.term, meant.vote)
+            self.mem.hard_state = kept
 
     @invariant()
     def same_state(self):

@@ -33,7 +33,7 @@ EXAMPLES = [
     m.ReadIndexRequest("n2", "n1", 4, b"read-1"),
     m.ReadIndexResponse("n1", "n2", 4, b"read-1", 12),
     m.TimeoutNow("n1", "n2", 4),
-    m.Heartbeat("nœud-é", "n2", 2 ** 64 - 1, 0),
+    m.Heartbeat("nœud-é", "n2", codec.MAX_DECODED, 0),
 ]
 
 
@@ -102,7 +102,7 @@ def test_conf_change_round_trips_and_rejects_garbage():
 
 
 ids = st.text(min_size=1, max_size=8)
-u64 = st.integers(min_value=0, max_value=2 ** 64 - 1)
+u64 = st.integers(min_value=0, max_value=codec.MAX_DECODED)
 entries = st.lists(st.builds(Entry, u64, u64, st.sampled_from(list(EntryKind)),
                              st.binary(max_size=50)), max_size=5)
 

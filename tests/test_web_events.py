@@ -21,7 +21,7 @@ def test_snapshot_then_every_change(node):
     assert first[0] == {"type": "snapshot", "rev": 2, "epoch": site.api.epoch, "path": "/",
                         "files": [
         {"path": "/a/x", "rev": 1, "value": "1", "encoding": "utf-8"},
-        {"path": "/b", "rev": 2, "value": "/w==", "encoding": "base64"}]}
+        {"path": "/b", "rev": 2, "value": "/w==", "encoding": "base64"}], "more": False}
     node.set("/a/x", -1, b"2")
     node.delete("/b", -1)
     events = of_type(ws.messages(), "event")

@@ -14,6 +14,7 @@
     files: new Map(),          // path -> {rev, value, encoding}
     lastRev: null,             // highest revision fully seen
     epoch: null,               // the server's run of the store lastRev belongs to
+    loading: null,             // a snapshot arriving in pages: {rev, epoch, files}
     socket: null,
     backoff: 500,
     retryTimer: null,
@@ -55,6 +56,7 @@
     ws.onmessage = (m) => onMessage(JSON.parse(m.data));
     ws.onclose = () => {
       if (state.socket !== ws) return;
+      state.loading = null;  // a partial snapshot is dropped; the next connection starts over
       const delay = Math.min(state.backoff, 15000) * (0.8 + Math.random() * 0.4);
       state.backoff = Math.min(state.backoff * 2, 15000);
       setConn("closed", "disconnected — retrying in " + Math.round(delay / 1000) + "s");
@@ -71,6 +73,7 @@
   function onMessage(msg) {
     switch (msg.type) {
       case "snapshot": return onSnapshot(msg);
+      case "snapshot_page": return onSnapshotPage(msg);
       case "resumed": state.backoff = 500; state.epoch = msg.epoch; setConn("open", "live"); return;
       case "event": return onEvent(msg);
       case "status": return onStatus(msg);
@@ -89,14 +92,34 @@
     }
   }
 
+  // A snapshot may come in pages: "snapshot" (with "more") then
+  // "snapshot_page" messages until "more" is false. The tree and the
+  // revision to resume from change only once the last page is in, so a
+  // connection lost half-way never leaves a partial tree that looks whole.
   function onSnapshot(msg) {
+    state.loading = { rev: msg.rev, epoch: msg.epoch, files: new Map() };
+    addSnapshotFiles(msg);
+  }
+
+  function onSnapshotPage(msg) {
+    if (!state.loading || state.loading.rev !== msg.rev) return;
+    addSnapshotFiles(msg);
+  }
+
+  function addSnapshotFiles(msg) {
+    const loading = state.loading;
+    for (const f of msg.files) loading.files.set(f.path, f);
+    if (msg.more) {
+      setConn("connecting", "loading " + loading.files.size + " files…");
+      return;
+    }
+    state.loading = null;
     state.backoff = 500;
     setConn("open", "live");
-    state.files = new Map();
-    for (const f of msg.files) state.files.set(f.path, f);
-    state.epoch = msg.epoch;
+    state.files = loading.files;
+    state.epoch = loading.epoch;
     state.lastRev = null;
-    seeRev(msg.rev);
+    seeRev(loading.rev);
     renderTree();
   }
 
@@ -219,7 +242,7 @@
   // -- cluster and load ----------------------------------------------------
 
   function onStatus(msg) {
-    seeRev(msg.rev);
+    if (!state.loading) seeRev(msg.rev);
     renderCluster(msg.cluster);
     state.samples.push({ t: msg.time, reads: msg.reads, writes: msg.writes });
     if (state.samples.length > 2) state.samples.shift();
@@ -428,6 +451,7 @@
       $("#subtree").textContent = state.subtree;
       state.lastRev = null;
       state.epoch = null;
+      state.loading = null;
       state.files = new Map();
       renderTree();
       if (state.socket) { const old = state.socket; state.socket = null; old.close(); }

@@ -4,7 +4,8 @@ Same API shape as the Twisted client, but every call returns its result.
 It speaks the same protocol through the same pure core (``core``,
 ``plans``), so it is a peer of the Twisted client rather than a wrapper:
 a script, a thread of a bigger program or a program that runs its own
-Twisted reactor can all use it, and it starts instantly.
+Twisted reactor can all use it, and it starts instantly. With ``tls`` (a
+ClientTLS, or ``tls_ca=`` in the URI) it speaks TLS and verifies the server.
 
 Pipelining: ``many(calls)`` and the helpers (``getdir_all``, ``walk_all``,
 ``find``) send a batch of requests before reading any answer; answers are
@@ -21,6 +22,7 @@ applied). If no address answers in time every call raises ConnectionLost
 """
 
 import socket
+import ssl
 import time
 
 from doozertw.client import plans
@@ -59,9 +61,10 @@ class BlockingClient(Verbs):
 
     def __init__(self, target, secret=None, connect_timeout=5.0, suspend_timeout=30.0,
                  retry_delay=0.1, max_retry_delay=2.0, open_socket=None,
-                 sleep=time.sleep, monotonic=time.monotonic):
-        self.uri = resolve(target, secret)
+                 sleep=time.sleep, monotonic=time.monotonic, tls=None):
+        self.uri = resolve(target, secret, tls)
         self._secret = self.uri.secret
+        self._tls_context = self.uri.tls.ssl_context() if self.uri.tls else None
         self.connect_timeout = connect_timeout
         self.suspend_timeout = suspend_timeout
         self.retry_delay = retry_delay
@@ -152,6 +155,8 @@ class BlockingClient(Verbs):
     def _open(self, address):
         sock = self._open_socket((address.host, address.port), self.connect_timeout)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if self._tls_context is not None:
+            sock = self._wrap_tls(sock, address)
         sock.settimeout(None)
         self._sock = sock
         self._reader = FrameReader()
@@ -174,6 +179,16 @@ class BlockingClient(Verbs):
         self._orphans = []
         self.address = address
         self._set_state(CONNECTED)
+
+    def _wrap_tls(self, sock, address):
+        """``sock`` after a verified TLS handshake (within connect_timeout);
+        a failed verification raises ConnectionLost naming the reason."""
+        try:
+            return self._tls_context.wrap_socket(
+                sock, server_hostname=self.uri.tls.server_name(address.host))
+        except ssl.SSLError as e:
+            sock.close()
+            raise ConnectionLost(f"TLS to {address} failed: {e.reason or e}") from None
 
     def _refused(self, error):
         """The server refused our secret: fail everything waiting, stay LOST."""
@@ -244,7 +259,7 @@ class BlockingClient(Verbs):
             try:
                 self._sock.settimeout(left)
                 data = self._sock.recv(65536)
-            except (TimeoutError, BlockingIOError):
+            except (TimeoutError, BlockingIOError, ssl.SSLWantReadError):
                 if deadline is not None and self._now() >= deadline:
                     raise WaitTimeout() from None
                 continue

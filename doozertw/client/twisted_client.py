@@ -23,8 +23,10 @@ and NOP fail with ConnectionLost, because they may have been applied.
 import enum
 
 from twisted.internet import defer
-from twisted.internet.endpoints import HostnameEndpoint, connectProtocol
+from twisted.internet.endpoints import HostnameEndpoint, connectProtocol, wrapClientTLS
+from twisted.internet.interfaces import IHandshakeListener
 from twisted.logger import Logger
+from zope.interface import implementer
 from twisted.python.failure import Failure
 
 from doozertw.client.core import ConnectionLost, WaitTimeout, call
@@ -43,16 +45,47 @@ class State(enum.Enum):
 
 
 class TCPConnector:
-    """``connector(address)`` -> Deferred DoozerClientProtocol over TCP."""
+    """``connector(address)`` -> Deferred DoozerClientProtocol over TCP,
+    or over TLS when ``tls`` (a ClientTLS) is given: the server's
+    certificate must chain to ``tls.ca`` and name the host dialed (or
+    ``tls.name``); a failed verification fails the connection attempt."""
 
-    def __init__(self, reactor, timeout=5.0):
+    def __init__(self, reactor, timeout=5.0, tls=None):
         self.reactor = reactor
         self.timeout = timeout
+        self.tls = tls
 
     def __call__(self, address):
         endpoint = HostnameEndpoint(self.reactor, address.host, address.port,
                                     timeout=self.timeout)
-        return connectProtocol(endpoint, DoozerClientProtocol())
+        if self.tls is None:
+            return connectProtocol(endpoint, DoozerClientProtocol())
+        endpoint = wrapClientTLS(self.tls.twisted_options(address.host), endpoint)
+        d = connectProtocol(endpoint, TLSClientProtocol())
+        d.addCallback(lambda proto: proto.handshake)
+        return d
+
+
+@implementer(IHandshakeListener)
+class TLSClientProtocol(DoozerClientProtocol):
+    """A DoozerClientProtocol whose ``handshake`` Deferred fires with itself
+    once the TLS handshake (server verified) completed, or fails with
+    ConnectionLost naming the reason if the connection ends before that:
+    the connection attempt fails instead of counting as connected."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.handshake = defer.Deferred()
+
+    def handshakeCompleted(self):
+        if not self.handshake.called:
+            self.handshake.callback(self)
+
+    def connectionLost(self, reason=None):
+        if not self.handshake.called:
+            why = reason.getErrorMessage() if reason is not None else "connection lost"
+            self.handshake.errback(ConnectionLost(f"TLS handshake failed: {why}"))
+        super().connectionLost(reason)
 
 
 class _Request:
@@ -72,13 +105,14 @@ class DoozerClient(Verbs):
     log = Logger()
 
     def __init__(self, target, secret=None, reactor=None, connector=None,
-                 suspend_timeout=30.0, retry_delay=0.1, max_retry_delay=2.0):
+                 suspend_timeout=30.0, retry_delay=0.1, max_retry_delay=2.0, tls=None):
         if reactor is None:
             from twisted.internet import reactor
         self.reactor = reactor
-        self.uri = resolve(target, secret)
+        self.uri = resolve(target, secret, tls)
         self._secret = self.uri.secret
-        self._connector = connector if connector is not None else TCPConnector(reactor)
+        self._connector = (connector if connector is not None
+                           else TCPConnector(reactor, tls=self.uri.tls))
         self.suspend_timeout = suspend_timeout
         self.retry_delay = retry_delay
         self.max_retry_delay = max_retry_delay

@@ -4,11 +4,18 @@
 a secret the client presents with ACCESS on every connection. This is the
 Go client's format; like it, a URI without the ``doozer:?`` prefix or
 without any address is invalid (there is no DzNS boot lookup here).
+
+TLS (doozertw only): ``tls_ca=FILE`` makes the client speak TLS and verify
+the server's certificate against that CA (and the host dialed, or
+``tls_name=NAME``); ``tls_cert=FILE`` and ``tls_key=FILE`` add a client
+certificate (see docs/security.md).
 """
 
 import urllib.parse
 
 import attrs
+
+from doozertw.tlsutil import ClientTLS, TLSConfigError, client_tls
 
 PREFIX = "doozer:?"
 DEFAULT_PORT = 8046
@@ -34,6 +41,10 @@ class DoozerURI:
     addresses: tuple
     cluster: str | None = None
     secret: bytes | None = None
+    tls: ClientTLS | None = None
+
+
+TLS_KEYS = ("tls_ca", "tls_cert", "tls_key", "tls_name")
 
 
 def parse_address(text, default_port=DEFAULT_PORT):
@@ -72,34 +83,52 @@ def parse_uri(uri):
         raise InvalidURI("invalid uri")
     cluster = query.get("cn", [None])[0]
     secret = query.get("sk", [None])[0]
-    return DoozerURI(addresses, cluster, secret.encode("utf-8") if secret is not None else None)
+    tls = _tls_of(query)
+    return DoozerURI(addresses, cluster,
+                     secret.encode("utf-8") if secret is not None else None, tls)
 
 
-def make_uri(addresses, cluster=None, secret=None):
-    """The URI naming ``addresses`` (and a cluster name and secret)."""
+def _tls_of(query):
+    try:
+        return client_tls(*(query.get(key, [None])[0] for key in TLS_KEYS))
+    except TLSConfigError as e:
+        raise InvalidURI(str(e)) from None
+
+
+def make_uri(addresses, cluster=None, secret=None, tls=None):
+    """The URI naming ``addresses`` (and a cluster name, secret and ClientTLS)."""
     pairs = [("ca", str(parse_address(a))) for a in addresses]
     if cluster:
         pairs.append(("cn", cluster))
     if secret:
         pairs.append(("sk", secret.decode("utf-8") if isinstance(secret, bytes) else secret))
-    return PREFIX + urllib.parse.urlencode(pairs, safe=":[]")
+    if tls is not None:
+        values = (tls.ca, tls.cert, tls.key, tls.name)
+        pairs.extend((key, value) for key, value in zip(TLS_KEYS, values) if value)
+    return PREFIX + urllib.parse.urlencode(pairs, safe=":[]/")
 
 
-def resolve(target, secret=None):
-    """A DoozerURI from a URI string, one address, or a list of addresses."""
+def resolve(target, secret=None, tls=None):
+    """A DoozerURI from a URI string, one address, or a list of addresses.
+
+    ``secret`` and ``tls`` (a ClientTLS) override the URI's own.
+    """
     if isinstance(target, DoozerURI):
-        return target
-    if isinstance(target, str):
-        if target.startswith(PREFIX):
-            parsed = parse_uri(target)
-            if secret is not None:
-                parsed = attrs.evolve(parsed, secret=_bytes(secret))
-            return parsed
-        target = [target]
-    addresses = tuple(parse_address(a) for a in target)
-    if not addresses:
-        raise InvalidURI("no address given")
-    return DoozerURI(addresses, None, _bytes(secret))
+        parsed = target
+    elif isinstance(target, str) and target.startswith(PREFIX):
+        parsed = parse_uri(target)
+    else:
+        if isinstance(target, str):
+            target = [target]
+        addresses = tuple(parse_address(a) for a in target)
+        if not addresses:
+            raise InvalidURI("no address given")
+        parsed = DoozerURI(addresses)
+    if secret is not None:
+        parsed = attrs.evolve(parsed, secret=_bytes(secret))
+    if tls is not None:
+        parsed = attrs.evolve(parsed, tls=tls)
+    return parsed
 
 
 def _bytes(secret):

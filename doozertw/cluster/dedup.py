@@ -119,6 +119,15 @@ class EntryApplier:
         self.store.restore(store_bytes)
         self.proposals.restore(table)
 
+    def check(self, data: bytes) -> None:
+        """DoozerError unless ``data`` is a cluster snapshot ``restore``
+        would load (nothing is changed)."""
+        from doozertw.store import Store
+        store_bytes, table = unpack_snapshot(data)
+        Store(history=self.store.history,
+              history_bytes=self.store.history_bytes).restore(store_bytes)
+        AppliedProposals().restore(table)
+
     def snapshot(self) -> bytes:
         """The cluster snapshot of the store and the table now."""
         return pack_snapshot(self.store.snapshot(), self.proposals)

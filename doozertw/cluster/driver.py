@@ -38,6 +38,7 @@ from __future__ import annotations
 import attrs
 from twisted.internet import defer, task
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from doozertw.cluster import envelope as env
 from doozertw.cluster.dedup import EntryApplier
@@ -47,6 +48,7 @@ from doozertw.consensus import (
     ConfState, RaftNode, Role, early_send_allowed, is_leader_early_message,
 )
 from doozertw.consensus.codec import CodecError
+from doozertw.errors import DoozerError
 from doozertw.consensus.messages import InstallSnapshot
 from doozertw.peer import PayloadTooLarge
 
@@ -224,7 +226,12 @@ class ClusterDriver:
             return
         self.last_heard[message.src] = self.reactor.seconds()
         if self.raft is not None and not self._processing:
+            dropped = self.raft.dropped
             self.call(RaftNode.step, message)
+            if self.raft is not None and self.raft.dropped != dropped:
+                kind, src, reason = self.raft.last_dropped
+                self.log.warn("dropped {kind} from {peer} ({src}): {reason}",
+                              kind=kind, peer=from_name, src=src, reason=reason)
 
     def _snapshot_chunk(self, from_name, chunk):
         try:
@@ -302,6 +309,8 @@ class ClusterDriver:
         while self._in_flight is None and self.raft.has_ready():
             rd = self.raft.ready()
             self._in_flight = rd
+            if rd.snapshot is not None and not self._snapshot_usable(rd.snapshot):
+                return
             self._sent_early = early_send_allowed(rd, self._durable_hard)
             if self._sent_early:
                 for message in rd.messages:
@@ -309,6 +318,17 @@ class ClusterDriver:
                         self._send_raft(message)
             self._persist(rd)
         self._maybe_compact()
+
+    def _snapshot_usable(self, snapshot):
+        """A received snapshot must restore before it is made durable (a
+        node that stored one it cannot load could never start again); one
+        that does not is fatal, like a failed disk."""
+        try:
+            self.applier.check(snapshot.data)
+        except DoozerError as exc:
+            self._persist_failed(Failure(exc), None)
+            return False
+        return True
 
     def _persist(self, rd):
         if self.persister is None:

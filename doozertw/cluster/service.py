@@ -10,6 +10,18 @@ link states from the PeerTransport. ``applied_every`` (seconds; off by
 default, since each write is a new revision on every node) periodically
 writes /ctl/node/<name>/applied; the web port's /v1/cluster shows live
 applied revisions instead.
+
+Peers are authenticated by the PeerTransport as ``peer_security`` says
+(doozertw.peer.security); a node with peers must have it unless started
+with ``--insecure-peers`` (loudly logged). Authenticated is not enough to
+steer Raft: ``sender_allowed`` hands a payload to the member only if it is
+a Probe, ProbeReply or JoinRequest (an authenticated joiner may ask), or
+its sender is a MEMBER: a node named in the Raft configuration or among
+the configured voters; a leader's replication messages from any
+authenticated peer (a member that lags behind the entry adding a new
+leader must still hear from it). A node that is not (yet) a member of a
+configuration itself accepts any authenticated sender (it learns the
+configuration from the leader that adds it).
 """
 
 from __future__ import annotations
@@ -23,14 +35,44 @@ from twisted.internet import defer
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
+from doozertw.cluster import envelope as env
 from doozertw.cluster.chunks import transport_link_view
 from doozertw.cluster.driver import Timing
 from doozertw.cluster.member import ClusterMember
+from doozertw.consensus import messages as msg
+from doozertw.consensus.messages import MESSAGE_TYPES
 from doozertw.errors import DoozerError, ErrCode
 from doozertw.peer import PeerTransport
+from doozertw.peer.security import PeerSecurity
 
 
 HAND_OVER_GRACE = 0.2
+
+OPEN_ENVELOPES = frozenset(
+    env.APP + bytes([env.ENVELOPE_TYPES.index(t)])
+    for t in (env.Probe, env.ProbeReply, env.JoinRequest))
+
+
+# A leader's replication reaches a member that has not yet seen the entry
+# adding that leader (it lags behind a promotion); refusing it would leave
+# that member behind for good. Terms protect these messages: an outsider's
+# stale term is answered with ours, and no vote is ever taken from one.
+LEADER_PAYLOADS = frozenset(
+    [env.RAFT + bytes([MESSAGE_TYPES.index(t)])
+     for t in (msg.AppendEntries, msg.Heartbeat, msg.InstallSnapshot)]
+    + [env.APP + bytes([env.ENVELOPE_TYPES.index(env.SnapshotChunk)])])
+
+
+def sender_allowed(payload, sender, members, self_is_member):
+    """May ``sender`` (an authenticated peer name) hand ``payload`` to the
+    member? Votes, acknowledgements, Forwards and their replies only from
+    ``members`` (names), or anyone while ``self_is_member`` is False; a
+    leader's replication (LEADER_PAYLOADS), Probe, ProbeReply and
+    JoinRequest from any authenticated peer."""
+    head = bytes(payload[:2])
+    if head in OPEN_ENVELOPES or head in LEADER_PAYLOADS:
+        return True
+    return not self_is_member or sender in members
 
 
 def _timing(request_timeout, snapshot_entries):
@@ -75,7 +117,8 @@ class ClusterService(service.Service):
     def __init__(self, name, voters, peer_listen, store, *, cluster_name="local",
                  limits=None, reactor=None, timeout=None, request_timeout=5.0,
                  attach=None, secret=None, peer_advertise=None, applied_every=None,
-                 storage_provider=None, snapshot_entries=None, on_fatal=None):
+                 storage_provider=None, snapshot_entries=None, on_fatal=None,
+                 peer_security=None):
         if reactor is None:
             from twisted.internet import reactor
         self.reactor = reactor
@@ -84,6 +127,9 @@ class ClusterService(service.Service):
         self.peer_listen = peer_listen
         self.attach = attach
         self.secret = secret
+        self.peer_security = peer_security if peer_security is not None else PeerSecurity()
+        self.refused_payloads = 0
+        self._refused_from = {}
         self.voter_endpoints = {n: dial_endpoint(a) for n, a in voters.items() if n != name}
         self.transport = None
         self._queued_peers = dict(self.voter_endpoints)
@@ -134,14 +180,40 @@ class ClusterService(service.Service):
 
     def _build_transport(self, cluster_name):
         self.transport = PeerTransport(self.name, cluster_name, {},
-                                       on_message=self.member.receive, reactor=self.reactor)
+                                       on_message=self._receive, reactor=self.reactor,
+                                       security=self.peer_security)
         for name, endpoint in self._queued_peers.items():
             self.transport.add_peer(name, endpoint)
+
+    def _members(self):
+        """(names allowed to steer Raft, whether this node is a member)."""
+        driver = self.member.driver
+        conf = driver.conf
+        names = {env.name_of(m) for m in conf.members()} | set(self.member.voters)
+        return names, driver.started and driver.member_id in conf.members()
+
+    def _receive(self, sender, payload):
+        """PeerTransport's on_message: authorise, then hand to the member."""
+        names, is_member = self._members()
+        if not sender_allowed(payload, sender, names, is_member):
+            self.refused_payloads += 1
+            count = self._refused_from[sender] = self._refused_from.get(sender, 0) + 1
+            if count & (count - 1) == 0:  # 1st, 2nd, 4th, 8th, ...: no log flood
+                self.log.warn("{node}: dropped a Raft message or Forward from non-member "
+                              "{peer} ({count} so far)", node=self.name, peer=sender,
+                              count=count)
+            return
+        self.member.receive(sender, payload)
 
     # -- lifecycle -------------------------------------------------------------------
 
     def startService(self):
         super().startService()
+        if not self.peer_security.authenticated and self.peer_security.allow_unauthenticated:
+            self.log.warn(
+                "INSECURE: {node} accepts UNAUTHENTICATED peers (--insecure-peers): anyone "
+                "who can reach its peer port can join, write and disrupt the cluster; "
+                "see docs/security.md", node=self.name)
         d = self._start()
         d.addErrback(self._failed)
         return d

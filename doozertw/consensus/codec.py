@@ -10,7 +10,10 @@ then each attrs field in declaration order:
   sorted), data
 
 ``decode(encode(m)) == m`` for every message; malformed input raises
-CodecError and never anything else.
+CodecError and never anything else. Decoding refuses an integer above
+MAX_DECODED (2^63 - 1, so it is also a valid signed 64-bit value), a node
+set with a duplicate or empty id: every decoded message re-encodes to the
+same bytes, and a term adopted from a peer leaves room to count up.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ _U64 = struct.Struct(">Q")
 _U32 = struct.Struct(">I")
 _U16 = struct.Struct(">H")
 _ENTRY_HEAD = struct.Struct(">QQB")
+MAX_DECODED = 2 ** 63 - 1
 
 
 class CodecError(ValueError):
@@ -83,7 +87,7 @@ class _Reader:
         return chunk
 
     def u64(self):
-        return _U64.unpack(self.take(8))[0]
+        return _in_range(_U64.unpack(self.take(8))[0])
 
     def boolean(self):
         b = self.take(1)[0]
@@ -104,19 +108,14 @@ class _Reader:
 
     def entries(self):
         count = _U32.unpack(self.take(4))[0]
-        out = []
-        for _ in range(count):
-            term, index, kind = _ENTRY_HEAD.unpack(self.take(_ENTRY_HEAD.size))
-            try:
-                kind = m.EntryKind(kind)
-            except ValueError as exc:
-                raise CodecError("bad entry kind") from exc
-            out.append(m.Entry(term, index, kind, self.blob()))
-        return tuple(out)
+        return tuple(_read_entry(self) for _ in range(count))
 
     def node_set(self):
         count = _U16.unpack(self.take(2))[0]
-        return frozenset(self.text() for _ in range(count))
+        ids = frozenset(self.text() for _ in range(count))
+        if len(ids) != count or "" in ids:
+            raise CodecError("duplicate or empty node id")
+        return ids
 
     def snapshot(self):
         index = self.u64()
@@ -190,13 +189,19 @@ def _decode_whole(data, read):
     return value
 
 
+def _in_range(value):
+    if value > MAX_DECODED:
+        raise CodecError(f"value out of range: {value}")
+    return value
+
+
 def _read_entry(r):
     term, index, kind = _ENTRY_HEAD.unpack(r.take(_ENTRY_HEAD.size))
     try:
         kind = m.EntryKind(kind)
     except ValueError as exc:
         raise CodecError("bad entry kind") from exc
-    return m.Entry(term, index, kind, r.blob())
+    return m.Entry(_in_range(term), _in_range(index), kind, r.blob())
 
 
 def encode_entry(entry: m.Entry) -> bytes:

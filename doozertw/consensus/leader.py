@@ -43,10 +43,15 @@ class LeaderMixin:
 
     def _step_leader(self, m):
         pr = self.progress.get(m.src)
+        if pr is None:
+            return  # not a member: nothing it says concerns the leader
         if isinstance(m, msg.ReadIndexRequest):
             self._leader_read(m.ctx, m.src)
             return
-        if pr is None:
+        acked = isinstance(m, msg.InstallSnapshotResponse) or (
+            isinstance(m, msg.AppendEntriesResponse) and not m.reject)
+        if acked and m.index > self.log.last_index():
+            self._drop(m, "acknowledges entries the leader does not have")
             return
         pr.recent_active = True
         if isinstance(m, msg.AppendEntriesResponse):

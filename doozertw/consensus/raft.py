@@ -25,6 +25,7 @@ from doozertw.consensus.ready import (
     ConfChangeInProgress, InvalidConfChange, NotLeader, PeerStatus,
     ReadState, Ready, Role, SoftState, Status,
 )
+from doozertw.consensus.validate import problem
 
 _LEADER_MESSAGES = (msg.AppendEntries, msg.Heartbeat, msg.InstallSnapshot)
 
@@ -75,6 +76,8 @@ class RaftNode(LeaderMixin):
         self.votes = {}
         self.read_only = ReadOnly()
         self.pending_reads = []
+        self.dropped = 0
+        self.last_dropped = None
         self._prev_hard = hs
         self._prev_soft = SoftState(None, Role.FOLLOWER)
         self.become_follower(self.term, None)
@@ -234,7 +237,18 @@ class RaftNode(LeaderMixin):
     # -- stepping ----------------------------------------------------------
 
     def step(self, m):
-        """Handle one message from a peer."""
+        """Handle one message from a peer.
+
+        Never raises for a message the codec decodes: a message no correct
+        peer could send (``validate.problem``), or one that would break a
+        log invariant (rewrite committed entries, an impossible membership
+        change), is dropped, counted in ``dropped`` and described in
+        ``last_dropped`` for the driver to log.
+        """
+        reason = problem(m)
+        if reason is not None:
+            self._drop(m, reason)
+            return
         if m.dst != self.id:
             return
         if m.term > self.term:
@@ -251,6 +265,10 @@ class RaftNode(LeaderMixin):
             self._step_follower(m)
         else:
             self._step_candidate(m)
+
+    def _drop(self, m, reason):
+        self.dropped += 1
+        self.last_dropped = (type(m).__name__, getattr(m, "src", None), reason)
 
     def _accept_higher_term(self, m):
         """Adopt m.term where appropriate; False means drop the message."""
@@ -302,7 +320,10 @@ class RaftNode(LeaderMixin):
             else:
                 self._handle_snapshot(m)
         elif isinstance(m, msg.TimeoutNow):
-            self.campaign(transfer=True)
+            if m.src == self.leader:
+                self.campaign(transfer=True)
+            else:
+                self._drop(m, "TimeoutNow not from the leader")
         elif isinstance(m, msg.ReadIndexResponse):
             self.read_states.append(ReadState(m.ctx, m.index))
 
@@ -310,6 +331,10 @@ class RaftNode(LeaderMixin):
         if m.prev_index < self.log.committed:
             self._send(msg.AppendEntriesResponse(
                 self.id, m.src, self.term, self.log.committed))
+            return
+        reason = self._unsafe_append(m)
+        if reason is not None:
+            self._drop(m, reason)
             return
         last = self.log.maybe_append(m.prev_index, m.prev_term, m.entries)
         if last is None:
@@ -322,6 +347,32 @@ class RaftNode(LeaderMixin):
         self._refresh_conf(m.entries)
         self.log.commit_to(min(m.commit, last))
         self._send(msg.AppendEntriesResponse(self.id, m.src, self.term, last))
+
+    def _unsafe_append(self, m):
+        """Why appending ``m.entries`` (prev_index >= commit) would break the
+        log, or None: a committed entry replaced, or a configuration change
+        that cannot apply (``ConfState.apply`` would raise later)."""
+        log = self.log
+        if not log.matches(m.prev_index, m.prev_term):
+            return None  # rejected without touching the log
+        effective = []
+        for i, e in enumerate(m.entries):
+            if log.term(e.index) != e.term:
+                if e.index <= log.committed:
+                    return "rewrites a committed entry"
+                effective.extend(m.entries[i:])
+                break
+            effective.append(log.slice(e.index, e.index + 1)[0])
+        if not any(e.kind == EntryKind.CONF_CHANGE for e in m.entries):
+            return None  # dropping a suffix keeps a valid conf sequence
+        conf = log.conf_at(m.prev_index)
+        try:
+            for e in effective:
+                if e.kind == EntryKind.CONF_CHANGE:
+                    conf = conf.apply(e.conf_change())
+        except ValueError:
+            return "impossible configuration change"
+        return None
 
     def _handle_heartbeat(self, m):
         last = self.log.last_index()

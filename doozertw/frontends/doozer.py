@@ -15,22 +15,34 @@ Per-connection contract:
   ``UNKNOWN_VERB``; missing arguments get ``MISSING_ARG``.
 - Errors of the node are answered with their code and detail; any other
   exception becomes ``OTHER`` and is logged, never raised to the transport.
-- With ``limits.max_in_flight`` requests unanswered the transport is paused
-  until answers drain; buffered frames are then parsed on.
+- Reading stops (the transport is paused; buffered frames wait) while
+  ``limits.max_in_flight`` requests or ``limits.max_writes_in_flight``
+  writes are unanswered, while the transport's output buffer is full (the
+  connection is its push producer), and for the rest of a reactor turn once
+  ``limits.max_batch`` requests or OUTPUT_BATCH bytes of replies were
+  handled in it (so one busy connection cannot starve the others).
+- Replies made while the output is full count as unsent; past
+  ``limits.max_unsent`` of them the connection is aborted (its queued output
+  dropped). A connection therefore holds at most about OUTPUT_BATCH + the
+  transport's buffer + ``max_unsent`` + one reply of output, and
+  ``max_frame`` + one read of input.
 - A frame begun but not completed within ``limits.request_timeout`` seconds
   closes the connection.
 - When the connection is lost, pending WAITs and reads pinned to a future
   revision are cancelled (nothing of them stays in the store) and late
-  answers of writes are dropped.
+  answers of writes are dropped. When the client half-closes (or closes: the
+  two look alike), those are answered at once with ``OTHER`` (ABANDONED)
+  and cancelled; the other requests are answered, then the connection
+  closes.
 """
 
-from twisted.internet.interfaces import IHalfCloseableProtocol
+from twisted.internet.interfaces import IHalfCloseableProtocol, IPushProducer
 from twisted.internet.protocol import Protocol
 from zope.interface import implementer
 from twisted.logger import Logger
 
 from doozertw.errors import PERMISSION_DENIED, DoozerError, ErrCode
-from doozertw.frontends.access import Access
+from doozertw.frontends.access import Access, AccessThrottle
 from doozertw.frontends.msg import FLAG_DEL, FLAG_SET, LENGTH, VERBS, Request, Response
 from doozertw.store import SET
 
@@ -40,18 +52,26 @@ _pack_length = LENGTH.pack
 
 _OTHER = int(ErrCode.OTHER)
 
+OUTPUT_BATCH = 64 * 1024
+"""Bytes of replies after which a connection's turn ends."""
+
+ABANDONED = "abandoned: the client closed its side"
+
+IN_FLIGHT, WRITES, OUTPUT, TURN = "in-flight", "writes", "output", "turn"
+
 
 def _encode(response):
     body = response.SerializeToString()
     return _pack_length(len(body)) + body
 
 
-@implementer(IHalfCloseableProtocol)
+@implementer(IHalfCloseableProtocol, IPushProducer)
 class DoozerProtocol(Protocol):
     """Serves doozer's protobuf protocol on one connection for one Node.
 
-    After the client half-closes, every request it sent is still answered
-    (a WAIT too, when its change comes); then the connection closes.
+    After the client half-closes, every request it sent is still answered,
+    except WAITs and reads pinned to a future revision, which are abandoned
+    (answered with an error) at once; then the connection closes.
     """
 
     log = Logger()
@@ -60,13 +80,18 @@ class DoozerProtocol(Protocol):
         self.node = node
         self.limits = limits
         self.clock = clock
-        self.access = Access(secrets)
+        self.access = Access(secrets, AccessThrottle(clock, limits))
         self._buffer = bytearray()
         self._pending = {}          # tag -> Deferred of an unanswered request
         self._cancellable = set()   # tags of pending WAITs and reads (cancelled on close)
+        self._parked = set()        # tags of WAITs and future reads (abandoned on half-close)
+        self._writes = set()        # tags of pending SET, DEL, NOP
         self._out = None            # replies batched while parsing, else None
+        self._out_bytes = 0
         self._parsing = False
-        self._paused = False
+        self._paused_by = set()     # why reading is paused: IN_FLIGHT, WRITES, OUTPUT, TURN
+        self._unsent = 0            # bytes written since the transport said it was full
+        self._turn_call = None
         self._closed = False
         self._counted = False
         self._stall_timer = None
@@ -77,31 +102,51 @@ class DoozerProtocol(Protocol):
     def connectionMade(self):
         self.node.stats.connections += 1
         self._counted = True
+        try:
+            self.transport.registerProducer(self, True)
+        except RuntimeError:
+            self.log.warn("doozer client: transport already has a producer; "
+                          "no output back-pressure for {peer}", peer=self._peer())
 
     def connectionLost(self, reason=None):
         self._closed = True
         self._cancel_stall_timer()
+        self._cancel_turn()
         if self._counted:
             self._counted = False
             self.node.stats.connections -= 1
         cancellable = [self._pending[tag] for tag in self._cancellable if tag in self._pending]
         self._cancellable.clear()
+        self._parked.clear()
+        self._writes.clear()
         for d in cancellable:
             d.cancel()
         self._pending.clear()
         self._buffer = bytearray()
 
     def readConnectionLost(self):
+        """The client sends no more: abandon what may wait forever, answer the rest."""
         self._input_ended = True
         self._cancel_stall_timer()
+        parked = [(tag, self._pending.pop(tag)) for tag in self._parked if tag in self._pending]
+        self._parked.clear()
+        for tag, d in parked:
+            self._cancellable.discard(tag)
+            self._error(tag, _OTHER, ABANDONED)
+            d.cancel()
         self._finish_if_done()
 
     def writeConnectionLost(self):
         self._close()
 
     def _finish_if_done(self):
-        if self._input_ended and not self._pending and not self._paused and not self._parsing:
+        if (self._input_ended and not self._pending and not self._parsing
+                and not (self._paused_by and self._has_frame())):
             self._close()
+
+    def _has_frame(self):
+        buf = self._buffer
+        return len(buf) >= _HEADER and len(buf) - _HEADER >= _unpack_length(buf, 0)[0]
 
     def _violation(self, why, **fields):
         """Close the connection for breaking the framing; log why."""
@@ -119,6 +164,7 @@ class DoozerProtocol(Protocol):
             out.clear()
         self._closed = True
         self._cancel_stall_timer()
+        self._cancel_turn()
         self._buffer = bytearray()
         self.transport.loseConnection()
 
@@ -134,15 +180,16 @@ class DoozerProtocol(Protocol):
         if self._closed:
             return
         self._buffer += data
-        if not self._paused:
+        if not self._paused_by:
             self._parse()
 
     def _parse(self):
-        """Handle every complete frame in the buffer until paused or closed."""
+        """Handle complete frames in the buffer until paused, closed or the turn ends."""
         if self._parsing:
             return
         self._parsing = True
         self._out = out = []
+        self._out_bytes = 0
         try:
             self._parse_frames()
         finally:
@@ -156,10 +203,11 @@ class DoozerProtocol(Protocol):
     def _parse_frames(self):
         buf = self._buffer
         max_frame = self.limits.max_frame
+        budget = self.limits.max_batch
         pos = 0
         end_of_data = len(buf)
         with memoryview(buf) as view:
-            while not self._paused and not self._closed:
+            while not self._paused_by and not self._closed:
                 if end_of_data - pos < _HEADER:
                     break
                 (length,) = _unpack_length(buf, pos)
@@ -170,6 +218,9 @@ class DoozerProtocol(Protocol):
                 end = start + length
                 if end > end_of_data:
                     break
+                if budget <= 0 or self._out_bytes >= OUTPUT_BATCH:
+                    self._end_turn()
+                    break
                 request = Request()
                 try:
                     request.ParseFromString(view[start:end])
@@ -177,13 +228,14 @@ class DoozerProtocol(Protocol):
                     self._violation("malformed request frame", length=length)
                     return
                 pos = end
+                budget -= 1
                 self._handle(request)
         if self._closed:
             return
         if pos:
             del buf[:pos]
             self._cancel_stall_timer()
-        if buf and not self._paused and not self._input_ended:
+        if buf and not self._paused_by and not self._input_ended:
             self._start_stall_timer()
 
     def _start_stall_timer(self):
@@ -203,17 +255,55 @@ class DoozerProtocol(Protocol):
 
     # -- flow control ------------------------------------------------------
 
-    def _pause(self):
-        self._paused = True
+    def _pause(self, reason):
+        if not self._paused_by and not self._closed:
+            self.transport.pauseProducing()
+        self._paused_by.add(reason)
         self._cancel_stall_timer()
-        self.transport.pauseProducing()
 
-    def _resume(self):
-        self._paused = False
-        if self._closed:
+    def _resume(self, reason):
+        """Read again once nothing else holds reading; parse what is buffered."""
+        if reason not in self._paused_by:
+            return
+        self._paused_by.discard(reason)
+        if self._paused_by or self._closed:
             return
         self.transport.resumeProducing()
         self._parse()
+
+    def _end_turn(self):
+        """Stop reading until the next reactor turn (the others go first)."""
+        self._pause(TURN)
+        if self._turn_call is None:
+            self._turn_call = self.clock.callLater(0, self._next_turn)
+
+    def _next_turn(self):
+        self._turn_call = None
+        self._resume(TURN)
+
+    def _cancel_turn(self):
+        call, self._turn_call = self._turn_call, None
+        if call is not None and call.active():
+            call.cancel()
+
+    # -- IPushProducer: the transport's output side ----------------------------
+
+    def pauseProducing(self):
+        """The transport's buffer is full: read nothing more until it drains.
+
+        A transport calls this on every write while its buffer is full; only
+        the first starts counting unsent bytes.
+        """
+        if OUTPUT not in self._paused_by:
+            self._unsent = 0
+            self._pause(OUTPUT)
+
+    def resumeProducing(self):
+        self._unsent = 0
+        self._resume(OUTPUT)
+
+    def stopProducing(self):
+        """The transport is going away; connectionLost follows and cleans up."""
 
     # -- replies -----------------------------------------------------------
 
@@ -223,8 +313,26 @@ class DoozerProtocol(Protocol):
         out = self._out
         if out is not None:
             out.append(data)
+            self._out_bytes += len(data)
         else:
             self.transport.write(data)
+        if OUTPUT in self._paused_by:
+            self._unsent += len(data)
+            if self._unsent > self.limits.max_unsent:
+                self._overflow()
+
+    def _overflow(self):
+        """The client does not read its replies: drop them and the connection."""
+        self.log.warn("doozer client {peer} disconnected: {unsent} bytes of replies "
+                      "unread (max_unsent {limit})", peer=self._peer(),
+                      unsent=self._unsent, limit=self.limits.max_unsent)
+        self._closed = True
+        if self._out is not None:
+            self._out.clear()
+        self._cancel_stall_timer()
+        self._cancel_turn()
+        self._buffer = bytearray()
+        self.transport.abortConnection()
 
     def _error(self, tag, code, detail=""):
         response = Response(tag=tag, err_code=code)
@@ -233,27 +341,37 @@ class DoozerProtocol(Protocol):
         self._write(_encode(response))
 
     def _finish(self, tag):
-        """Forget an answered request; resume reading once below the limit."""
+        """Forget an answered request; resume reading once below the limits."""
         self._pending.pop(tag, None)
         self._cancellable.discard(tag)
-        if self._paused and len(self._pending) < self.limits.max_in_flight:
-            self._resume()
+        self._parked.discard(tag)
+        self._writes.discard(tag)
+        if len(self._writes) < self.limits.max_writes_in_flight:
+            self._resume(WRITES)
+        if len(self._pending) < self.limits.max_in_flight:
+            self._resume(IN_FLIGHT)
         if self._input_ended:
             self._finish_if_done()
 
-    def _track(self, tag, d, on_result, cancellable=False):
+    def _track(self, tag, d, on_result, cancellable=False, parked=False, write=False):
         """Answer ``tag`` with ``on_result(result, tag)`` or an error reply.
 
         A ``cancellable`` request (a read or WAIT) is cancelled if the
-        connection is lost before it is answered.
+        connection is lost before it is answered; a ``parked`` one (a WAIT or
+        a read of a future revision) also when the client half-closes. A
+        ``write`` counts toward ``limits.max_writes_in_flight``.
         """
         self._pending[tag] = d
-        if cancellable:
+        if cancellable or parked:
             self._cancellable.add(tag)
+        if parked:
+            self._parked.add(tag)
+        if write:
+            self._writes.add(tag)
         d.addCallback(on_result, tag).addErrback(self._failed, tag)
 
     def _failed(self, failure, tag):
-        if self._closed:
+        if self._closed or tag not in self._pending:
             return None
         error = failure.value
         if isinstance(error, DoozerError):
@@ -285,16 +403,26 @@ class DoozerProtocol(Protocol):
         try:
             handler(self, request, tag)
         except DoozerError as e:
-            self._pending.pop(tag, None)
-            self._cancellable.discard(tag)
+            self._forget(tag)
             self._error(tag, int(e.code), e.detail or "")
         except Exception:
-            self._pending.pop(tag, None)
-            self._cancellable.discard(tag)
+            self._forget(tag)
             self.log.failure("doozer request {tag} crashed", tag=tag)
             self._error(tag, _OTHER, "internal error")
-        if len(self._pending) >= self.limits.max_in_flight and not self._paused:
-            self._pause()
+        if len(self._pending) >= self.limits.max_in_flight:
+            self._pause(IN_FLIGHT)
+        if len(self._writes) >= self.limits.max_writes_in_flight:
+            self._pause(WRITES)
+
+    def _forget(self, tag):
+        self._pending.pop(tag, None)
+        self._cancellable.discard(tag)
+        self._parked.discard(tag)
+        self._writes.discard(tag)
+
+    def _future(self, rev):
+        """True if ``rev`` is a revision this node has not applied yet."""
+        return rev is not None and rev > self.node.store.rev
 
     def _need_read(self):
         if not self.access.can_read:
@@ -329,7 +457,8 @@ class DoozerProtocol(Protocol):
         self._need_read()
         path = self._path(request)
         rev = request.rev if request.HasField("rev") else None
-        self._track(tag, self.node.get(path, rev), self._got, cancellable=True)
+        self._track(tag, self.node.get(path, rev), self._got, cancellable=True,
+                    parked=self._future(rev))
 
     def _got(self, found, tag):
         value, rev = found
@@ -343,13 +472,13 @@ class DoozerProtocol(Protocol):
         value = request.value
         if len(value) > self.limits.max_value:
             raise DoozerError(ErrCode.OTHER, "value too large")
-        self._track(tag, self.node.set(path, rev, value), self._revised)
+        self._track(tag, self.node.set(path, rev, value), self._revised, write=True)
 
     def _del(self, request, tag):
         self._need_write()
         path = self._path(request)
         rev = self._required_rev(request)
-        self._track(tag, self.node.delete(path, rev), self._revised)
+        self._track(tag, self.node.delete(path, rev), self._revised, write=True)
 
     def _rev(self, request, tag):
         self._need_read()
@@ -362,7 +491,7 @@ class DoozerProtocol(Protocol):
         self._need_read()
         path = self._path(request)
         rev = self._required_rev(request)
-        self._track(tag, self.node.wait(path, rev), self._event, cancellable=True)
+        self._track(tag, self.node.wait(path, rev), self._event, parked=True)
 
     def _walk(self, request, tag):
         self._need_read()
@@ -370,7 +499,7 @@ class DoozerProtocol(Protocol):
         offset = self._required_offset(request)
         rev = request.rev if request.HasField("rev") else None
         self._track(tag, self.node.walk(path, rev, offset), self._event,
-                    cancellable=True)
+                    cancellable=True, parked=self._future(rev))
 
     def _event(self, event, tag):
         flags = FLAG_SET if event.kind == SET else FLAG_DEL
@@ -383,7 +512,7 @@ class DoozerProtocol(Protocol):
         offset = self._required_offset(request)
         rev = request.rev if request.HasField("rev") else None
         self._track(tag, self.node.getdir(path, rev, offset), self._named,
-                    cancellable=True)
+                    cancellable=True, parked=self._future(rev))
 
     def _named(self, name, tag):
         self._reply(Response(path=name), tag)
@@ -392,7 +521,8 @@ class DoozerProtocol(Protocol):
         self._need_read()
         path = self._path(request)
         rev = request.rev if request.HasField("rev") else None
-        self._track(tag, self.node.stat(path, rev), self._statted, cancellable=True)
+        self._track(tag, self.node.stat(path, rev), self._statted, cancellable=True,
+                    parked=self._future(rev))
 
     def _statted(self, found, tag):
         length, rev = found
@@ -400,7 +530,7 @@ class DoozerProtocol(Protocol):
 
     def _nop(self, request, tag):
         self._need_write()
-        self._track(tag, self.node.nop(), self._done)
+        self._track(tag, self.node.nop(), self._done, write=True)
 
     def _done(self, _, tag):
         self._reply(Response(), tag)

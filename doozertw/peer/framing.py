@@ -29,14 +29,17 @@ class FrameKind(enum.IntEnum):
     DATA = 3      # one opaque payload
     PING = 4      # dialer -> acceptor: 8-byte float timestamp
     PONG = 5      # acceptor -> dialer: the PING's content echoed
+    AUTH = 6      # handshake: dialer -> acceptor, its secret proof (auth.py)
 
 
-def frame_parts(kind: FrameKind, content: bytes) -> list[bytes]:
-    """The byte strings that make one frame, for ``writeSequence``.
+def frame_parts(kind: FrameKind, content: bytes, trailer: bytes = b"") -> list[bytes]:
+    """The byte strings that make one frame, for ``writeSequence``; a
+    ``trailer`` (an authentication tag) ends the body after the content.
 
     Returned as parts so a large payload is never copied.
     """
-    return [_LENGTH.pack(len(content) + 1) + bytes((kind,)), content]
+    head = _LENGTH.pack(len(content) + len(trailer) + 1) + bytes((kind,))
+    return [head, content, trailer] if trailer else [head, content]
 
 
 def encode_frame(kind: FrameKind, content: bytes) -> bytes:

@@ -18,12 +18,12 @@ from __future__ import annotations
 
 import enum
 
-from twisted.internet.endpoints import clientFromString
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 
 from doozertw.peer.backoff import Backoff
 from doozertw.peer.protocol import DialerProtocol
+from doozertw.peer.security import PeerSecurity
 from doozertw.peer.sendqueue import SendQueue
 
 log = Logger(namespace="doozertw.peer")
@@ -67,7 +67,8 @@ class _DialerFactory(Factory):
 class OutboundLink:
     """Dials ``endpoint`` to reach ``peer_name`` and keeps it connected.
 
-    ``reactor`` must provide the reactor's TCP/connect interfaces and
+    ``security`` (PeerSecurity) says how the peer is authenticated (TLS
+    wraps the endpoint). ``reactor`` must provide the reactor's TCP/connect interfaces and
     IReactorTime (a MemoryReactorClock in tests). ``registry`` is a set in
     which live connections enter and leave (for the transport's stop).
     The counters are public: ``sent_messages``, ``sent_bytes``, ``connects``
@@ -76,12 +77,13 @@ class OutboundLink:
     """
 
     def __init__(self, local_name, cluster, peer_name, endpoint, reactor,
-                 limits, rng, registry):
+                 limits, rng, registry, security=None):
         self.local_name = local_name
         self.cluster = cluster
         self.peer_name = peer_name
         self.endpoint_string = endpoint
-        self.endpoint = clientFromString(reactor, endpoint)
+        self.security = security if security is not None else PeerSecurity()
+        self.endpoint = self.security.client_endpoint(reactor, endpoint, peer_name)
         self.clock = reactor
         self.limits = limits
         self.queue = SendQueue(limits.max_queue_messages, limits.max_queue_bytes)

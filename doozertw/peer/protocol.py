@@ -9,12 +9,16 @@ per peer: when a peer connects again, the newer connection replaces the
 older one (the peer only ever dials one at a time, so the older one is
 dead from its side).
 
-Both ends: the first frames are the handshake (see handshake.py) with
-frames limited to ``max_handshake_frame`` bytes, and the connection is
+Both ends: the first frames are the handshake (see handshake.py; with a
+cluster secret the dialer's HELLO, the acceptor's HELLO with its proof and
+the dialer's AUTH, see auth.py; with TLS the claimed names are checked
+against the certificates) with frames limited to ``max_handshake_frame``
+bytes, and the connection is
 aborted if it is not complete within ``handshake_timeout``. Afterwards
 frames may be up to ``max_frame`` bytes, and a connection on which no byte
 arrives for ``dead_after`` seconds is aborted. Any framing or protocol
-violation aborts the connection.
+violation aborts the connection. With a cluster secret every later frame
+but REFUSE carries a tag (auth.FrameMac); a bad tag aborts the connection.
 """
 
 from __future__ import annotations
@@ -27,11 +31,13 @@ from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from doozertw.peer import auth
 from doozertw.peer.framing import FrameDecoder, FrameKind, FramingError, frame_parts
 from doozertw.peer.handshake import (
-    PROTOCOL_VERSION, Hello, HandshakeError, Refusal, RefuseCode,
-    UnsupportedVersion, judge_hello, judge_reply,
+    AUTH_VERSION, PROTOCOL_VERSION, AuthFlags, Hello, HandshakeError, Refusal,
+    RefuseCode, UnsupportedVersion, judge_hello, judge_reply,
 )
+from doozertw.peer.security import PeerSecurity
 
 log = Logger(namespace="doozertw.peer")
 
@@ -45,8 +51,9 @@ class PeerConnection(Protocol):
     ``peer_name`` is set once the handshake succeeds.
     """
 
-    def __init__(self, local_name, cluster, limits, clock, registry):
+    def __init__(self, local_name, cluster, limits, clock, registry, security=None):
         self.local_name = local_name
+        self.security = security if security is not None else PeerSecurity()
         self.cluster = cluster
         self.limits = limits
         self.clock = clock
@@ -58,6 +65,8 @@ class PeerConnection(Protocol):
         self.closed = Deferred()
         self._handshake_timer = None
         self._dead_timer = None
+        self._mac_out = None
+        self._mac_in = None
 
     def connectionMade(self):
         self.registry.add(self)
@@ -79,9 +88,18 @@ class PeerConnection(Protocol):
             if frame is None:
                 return
             if self.established:
-                self.frame_received(*frame)
+                self._authentic_frame(*frame)
             else:
                 self.handshake_frame(*frame)
+
+    def _authentic_frame(self, kind, content):
+        if self._mac_in is not None and kind != FrameKind.REFUSE:
+            try:
+                content = self._mac_in.open(kind, content)
+            except auth.AuthError as e:
+                self.violation(str(e))
+                return
+        self.frame_received(kind, content)
 
     def connectionLost(self, reason=None):
         self.closing = True
@@ -92,7 +110,8 @@ class PeerConnection(Protocol):
         self.closed.callback(None)
 
     def send_frame(self, kind: FrameKind, content: bytes) -> None:
-        self.transport.writeSequence(frame_parts(kind, content))
+        trailer = self._mac_out.tag(kind, content) if self._mac_out is not None else b""
+        self.transport.writeSequence(frame_parts(kind, content, trailer))
 
     def abort(self) -> None:
         """Close at once, discarding anything unsent."""
@@ -106,10 +125,15 @@ class PeerConnection(Protocol):
                  reason=reason)
         self.abort()
 
-    def establish(self, peer_name: str) -> None:
+    def establish(self, peer_name: str, macs=None) -> None:
+        """The handshake succeeded; ``macs`` is the (out, in) FrameMac pair
+        of a secret-authenticated connection."""
         self.peer_name = peer_name
         self.established = True
         self.decoder.max_frame = self.limits.max_frame
+        if macs is not None:
+            self._mac_out, self._mac_in = macs
+            self.decoder.max_frame += auth.TAG_SIZE
         if self._handshake_timer.active():
             self._handshake_timer.cancel()
         self._dead_timer = self.clock.callLater(self.limits.dead_after, self._dead)
@@ -150,15 +174,23 @@ class DialerProtocol(PeerConnection):
 
     def __init__(self, link, registry):
         super().__init__(link.local_name, link.cluster, link.limits,
-                         link.clock, registry)
+                         link.clock, registry, getattr(link, "security", None))
         self.link = link
         self.paused = False
         self._ping_timer = None
+        self._nonce = b""
 
     def connectionMade(self):
         super().connectionMade()
-        hello = Hello(PROTOCOL_VERSION, self.cluster, self.local_name,
-                      self.link.peer_name)
+        flags = self.security.flags
+        if flags:
+            if flags & AuthFlags.SECRET:
+                self._nonce = auth.new_nonce()
+            hello = Hello(AUTH_VERSION, self.cluster, self.local_name,
+                          self.link.peer_name, flags, self._nonce)
+        else:
+            hello = Hello(PROTOCOL_VERSION, self.cluster, self.local_name,
+                          self.link.peer_name)
         self.send_frame(FrameKind.HELLO, hello.encode())
         self.link.connection_made(self)
 
@@ -185,17 +217,37 @@ class DialerProtocol(PeerConnection):
             self.link.link_failed(self, f"bad handshake reply: {e}")
             self.abort()
             return
-        problem = judge_reply(reply, self.cluster, self.local_name,
-                              self.link.peer_name)
+        problem = (judge_reply(reply, self.cluster, self.local_name,
+                               self.link.peer_name, self.security.flags)
+                   or self.security.name_problem(self.transport, reply.sender))
+        macs = None
+        if problem is None and self.security.secret is not None:
+            macs, problem = self._prove(reply)
         if problem is not None:
             self.link.link_failed(self, problem)
             self.abort()
             return
-        self.establish(reply.sender)
+        self.establish(reply.sender, macs)
         self._ping_timer = self.clock.callLater(self.limits.ping_interval, self._ping)
         self.link.link_up(self)
 
+    def _prove(self, reply):
+        """Check the acceptor's proof and send ours: (macs, None) or
+        (None, reason)."""
+        secret = self.security.secret
+        if len(reply.nonce) != auth.NONCE_SIZE:
+            return None, "the acceptor sent no valid nonce"
+        facts = auth.transcript(self.cluster, self.local_name, reply.sender,
+                                self._nonce, reply.nonce)
+        if not auth.check_proof(secret, auth.ACCEPTOR, facts, reply.proof):
+            return None, "the acceptor's secret proof is wrong (a different peer secret?)"
+        self.send_frame(FrameKind.AUTH, auth.proof(secret, auth.DIALER, facts))
+        return auth.session_macs(secret, facts, auth.DIALER), None
+
     def frame_received(self, kind, content):
+        if kind == FrameKind.REFUSE:
+            self._refused(content)
+            return
         if kind != FrameKind.PONG or len(content) != _TIMESTAMP.size:
             self.violation(f"unexpected {kind.name} frame from the acceptor")
             return
@@ -237,10 +289,18 @@ class AcceptorProtocol(PeerConnection):
     """
 
     def __init__(self, hub, registry):
-        super().__init__(hub.name, hub.cluster, hub.limits, hub.clock, registry)
+        super().__init__(hub.name, hub.cluster, hub.limits, hub.clock, registry,
+                         getattr(hub, "security", None))
         self.hub = hub
+        self._pending = None    # (hello, transcript) while awaiting AUTH
 
     def handshake_frame(self, kind, content):
+        if self._pending is not None:
+            if kind != FrameKind.AUTH:
+                self.violation(f"{kind.name} frame instead of AUTH")
+            else:
+                self._authenticate(content)
+            return
         if kind != FrameKind.HELLO:
             self.violation(f"{kind.name} frame before the handshake")
             return
@@ -252,13 +312,60 @@ class AcceptorProtocol(PeerConnection):
         except HandshakeError as e:
             self._refuse(Refusal(RefuseCode.BAD_HELLO, str(e)), None)
             return
-        refusal = judge_hello(hello, self.cluster, self.local_name)
+        refusal = self._judge(hello)
         if refusal is not None:
             self._refuse(refusal, hello)
             return
-        reply = Hello(PROTOCOL_VERSION, self.cluster, self.local_name, hello.sender)
+        flags = self.security.flags
+        if not flags:
+            reply = Hello(PROTOCOL_VERSION, self.cluster, self.local_name, hello.sender)
+        elif self.security.secret is None:
+            reply = Hello(AUTH_VERSION, self.cluster, self.local_name, hello.sender, flags)
+        else:
+            self._challenge(hello)
+            return
         self.send_frame(FrameKind.HELLO, reply.encode())
-        self.establish(hello.sender)
+        self._accept(hello.sender)
+
+    def _judge(self, hello):
+        security = self.security
+        if security.closed:
+            return Refusal(RefuseCode.AUTH_MISMATCH,
+                           "this node has no peer authentication configured "
+                           "and accepts no peers")
+        refusal = judge_hello(hello, self.cluster, self.local_name, security.flags)
+        if refusal is not None:
+            return refusal
+        if security.secret is not None and len(hello.nonce) != auth.NONCE_SIZE:
+            return Refusal(RefuseCode.BAD_HELLO, "no valid nonce")
+        problem = security.name_problem(self.transport, hello.sender)
+        if problem is not None:
+            return Refusal(RefuseCode.BAD_CERT, problem)
+        return None
+
+    def _challenge(self, hello):
+        """Answer with our nonce and proof; the dialer's AUTH comes next."""
+        secret = self.security.secret
+        nonce = auth.new_nonce()
+        facts = auth.transcript(self.cluster, hello.sender, self.local_name,
+                                hello.nonce, nonce)
+        reply = Hello(AUTH_VERSION, self.cluster, self.local_name, hello.sender,
+                      self.security.flags, nonce, auth.proof(secret, auth.ACCEPTOR, facts))
+        self._pending = (hello, facts)
+        self.send_frame(FrameKind.HELLO, reply.encode())
+
+    def _authenticate(self, offered):
+        hello, facts = self._pending
+        secret = self.security.secret
+        if not auth.check_proof(secret, auth.DIALER, facts, offered):
+            self._refuse(Refusal(RefuseCode.BAD_AUTH,
+                                 "wrong secret proof (a different peer secret?)"), hello)
+            return
+        self._pending = None
+        self._accept(hello.sender, auth.session_macs(secret, facts, auth.ACCEPTOR))
+
+    def _accept(self, sender, macs=None):
+        self.establish(sender, macs)
         self.hub.inbound_up(self)
 
     def _refuse(self, refusal: Refusal, hello: Hello | None) -> None:

@@ -10,8 +10,9 @@ Each node dials every peer it knows (one OutboundLink each, reconnecting
 with backoff) and accepts connections from any node of the same cluster,
 whether or not it is in ``peers`` (so a node joining as a learner can talk
 before it has been added here). Node identity is the name exchanged in
-the handshake; the cluster name is not a secret, so use TLS endpoints
-(``ssl:``) where the network is not trusted.
+the handshake, authenticated as ``security`` (PeerSecurity) says: a
+cluster secret or mutual TLS (docs/security.md); without either (only
+with ``--insecure-peers``) anyone who can reach the port can claim any name.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from doozertw.peer.faults import Direction, FaultInjector
 from doozertw.peer.limits import PeerLimits
 from doozertw.peer.link import LinkState, OutboundLink
 from doozertw.peer.protocol import AcceptorProtocol
+from doozertw.peer.security import PeerSecurity
 
 log = Logger(namespace="doozertw.peer")
 
@@ -85,13 +87,15 @@ class PeerTransport:
     - ``limits``: PeerLimits; ``faults``: a FaultInjector (default: one with
       no rules, available as ``self.faults``); ``rng``: random.Random for
       backoff jitter.
+    - ``security``: a PeerSecurity (default: unauthenticated peers accepted).
     """
 
     def __init__(self, name: str, cluster: str, peers: dict[str, str],
                  on_message: Callable[[str, bytes], None], reactor=None,
                  limits: PeerLimits = PeerLimits(),
                  faults: FaultInjector | None = None,
-                 rng: random.Random | None = None):
+                 rng: random.Random | None = None,
+                 security: PeerSecurity | None = None):
         if reactor is None:
             from twisted.internet import reactor
         if not name or not cluster:
@@ -102,6 +106,7 @@ class PeerTransport:
         self.reactor = reactor
         self.clock = reactor
         self.limits = limits
+        self.security = security if security is not None else PeerSecurity()
         self.faults = faults if faults is not None else FaultInjector()
         self.rng = rng if rng is not None else random.Random()
         self.links: dict[str, OutboundLink] = {}
@@ -119,12 +124,14 @@ class PeerTransport:
 
     def listen(self, endpoint: str):
         """Listen for peers on a server endpoint string; Deferred[IListeningPort]."""
-        d = serverFromString(self.reactor, endpoint).listen(_AcceptorFactory(self))
+        factory = self.security.server_factory(_AcceptorFactory(self))
+        d = serverFromString(self.reactor, endpoint).listen(factory)
 
         def listening(port):
             self.ports.append(port)
-            log.info("peer transport {node} listening on {address}",
-                     node=self.name, address=str(port.getHost()))
+            log.info("peer transport {node} listening on {address} "
+                     "(peer authentication: {auth})", node=self.name,
+                     address=str(port.getHost()), auth=self.security.describe())
             return port
         return d.addCallback(listening)
 
@@ -163,7 +170,7 @@ class PeerTransport:
                 return
             old.stop()
         link = OutboundLink(self.name, self.cluster, name, endpoint, self.reactor,
-                            self.limits, self.rng, self.connections)
+                            self.limits, self.rng, self.connections, self.security)
         self.links[name] = link
         link.start()
 

@@ -6,6 +6,10 @@ of the last ``history`` revisions (and at most ``history_bytes`` of their
 paths and values) so that reads at a past revision and watches from a past
 revision can be answered; older revisions give TOO_LATE.
 
+Depth is the front ends' policy (``paths.check_path``, ``Limits.max_depth``):
+the store checks only the byte limit, on reads and on apply alike, so a log
+replays the same whatever the configured depth.
+
 Contract for reads: ``rev=None`` means the current revision; a revision above
 the current one is the caller's to wait for (``call_when_applied``); reading
 it here raises ValueError.
@@ -20,7 +24,8 @@ from doozertw.store import paths
 from doozertw.store import snapshot as _snapshot
 from doozertw.store.mutation import (
     CLOBBER, DEL, DIR, SET, DeleteFile, Event, Nop, Outcome, SetFile)
-from doozertw.store.watches import Watch, WatchRegistry
+from doozertw.store.tree import Tree
+from doozertw.store.watches import Watch, WatchRegistry, log as _watch_log
 
 DEFAULT_HISTORY = 10_000
 DEFAULT_HISTORY_BYTES = 64 * 1024 * 1024
@@ -42,7 +47,7 @@ class Store:
         self.rev = 0
         self.floor = 0
         self._files = {}
-        self._children = {paths.ROOT: {}}
+        self._tree = Tree()
         self._versions = {}
         self._log = deque()
         self._log_bytes = 0
@@ -62,10 +67,20 @@ class Store:
     def watch_count(self):
         return len(self._watches)
 
+    @property
+    def watch_failures(self):
+        """Watches ended because their callback raised (see watches.py)."""
+        return self._watches.failures
+
     # -- mutations ---------------------------------------------------------
 
     def apply(self, mutation):
-        """Apply one mutation; notify watches; return its Outcome."""
+        """Apply one mutation; notify watches; return its Outcome.
+
+        Raises only TypeError for a non-mutation: a watch callback or a
+        ``call_when_applied`` callback that raises is logged and isolated
+        (the watch ends with on_error), never propagated to the caller.
+        """
         if isinstance(mutation, SetFile):
             outcome = self._apply_set(mutation)
         elif isinstance(mutation, DeleteFile):
@@ -81,7 +96,7 @@ class Store:
     def _check_write(self, path, rev):
         if not paths.is_valid_path(path):
             return ErrCode.BAD_PATH
-        if path in self._children:
+        if self._tree.is_dir(path):
             return ErrCode.ISDIR
         current = self._files.get(path)
         if rev != CLOBBER and rev < (current[1] if current else 0):
@@ -90,7 +105,7 @@ class Store:
 
     def _apply_set(self, m):
         error = self._check_write(m.path, m.rev)
-        if error is None and any(a in self._files for a in paths.ancestors(m.path)):
+        if error is None and self._tree.under_file(m.path):
             error = ErrCode.NOTDIR
         if error is not None:
             return Outcome(rev=self.rev, error=error)
@@ -121,20 +136,11 @@ class Store:
 
     def _link(self, path):
         self._sorted_files = None
-        for directory, child in paths.dir_links(path):
-            entries = self._children.setdefault(directory, {})
-            entries[child] = entries.get(child, 0) + 1
+        self._tree.link(path)
 
     def _unlink(self, path):
         self._sorted_files = None
-        for directory, child in paths.dir_links(path):
-            entries = self._children[directory]
-            if entries[child] == 1:
-                del entries[child]
-                if not entries and directory != paths.ROOT:
-                    del self._children[directory]
-            else:
-                entries[child] -= 1
+        self._tree.unlink(path)
 
     def _record(self, event):
         self.rev = event.rev
@@ -182,7 +188,7 @@ class Store:
     def _entries(self, path, rev):
         """Sorted names in directory ``path`` at ``rev``; empty if not a directory."""
         if rev >= self.rev:
-            return sorted(self._children.get(path, ()))
+            return self._tree.entries(path)
         prefix = path if path == paths.ROOT else path + "/"
         names = set()
         for p in self._candidates():
@@ -195,7 +201,7 @@ class Store:
 
     def get(self, path, rev=None):
         """(value, rev) of a file; (b"", 0) if missing; ISDIR for a directory."""
-        paths.check_path(path)
+        paths.check_path(path, max_depth=None)
         rev = self._at(rev)
         found = self._lookup(path, rev)
         if found is not None:
@@ -206,7 +212,7 @@ class Store:
 
     def stat(self, path, rev=None):
         """(length, rev): a file's size and revision; a directory's entry count and DIR."""
-        paths.check_path(path)
+        paths.check_path(path, max_depth=None)
         rev = self._at(rev)
         found = self._lookup(path, rev)
         if found is not None:
@@ -218,7 +224,7 @@ class Store:
 
     def getdir(self, path, rev=None, offset=0):
         """The ``offset``-th name (sorted) in directory ``path``."""
-        paths.check_path(path)
+        paths.check_path(path, max_depth=None)
         rev = self._at(rev)
         if self._lookup(path, rev) is not None:
             raise DoozerError(ErrCode.NOTDIR, path)
@@ -311,7 +317,7 @@ class Store:
             skipped = DoozerError(ErrCode.TOO_LATE, f"revisions up to {image.rev} were skipped")
             for watch in self._watches.all():
                 watch.fail(skipped)
-        self._files, self._children = loaded._files, loaded._children
+        self._files, self._tree = loaded._files, loaded._tree
         self._versions, self._sorted_files = loaded._versions, None
         self._log, self._log_bytes = loaded._log, loaded._log_bytes
         self.rev, self.floor = loaded.rev, loaded.floor
@@ -325,8 +331,8 @@ class Store:
         Raises DoozerError(OTHER) if the tree or an event is inconsistent.
         """
         for path, value, rev in image.files:
-            if path in self._files or path in self._children or any(
-                    a in self._files for a in paths.ancestors(path)):
+            if (path in self._files or self._tree.is_dir(path)
+                    or self._tree.under_file(path)):
                 raise DoozerError(ErrCode.OTHER, f"bad snapshot: {path} clashes with a file")
             self._files[path] = (value, rev)
             self._link(path)
@@ -349,15 +355,18 @@ class Store:
         Raises TOO_LATE if ``from_rev`` is older than the history window. If
         the watch can no longer be served without a gap (the store was
         replaced by a snapshot), it ends with ``on_error(DoozerError)``.
+        A callback that raises (during the replay too) ends its watch the
+        same way, with DoozerError(OTHER); the returned watch is then inactive.
         """
         from_rev = self._check_watch_start(from_rev)
         watch = Watch(glob, callback, from_rev, on_error)
+        watch._registry = self._watches  # counts a replay failure; removal is a no-op
         if from_rev <= self.rev:
             start = len(self._log) - (self.rev - from_rev + 1)
             for i in range(start, len(self._log)):
                 event = self._log[i]
                 if watch.active and glob.match(event.path):
-                    callback(event)
+                    watch.deliver(event)
         if watch.active:
             self._watches.add(watch)
         return watch
@@ -415,7 +424,10 @@ class Store:
             callback, waiter.callback = waiter.callback, None
             if callback is not None:
                 self._pending_waiters -= 1
-                callback()
+                try:
+                    callback()
+                except Exception:
+                    _watch_log.failure("store.rev_waiter.failed at rev {rev}", rev=waiter.rev)
 
 
 class RevWaiter:

@@ -5,11 +5,26 @@ callback synchronously, in revision order, for every event whose path the
 glob matches, until the watch is cancelled. The registry keeps no queue of
 events per watch: memory is bounded by the number of watches, and a slow
 consumer is the front end's business (it cancels the watch).
+
+Isolation: the registry is called from ``Store.apply``, which the Raft
+driver runs while applying committed entries, so nothing a watcher does may
+reach it. A callback that raises ends that watch alone: it is removed, its
+owner is told with ``on_error(DoozerError(OTHER))``, the failure is logged
+(twisted.logger, event ``store.watch.failed``) and counted in
+``WatchRegistry.failures``, and delivery goes on to the next watch. An
+``on_error`` that raises is logged and ignored. Callbacks run synchronously
+and must not block: a consumer that cannot keep up must buffer or cancel
+(the front ends cancel watches whose output exceeds ``max_output_buffer``).
 """
 
 import itertools
 
+from twisted.logger import Logger
+
+from doozertw.errors import DoozerError, ErrCode
+
 _ids = itertools.count(1)
+log = Logger()
 
 
 class Watch:
@@ -33,11 +48,34 @@ class Watch:
                 self._registry.remove(self)
 
     def fail(self, error):
-        """End the watch and tell its owner why (``on_error(error)``), if it is active."""
+        """End the watch and tell its owner why (``on_error(error)``), if it is active.
+
+        An exception from ``on_error`` is logged, never raised.
+        """
         if self.active:
             self.cancel()
             if self.on_error is not None:
-                self.on_error(error)
+                try:
+                    self.on_error(error)
+                except Exception:
+                    log.failure("store.watch.on_error failed for {watch!r}", watch=self)
+
+    def deliver(self, event):
+        """Call the callback; if it raises, fail this watch (see module doc).
+
+        Returns False if the callback raised. Never raises Exception.
+        """
+        try:
+            self.callback(event)
+        except Exception as exc:
+            log.failure("store.watch.failed: {watch!r} raised on rev {rev} {path}",
+                        watch=self, rev=event.rev, path=event.path)
+            if self._registry is not None:
+                self._registry.failures += 1
+            self.fail(DoozerError(
+                ErrCode.OTHER, f"watch ended: its consumer failed ({type(exc).__name__})"))
+            return False
+        return True
 
     def __repr__(self):
         return f"<Watch {self.id} {self.glob.pattern}>"
@@ -49,6 +87,7 @@ class WatchRegistry:
     def __init__(self):
         self._exact = {}
         self._wild = {}
+        self.failures = 0
 
     def __len__(self):
         return len(self._wild) + sum(len(ws) for ws in self._exact.values())
@@ -77,13 +116,16 @@ class WatchRegistry:
         return list(self._wild.values()) + [w for ws in self._exact.values() for w in ws.values()]
 
     def notify(self, event):
-        """Call every active watch whose glob matches ``event.path``."""
+        """Deliver ``event`` to every active watch whose glob matches its path.
+
+        Never raises Exception: a failing watch is ended (``Watch.deliver``).
+        """
         path = event.path
         exact = list(self._exact.get(path, {}).values())
         wild = list(self._wild.values())
         for watch in exact:
             if watch.active and event.rev >= watch.from_rev:
-                watch.callback(event)
+                watch.deliver(event)
         for watch in wild:
             if watch.active and event.rev >= watch.from_rev and watch.glob.match(path):
-                watch.callback(event)
+                watch.deliver(event)

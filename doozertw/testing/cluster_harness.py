@@ -58,8 +58,20 @@ from doozertw.testing.workload import (
     Timeout, WireClient, WireError, claim_voter_slot, remove_member)
 
 
+def write_peer_secret(directory: str) -> str:
+    """A fresh random cluster secret in ``directory``/peer-secret (mode
+    0600), for ``peer_secret_file`` (docs/security.md); returns its path."""
+    import secrets as _secrets
+    path = os.path.join(directory, "peer-secret")
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="ascii") as f:
+        f.write(_secrets.token_hex(32) + "\n")
+    return path
+
+
 class Cluster:
-    """N node processes from one generated YAML file."""
+    """N node processes from one generated YAML file (with a generated
+    peer secret file, ``peer_secret_file``)."""
 
     def __init__(self, size: int = 3, name: str = "drill",
                  directory: str | None = None, proxy: bool = True,
@@ -88,6 +100,7 @@ class Cluster:
                 peer_port=peer, peer_address=proxied if proxy else peer,
                 directory=path, watcher=LogWatcher(os.path.join(path, "node.log")))
         self.config_path = os.path.join(self.directory, "cluster.yaml")
+        self.peer_secret_file = write_peer_secret(self.directory)
         self._write_config()
         self.proxy = None
         self.control = None
@@ -108,7 +121,8 @@ class Cluster:
                 "peer_listen": endpoint(n.peer_address),
             }
         with open(self.config_path, "w", encoding="utf-8") as f:
-            yaml.safe_dump({"cluster": self.cluster_name, **self.settings,
+            yaml.safe_dump({"cluster": self.cluster_name,
+                            "peer_secret_file": self.peer_secret_file, **self.settings,
                             "nodes": nodes}, f)
 
     def command(self, name: str, extra: tuple = ()) -> list[str]:
@@ -381,6 +395,7 @@ class Cluster:
             "doozer", "--name", name, "--cluster", self.cluster_name,
             "--listen", endpoint(client), "--web", endpoint(web_port),
             "--peer-listen", endpoint(peer),
+            "--peer-secret-file", self.peer_secret_file,
             "--attach", f"127.0.0.1:{self.nodes[live[0]].client_port}"])
         self.wait_listening(name, timeout)
         self.wait_member(name, timeout)

@@ -9,12 +9,19 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from doozertw.errors import DoozerError, ErrCode
-from doozertw.frontends.access import Access
+from doozertw.frontends.access import Access, AccessThrottle
 from doozertw.frontends.text.framing import Framer, FramingError, Rejected, value_field
 from doozertw.frontends.text.replies import clean, error_reply
 from doozertw.frontends.text.verbs import READ, WRITE, COMMANDS, TextVerbs
 
 INPUT_SLACK = 256 * 1024
+
+OUTPUT_BATCH = 64 * 1024
+"""Bytes of replies after which a connection's turn ends."""
+
+ABANDONED = "abandoned: the client closed its side"
+
+OUTPUT, IN_FLIGHT, WRITES, TURN = "output", "in-flight", "writes", "turn"
 
 
 class _Reply:
@@ -33,13 +40,19 @@ class TextProtocol(TextVerbs, Protocol):
 
     It registers itself as the transport's push producer: while the
     transport says its output is full (``pauseProducing``) the connection
-    reads no more commands, and once more than ``limits.max_output_buffer``
-    bytes have been written since, its watches are cancelled.
+    reads no more commands; once more than ``limits.max_output_buffer``
+    bytes have been written since, its watches are cancelled, and past
+    ``limits.max_unsent`` the connection is aborted (its output dropped).
+    Reading also pauses while ``limits.max_in_flight`` replies or
+    ``limits.max_writes_in_flight`` writes are outstanding, and for the rest
+    of a reactor turn after ``limits.max_batch`` commands or OUTPUT_BATCH
+    bytes of replies (other connections go first).
 
     A client that half-closes (``printf 'get /x\n' | nc host 8046``) still
-    gets an answer to every complete command it sent; the connection then
-    closes, unless it holds watches, which go on streaming until the client
-    closes its side too.
+    gets an answer to every complete command it sent, except that its waits
+    and reads of future revisions are answered ``ERR OTHER`` (ABANDONED)
+    at once and its watches end: a client that closed looks the same, and
+    must not leave them behind. The connection then closes.
     """
 
     log = Logger()
@@ -48,12 +61,13 @@ class TextProtocol(TextVerbs, Protocol):
         self.node = node
         self.limits = limits
         self.clock = clock
-        self.access = Access(secrets)
+        self.access = Access(secrets, AccessThrottle(clock, limits))
         self._framer = Framer(limits.max_line, limits.max_value)
         self._replies = deque()
         self._streams = {}
         self._next_stream = 1
         self._pending = set()
+        self._parked = set()
         self._write_seq = 0
         self._writes_pending = set()
         self._gates = deque()
@@ -63,6 +77,9 @@ class TextProtocol(TextVerbs, Protocol):
         self._held_bytes = 0
         self._timer = None
         self._resume_call = None
+        self._turn_call = None
+        self._turn_commands = 0
+        self._turn_bytes = 0
         self._closed = False
         self._processing = False
         self._flushing = False
@@ -84,9 +101,20 @@ class TextProtocol(TextVerbs, Protocol):
         self._teardown()
 
     def readConnectionLost(self):
-        """The client sent all it will: answer what it sent, then close."""
+        """The client sent all it will: answer what it sent, then close.
+
+        Watches end and waits are abandoned at once (they could hold the
+        connection open forever for a client that is gone).
+        """
         self._input_ended = True
         self._cancel_timer()
+        streams = list(self._streams.values())
+        self._streams.clear()
+        for stream in streams:
+            stream.stop()
+        parked, self._parked = self._parked, set()
+        for d in parked:
+            d.cancel()
         self._finish_if_done()
 
     def writeConnectionLost(self):
@@ -95,7 +123,7 @@ class TextProtocol(TextVerbs, Protocol):
     def _finish_if_done(self):
         """After the client's half-close: close once nothing is left to answer."""
         if (self._input_ended and not self._closed and not self._replies
-                and not self._streams and not self._paused_by
+                and not self._streams and not (self._paused_by and self._framer.buffered)
                 and self._resume_call is None and not self._processing):
             self.transport.loseConnection()
 
@@ -103,8 +131,10 @@ class TextProtocol(TextVerbs, Protocol):
         """Stop everything: cancel pending reads, waits and watches; drop replies."""
         self._closed = True
         self._cancel_timer()
-        if self._resume_call is not None and self._resume_call.active():
-            self._resume_call.cancel()
+        for call in (self._resume_call, self._turn_call):
+            if call is not None and call.active():
+                call.cancel()
+        self._turn_call = None
         if self._counted:
             self._counted = False
             self.node.stats.connections -= 1
@@ -112,6 +142,7 @@ class TextProtocol(TextVerbs, Protocol):
             stream.stop()
         self._streams.clear()
         pending, self._pending = self._pending, set()
+        self._parked = set()
         for d in pending:
             d.cancel()
         self._gates.clear()
@@ -126,14 +157,17 @@ class TextProtocol(TextVerbs, Protocol):
     # -- IPushProducer: the transport's output side ------------------------------
 
     def pauseProducing(self):
+        """Called on every write while the transport's buffer is full."""
+        if self._output_paused:
+            return
         self._output_paused = True
         self._unsent = 0
-        self._pause_input("output")
+        self._pause_input(OUTPUT)
 
     def resumeProducing(self):
         self._output_paused = False
         self._unsent = 0
-        self._resume_input("output")
+        self._resume_input(OUTPUT)
 
     def stopProducing(self):
         """The transport is going away; connectionLost follows and cleans up."""
@@ -168,12 +202,18 @@ class TextProtocol(TextVerbs, Protocol):
     def _process(self):
         self._processing = True
         progressed = False
+        self._turn_commands = self._turn_bytes = 0
         try:
             while not self._paused_by and not self._closed:
+                if (self._turn_commands >= self.limits.max_batch
+                        or self._turn_bytes >= OUTPUT_BATCH):
+                    self._end_turn()
+                    break
                 item = self._framer.next()
                 if item is None:
                     break
                 progressed = True
+                self._turn_commands += 1
                 self._handle(item)
         except FramingError as e:
             self._fatal(str(e))
@@ -185,6 +225,20 @@ class TextProtocol(TextVerbs, Protocol):
             self._arm_timer(progressed)
             if self._framer.buffered > self.limits.max_line + self.limits.max_value + INPUT_SLACK:
                 self._fatal("input overflow")
+
+    def _end_turn(self):
+        """Read no more commands this reactor turn; the other connections go first."""
+        self._pause_input(TURN)
+        if self._turn_call is None:
+            self._turn_call = self.clock.callLater(0, self._next_turn)
+
+    def _next_turn(self):
+        self._turn_call = None
+        self._paused_by.discard(TURN)
+        if not self._paused_by and not self._closed:
+            self.transport.resumeProducing()
+            if not self._processing:
+                self._process()
 
     def _arm_timer(self, progressed):
         if self._paused_by or not self._framer.partial:
@@ -218,15 +272,26 @@ class TextProtocol(TextVerbs, Protocol):
         if self._closed:
             return
         self.transport.write(data)
+        self._turn_bytes += len(data)
         if self._output_paused:
             self._unsent += len(data)
-            if self._unsent > self.limits.max_output_buffer:
+            if self._unsent > self.limits.max_unsent:
+                self._overflow()
+            elif self._unsent > self.limits.max_output_buffer:
                 self._slow_consumer()
+
+    def _overflow(self):
+        """The client does not read its replies: drop them and the connection."""
+        self.log.warn("text client {peer} disconnected: {unsent} bytes of replies unread "
+                      "(max_unsent {limit})", peer=self._peer(), unsent=self._unsent,
+                      limit=self.limits.max_unsent)
+        self.transport.abortConnection()
+        self._teardown()
 
     def _enqueue(self, reply):
         self._replies.append(reply)
         if len(self._replies) >= self.limits.max_in_flight:
-            self._pause_input("in-flight")
+            self._pause_input(IN_FLIGHT)
 
     def _fill(self, data, reply):
         if data is not None and not self._closed:
@@ -246,7 +311,7 @@ class TextProtocol(TextVerbs, Protocol):
         finally:
             self._flushing = False
         if len(self._replies) < self.limits.max_in_flight:
-            self._resume_input("in-flight")
+            self._resume_input(IN_FLIGHT)
         if self._input_ended:
             self._finish_if_done()
 
@@ -291,6 +356,8 @@ class TextProtocol(TextVerbs, Protocol):
 
     def _failed(self, failure, verb):
         if failure.check(defer.CancelledError):
+            if self._input_ended and not self._closed:
+                return error_reply(ErrCode.OTHER, ABANDONED)
             return None
         if failure.check(DoozerError):
             return error_reply(failure.value.code, failure.value.detail)
@@ -307,6 +374,22 @@ class TextProtocol(TextVerbs, Protocol):
 
         return d.addBoth(untrack)
 
+    def _park(self, d, parked=True):
+        """Abandon ``d`` (a wait, or a read of a future revision) on half-close."""
+        if not parked:
+            return d
+        self._parked.add(d)
+
+        def unpark(result):
+            self._parked.discard(d)
+            return result
+
+        return d.addBoth(unpark)
+
+    def _future(self, rev):
+        """True if ``rev`` is a revision this node has not applied yet."""
+        return rev is not None and rev > self.node.store.rev
+
     def _after_own_writes(self, fn, *args):
         """Run ``fn(*args)`` (a Deferred) once the writes this connection sent before are done."""
         if not self._writes_pending:
@@ -320,9 +403,13 @@ class TextProtocol(TextVerbs, Protocol):
         self._write_seq += 1
         seq = self._write_seq
         self._writes_pending.add(seq)
+        if len(self._writes_pending) >= self.limits.max_writes_in_flight:
+            self._pause_input(WRITES)
 
         def done(result):
             self._writes_pending.discard(seq)
+            if len(self._writes_pending) < self.limits.max_writes_in_flight:
+                self._resume_input(WRITES)
             oldest = min(self._writes_pending, default=seq + 1)
             while self._gates and self._gates[0][0] < oldest:
                 self._gates.popleft()[1].callback(None)

@@ -55,7 +55,7 @@ class TextVerbs:
             raise DoozerError(ErrCode.BAD_PATH, clean(word.decode("latin-1"))) from None
 
     def _path(self, word):
-        return check_path(self._text(word), self.limits.max_path)
+        return check_path(self._text(word), self.limits.max_path, self.limits.max_depth)
 
     def _glob(self, word):
         pattern = self._text(word)
@@ -67,7 +67,8 @@ class TextVerbs:
     def cmd_get(self, line, literal, reply):
         path, rev = self._args(line, 1, 2)
         path, rev = self._path(path), parse_number(rev, "revision", 0)
-        return self._after_own_writes(self.node.get, path, rev).addCallback(
+        d = self._after_own_writes(self.node.get, path, rev)
+        return self._park(d, self._future(rev)).addCallback(
             lambda found: value_unit(b"OK VALUE %d" % found[1], found[0]))
 
     def cmd_set(self, line, literal, reply):
@@ -110,14 +111,16 @@ class TextVerbs:
     def cmd_stat(self, line, literal, reply):
         path, rev = self._args(line, 1, 2)
         path, rev = self._path(path), parse_number(rev, "revision", 0)
-        return self._after_own_writes(self.node.stat, path, rev).addCallback(
+        d = self._after_own_writes(self.node.stat, path, rev)
+        return self._park(d, self._future(rev)).addCallback(
             lambda found: b"OK STAT %d %d\r\n" % (found[1], found[0]))
 
     def cmd_getdir(self, line, literal, reply):
         path, rev, offset = self._args(line, 1, 3)
         path, rev = self._path(path), parse_number(rev, "revision", 0)
         offset = parse_number(offset, "offset", 0)
-        return self._after_own_writes(self._getdir, path, rev, offset)
+        return self._park(self._after_own_writes(self._getdir, path, rev, offset),
+                          self._future(rev))
 
     @defer.inlineCallbacks
     def _getdir(self, path, rev, offset):
@@ -140,7 +143,8 @@ class TextVerbs:
         glob, rev, offset = self._args(line, 1, 3)
         glob, rev = self._glob(glob), parse_number(rev, "revision", 0)
         offset = parse_number(offset, "offset", 0)
-        return self._after_own_writes(self._walk, glob, rev, offset)
+        return self._park(self._after_own_writes(self._walk, glob, rev, offset),
+                          self._future(rev))
 
     @defer.inlineCallbacks
     def _walk(self, glob, rev, offset):
@@ -162,7 +166,7 @@ class TextVerbs:
     def cmd_wait(self, line, literal, reply):
         glob, rev = self._args(line, 1, 2)
         glob, rev = self._glob(glob), parse_number(rev, "revision", 0)
-        return self._after_own_writes(self._wait, glob, rev).addCallback(
+        return self._park(self._after_own_writes(self._wait, glob, rev)).addCallback(
             lambda event: event_unit(b"OK EVENT", event))
 
     @defer.inlineCallbacks

@@ -105,7 +105,7 @@ class KeysResource(_Leaf):
     def _path(self, request):
         raw = "/".join(p.decode("utf-8", "replace") for p in request.postpath)
         path = "/" + unquote(raw).strip("/")
-        return check_path(path, self.api.limits.max_path)
+        return check_path(path, self.api.limits.max_path, self.api.limits.max_depth)
 
     def render_GET(self, request):
         return common.run_guarded(request, lambda: self._get(request))
@@ -232,6 +232,8 @@ class WatchResource(_Leaf):
 class WatchStream:
     """One streamed watch: delivers events to a request until either side stops."""
 
+    log = Logger()
+
     def __init__(self, api, request, glob, rev):
         self.api = api
         self.request = request
@@ -257,8 +259,19 @@ class WatchStream:
             self._deliver(event)
 
     def _deliver(self, event):
-        line = json.dumps(common.event_fields(event), separators=(",", ":"))
-        self.queue.send(line.encode("utf-8") + b"\n")
+        """The watch callback: never raises (a failure ends this stream only)."""
+        try:
+            line = json.dumps(common.event_fields(event), separators=(",", ":"))
+            self.queue.send(line.encode("utf-8") + b"\n")
+        except Exception:
+            self.log.failure("streamed watch delivery failed; ending it")
+            self._cancel()
+            self.queue.close()
+            try:
+                self.request.unregisterProducer()
+                self.request.finish()
+            except Exception:
+                self.log.failure("could not end a failed streamed watch")
 
     def _overflowed(self):
         self._cancel()

@@ -2,10 +2,14 @@
 
 Every message is a JSON text frame with a ``type``:
 
-- ``snapshot`` ``{"rev", "path", "files": [{"path","rev","value","encoding"}]}``:
-  every file of the subtree at ``<path>`` (the whole tree for ``/``) at
-  revision ``rev``. Then every change from ``rev + 1`` follows, so nothing
-  is missed.
+- ``snapshot`` ``{"rev", "path", "files": [{"path","rev","value","encoding"}],
+  "more"}``: the files of the subtree at ``<path>`` (the whole tree for
+  ``/``) at revision ``rev``, in pages of about ``SNAPSHOT_PAGE`` bytes:
+  while ``more`` is true, ``snapshot_page`` ``{"rev", "files", "more"}``
+  messages follow with the rest. Pages are written only as fast as the
+  client reads them. After the last page every change from ``rev + 1``
+  follows, so nothing is missed (no ``event`` or ``status`` comes between
+  the pages).
 - ``event`` ``{"path","rev","kind": "set"|"del","value","encoding"}``.
 - ``status`` ``{"time","rev","files","watchers","reads","writes","cluster"}``
   every ``status_interval`` seconds (counters are totals; the page
@@ -22,7 +26,15 @@ the history window (or lies beyond this store's next revision, as after a
 restart of an in-memory node), a fresh snapshot is sent instead.
 
 Close codes: 4400 bad path; 4408 the client read too slowly (its output
-buffer passed ``limits.max_output_buffer``).
+buffer, or the changes held back while its snapshot streams, passed
+``limits.max_output_buffer``); 4500 delivering to this client failed.
+A failure to deliver to one client closes that client only: it never
+raises into the store's apply path that notifies the watch.
+
+Messages to the client may be as large as a value allows (a ``max_value``
+value, JSON-escaped); messages from the client are at most
+``MAX_CLIENT_MESSAGE`` bytes. An upgrade whose ``Host`` is not allowed
+(doozertw.frontends.web.hosts) is refused with 421.
 
 A browser connecting from a page of another origin is refused (403), so
 no page elsewhere can read the store through a visitor's browser.
@@ -44,13 +56,16 @@ from twisted.logger import Logger
 from doozertw.errors import PERMISSION_DENIED, DoozerError, ErrCode
 from doozertw.frontends.access import Access
 from doozertw.frontends.web import common
+from doozertw.frontends.web.hosts import MISDIRECTED, HostPolicy
 from doozertw.frontends.web.stream import OutputQueue
 from doozertw.store import Glob, check_path
 
 EVENTS_PREFIX = "/$events"
 CLOSE_BAD_PATH = 4400
 CLOSE_TOO_SLOW = 4408
+CLOSE_INTERNAL = 4500  # autobahn lets an application send only 1000 or 3000-4999
 MAX_CLIENT_MESSAGE = 64 * 1024
+SNAPSHOT_PAGE = 64 * 1024
 
 
 def subtree_globs(path):
@@ -60,13 +75,15 @@ def subtree_globs(path):
     return [Glob(path), Glob(path + "/**")]
 
 
-def subtree_path(request_path, max_path):
+def subtree_path(request_path, max_path, max_depth=None):
     """The store path a websocket URL asks for (``/$events/a/b`` → ``/a/b``)."""
     rest = unquote(request_path)
     if rest.startswith(EVENTS_PREFIX):
         rest = rest[len(EVENTS_PREFIX):]
     rest = "/" + rest.strip("/")
-    return check_path(rest, max_path)
+    if max_depth is None:
+        return check_path(rest, max_path)
+    return check_path(rest, max_path, max_depth)
 
 
 class EventsProtocol(WebSocketServerProtocol):
@@ -79,13 +96,21 @@ class EventsProtocol(WebSocketServerProtocol):
     watches = ()
     subtree = "/"
 
+    snapshot = None
+    pending = ()
+    pending_bytes = 0
+
     def onConnect(self, request):
         self.web = self.factory.web
+        if not self.factory.hosts.allows(request.headers.get("host"), self.transport.getHost(),
+                                         self.factory.isSecure):
+            raise ConnectionDeny(MISDIRECTED, "Host not allowed on this web port")
         if not common.same_origin(request.headers.get("origin"), request.headers.get("host")):
             raise ConnectionDeny(ConnectionDeny.FORBIDDEN, "cross-origin websocket refused")
         self.path_error = None
         try:
-            self.subtree = subtree_path(request.path, self.web.limits.max_path)
+            self.subtree = subtree_path(request.path, self.web.limits.max_path,
+                                        self.web.limits.max_depth)
         except DoozerError as e:
             self.subtree, self.path_error = "/", e
         since = request.params.get("since", [None])[0]
@@ -106,10 +131,17 @@ class EventsProtocol(WebSocketServerProtocol):
             self.log.failure("websocket open failed for {path}", path=self.subtree)
             self.dropConnection(abort=True)
 
+    def onMessageFrameBegin(self, length):
+        super().onMessageFrameBegin(length)
+        if not self.failedByMe and self.message_data_total_length > MAX_CLIENT_MESSAGE:
+            self._max_message_size_exceeded(
+                self.message_data_total_length, MAX_CLIENT_MESSAGE,
+                f"message from the client larger than {MAX_CLIENT_MESSAGE} octets")
+
     def _open(self):
         self.web.connections += 1
         self.queue = OutputQueue(self._write, self.web.limits.max_output_buffer,
-                                 self._overflowed, self._cancel_watches)
+                                 self._overflowed, self._cancel_watches, self._pump)
         if getattr(self.transport, "producer", None) is not None:
             # twisted.web's HTTP channel handed this transport over to us.
             self.transport.unregisterProducer()
@@ -147,6 +179,7 @@ class EventsProtocol(WebSocketServerProtocol):
             self.web.connections -= 1
             self.queue.close()
         self._cancel_watches()
+        self.snapshot, self.pending = None, ()
         if self.ticker is not None and self.ticker.running:
             self.ticker.stop()
 
@@ -174,16 +207,34 @@ class EventsProtocol(WebSocketServerProtocol):
         return True
 
     def _snapshot(self):
+        """Stream the subtree at the current revision, then its changes.
+
+        Changes from ``rev + 1`` are watched at once and held in
+        ``pending`` until the last page is written (``_pump``)."""
         store = self.web.node.store
         rev = store.rev
         files = []
         for glob in subtree_globs(self.subtree):
             files.extend(store.files(glob, rev))
         self.web.node.stats.reads += 1
-        self.send_json({"type": "snapshot", "rev": rev, "epoch": self.web.epoch,
-                        "path": self.subtree,
-                        "files": [_file_fields(e) for e in files]})
+        self.snapshot = _SnapshotPages(rev, self.web.epoch, self.subtree, files)
+        self.pending, self.pending_bytes = [], 0
         self._watch(rev + 1)
+        self._pump()
+
+    def _pump(self):
+        """Write snapshot pages while the client keeps up; then the held-back changes."""
+        try:
+            while self.snapshot is not None and self.queue is not None and self.queue.idle:
+                page = self.snapshot.next_page()
+                self.send_json(page)
+                if not page["more"]:
+                    self.snapshot = None
+                    pending, self.pending = self.pending, ()
+                    for event in pending:
+                        self._deliver(event)
+        except Exception:
+            self._fail("snapshot")
 
     def _watch(self, from_rev, announce=None):
         """Watch the subtree from ``from_rev``; replayed history arrives in rev order."""
@@ -198,9 +249,54 @@ class EventsProtocol(WebSocketServerProtocol):
             watch.callback = self._event
 
     def _event(self, event):
+        """The watch callback: never raises (a failure closes this client only)."""
+        try:
+            if self.snapshot is not None:
+                self._hold(event)
+            else:
+                self._deliver(event)
+        except Exception:
+            self._fail("event")
+
+    def _hold(self, event):
+        self.pending.append(event)
+        self.pending_bytes += len(event.value) + len(event.path)
+        if self.pending_bytes > self.web.limits.max_output_buffer:
+            self.snapshot, self.pending = None, ()
+            self.queue.close()
+            self._overflowed()
+
+    def _deliver(self, event):
         self.send_json(dict(type="event", **common.event_fields(event)))
 
+    def _fail(self, what):
+        """Delivery to this client failed: log, stop its watches, close it with 4500."""
+        self.log.failure("websocket {what} delivery failed for {path}; closing it",
+                         what=what, path=self.subtree)
+        self._cancel_watches()
+        self.snapshot, self.pending = None, ()
+        if self.ticker is not None and self.ticker.running:
+            self.ticker.stop()
+        if self.queue is not None:
+            self.queue.close()
+        try:
+            self.sendClose(code=CLOSE_INTERNAL, reason="delivery failed")
+        except Exception:
+            try:
+                self.dropConnection(abort=True)
+            except Exception:
+                self.log.failure("could not drop a failed websocket")
+
     def send_status(self):
+        """The ticker's call: never raises (a failure closes this client only)."""
+        if self.snapshot is not None:
+            return  # no revision may be announced before the snapshot's changes
+        try:
+            self._send_status()
+        except Exception:
+            self._fail("status")
+
+    def _send_status(self):
         node = self.web.node
         self.send_json({
             "type": "status",
@@ -218,7 +314,8 @@ class EventsProtocol(WebSocketServerProtocol):
             self.queue.send(json.dumps(body, separators=(",", ":")).encode("utf-8"))
 
     def _write(self, data):
-        self.sendMessage(data, isBinary=False)
+        if self.state == self.STATE_OPEN:
+            self.sendMessage(data, isBinary=False)
 
     def _overflowed(self):
         self._cancel_watches()
@@ -230,6 +327,31 @@ class EventsProtocol(WebSocketServerProtocol):
         self.watches = []
 
 
+class _SnapshotPages:
+    """The pages of one snapshot: messages of about SNAPSHOT_PAGE bytes each
+    (at least one file per page), built one at a time."""
+
+    def __init__(self, rev, epoch, path, files):
+        self.rev, self.epoch, self.path = rev, epoch, path
+        self._files = files
+        self._next = 0
+        self._first = True
+
+    def next_page(self):
+        files, size = [], 0
+        while self._next < len(self._files) and (not files or size < SNAPSHOT_PAGE):
+            event = self._files[self._next]
+            self._next += 1
+            files.append(_file_fields(event))
+            size += len(event.value) + len(event.path) + 64
+        more = self._next < len(self._files)
+        if self._first:
+            self._first = False
+            return {"type": "snapshot", "rev": self.rev, "epoch": self.epoch,
+                    "path": self.path, "files": files, "more": more}
+        return {"type": "snapshot_page", "rev": self.rev, "files": files, "more": more}
+
+
 def _file_fields(event):
     out = {"path": event.path, "rev": event.rev}
     out.update(common.encode_value(event.value))
@@ -239,13 +361,18 @@ def _file_fields(event):
 class EventsFactory(WebSocketServerFactory):
     protocol = EventsProtocol
 
-    def __init__(self, web, reactor):
+    def __init__(self, web, reactor, hosts=None):
         super().__init__(reactor=reactor)
         self.web = web
-        self.setProtocolOptions(maxMessagePayloadSize=MAX_CLIENT_MESSAGE,
+        self.hosts = hosts if hosts is not None else HostPolicy()
+        # Autobahn applies maxMessagePayloadSize to what we send as well, and
+        # a message carries a whole value: the limit on what the client sends
+        # is enforced per message in EventsProtocol.onMessageFrameBegin.
+        self.setProtocolOptions(maxMessagePayloadSize=0,
                                 maxFramePayloadSize=MAX_CLIENT_MESSAGE)
 
 
-def events_resource(web, reactor):
-    """The twisted.web resource to mount at ``$events``."""
-    return WebSocketResource(EventsFactory(web, reactor))
+def events_resource(web, reactor, hosts=None):
+    """The twisted.web resource to mount at ``$events``; ``hosts`` a HostPolicy
+    (checked again at the upgrade, for a factory used without the Site)."""
+    return WebSocketResource(EventsFactory(web, reactor, hosts))

@@ -41,9 +41,11 @@ def failed(message):
     return {"code": 500, "message": message, "success": False}
 
 
-def key_to_path(key, max_path):
+def key_to_path(key, max_path, max_depth=None):
     path = key if key.startswith("/") else "/" + key
-    return check_path(path, max_path)
+    if max_depth is None:
+        return check_path(path, max_path)
+    return check_path(path, max_path, max_depth)
 
 
 def failure_message(error):
@@ -69,7 +71,7 @@ class MostdbResource(resource.Resource):
         try:
             common.require_same_origin(request)
             key, value = self._parse(request)
-            path = key_to_path(key, self.api.limits.max_path)
+            path = key_to_path(key, self.api.limits.max_path, self.api.limits.max_depth)
             access = self.api.access(request)
             d = getattr(self, "_" + self.verb)(access, path, key, value)
         except DoozerError as e:

@@ -7,6 +7,11 @@
 - ``/metrics``: Prometheus text format from a per-node CollectorRegistry;
   the proposal latency histogram counts every write the node proposes
   (``Node.proposal_observers``), whichever port it came from.
+
+``/metrics`` and ``/health`` are open by default (as Prometheus expects);
+with ``protect_metrics`` they need the read secret like /v1 reads
+(``Authorization: Bearer <secret>`` or ``X-Doozer-Secret``), else 403.
+``/livez`` and ``/readyz`` stay open (they tell only ``ok``/``not ready``).
 """
 
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
@@ -102,13 +107,21 @@ class Metrics:
 
 
 class MetricsResource(resource.Resource):
+    """``/metrics``; with ``api`` given, only for a request that may read."""
+
     isLeaf = True
 
-    def __init__(self, metrics):
+    def __init__(self, metrics, api=None):
         super().__init__()
         self.metrics = metrics
+        self.api = api
 
     def render_GET(self, request):
+        return common.run_guarded(request, lambda: self._render(request))
+
+    def _render(self, request):
+        if self.api is not None:
+            self.api.access(request).require_read()
         request.setHeader(b"content-type", CONTENT_TYPE_LATEST.encode("ascii"))
         return self.metrics.render()
 
@@ -136,13 +149,21 @@ def health(api):
 
 
 class HealthResource(resource.Resource):
+    """``/health``; with ``protect``, only for a request that may read."""
+
     isLeaf = True
 
-    def __init__(self, api):
+    def __init__(self, api, protect=False):
         super().__init__()
         self.api = api
+        self.protect = protect
 
     def render_GET(self, request):
+        return common.run_guarded(request, lambda: self._render(request))
+
+    def _render(self, request):
+        if self.protect:
+            self.api.access(request).require_read()
         ready, body = health(self.api)
         common.write_json(request, 200 if ready else 503, body)
         return server.NOT_DONE_YET

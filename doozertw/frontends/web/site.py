@@ -5,37 +5,75 @@
     /v1/...           HTTP JSON API (doozertw.frontends.web.api)
     /mostdb/...       mostdb compatibility (doozertw.frontends.web.mostdb)
     /health /livez /readyz /metrics   operations (doozertw.frontends.web.ops)
+
+Every request passes the Host allowlist first (doozertw.frontends.web.hosts);
+connections are capped and requests given deadlines and a body cap
+(doozertw.frontends.web.conn), all set by a WebOptions
+(doozertw.frontends.web.options).
 """
 
 from twisted.web import server
 
 from doozertw.frontends.access import Secrets
 from doozertw.frontends.web import api as api_module
+from doozertw.frontends.web.conn import (
+    ConnectionGate, GuardedChannel, GuardedRequest, max_body)
 from doozertw.frontends.web.events import events_resource
+from doozertw.frontends.web.hosts import HostPolicy, HostRefused
 from doozertw.frontends.web.mostdb import mostdb_resource
 from doozertw.frontends.web.ops import (
     HealthResource, LivezResource, Metrics, MetricsResource, ReadyzResource)
+from doozertw.frontends.web.options import WebOptions
 from doozertw.frontends.web.static import static_resource
 from doozertw.frontends.web.status import status_source
 from doozertw.limits import Limits
 
 
 class WebSite(server.Site):
-    """The Site, with the objects tests and the node may want to reach."""
+    """The Site, with the objects tests and the node may want to reach.
 
+    ``gate`` counts open connections; ``hosts`` is the Host allowlist.
+    Plain HTTP/1.x only (GuardedChannel; no HTTP/2 negotiation).
+    """
+
+    protocol = GuardedChannel
+    requestFactory = GuardedRequest
     api = None
     metrics = None
     events_factory = None
 
+    def __init__(self, root, options, limits, reactor):
+        super().__init__(root, timeout=options.idle_timeout, reactor=reactor)
+        self.options = options
+        self.limits = limits
+        self.hosts = HostPolicy(options.hosts)
+        self.gate = ConnectionGate(options.max_connections, options.max_connections_per_source)
+
+    def buildProtocol(self, addr):
+        return self.gate.wrap(addr, lambda: self._channel(addr))
+
+    def _channel(self, addr):
+        channel = super().buildProtocol(addr)
+        channel.header_timeout = self.options.header_timeout
+        channel.body_timeout = self.limits.request_timeout
+        channel.max_body = max_body(self.limits)
+        return channel
+
+    def getResourceFor(self, request):
+        if not self.hosts.allows_request(request):
+            return HostRefused()
+        return super().getResourceFor(request)
+
 
 def make_web_site(node, secrets=None, limits=None, reactor=None, status=None,
-                  static_dir=None, status_interval=1.0):
+                  static_dir=None, status_interval=1.0, options=None):
     """Build the web port's Site for ``node``.
 
     ``secrets``: doozertw.frontends.access.Secrets (None: open).
     ``limits``: doozertw.limits.Limits (None: the node's).
     ``status``: a zero-argument callable returning a ClusterView
     (None: ``status_source(node)``).
+    ``options``: doozertw.frontends.web.options.WebOptions (None: defaults).
 
     The proposal latency histogram is fed by ``node.proposal_observers``
     (every write the node proposes, from any port); only for a node without
@@ -44,6 +82,7 @@ def make_web_site(node, secrets=None, limits=None, reactor=None, status=None,
     if reactor is None:
         from twisted.internet import reactor
     secrets = secrets if secrets is not None else Secrets()
+    options = options if options is not None else WebOptions()
     limits = limits if limits is not None else getattr(node, "limits", Limits())
     api = api_module.Api(node, secrets, limits, status or status_source(node), reactor,
                          status_interval=status_interval)
@@ -55,16 +94,16 @@ def make_web_site(node, secrets=None, limits=None, reactor=None, status=None,
         api.observe_write = metrics.observe_proposal  # a node that reports nothing
 
     root = static_resource(static_dir)
-    events = events_resource(api, reactor)
+    events = events_resource(api, reactor, HostPolicy(options.hosts))
     root.putChild(b"$events", events)
     root.putChild(b"v1", api_module.v1_resource(api))
     root.putChild(b"mostdb", mostdb_resource(api))
-    root.putChild(b"health", HealthResource(api))
+    root.putChild(b"health", HealthResource(api, protect=options.protect_metrics))
     root.putChild(b"livez", LivezResource())
     root.putChild(b"readyz", ReadyzResource(api))
-    root.putChild(b"metrics", MetricsResource(metrics))
+    root.putChild(b"metrics", MetricsResource(metrics, api if options.protect_metrics else None))
 
-    site = WebSite(root, reactor=reactor)
+    site = WebSite(root, options, limits, reactor)
     site.displayTracebacks = False
     site.api = api
     site.metrics = metrics

@@ -7,13 +7,18 @@ from twisted.internet.task import Clock
 
 from doozertw.frontends.access import Secrets
 from doozertw.frontends.web import make_web_site
+from doozertw.frontends.web.options import WebOptions
 from doozertw.limits import Limits
 
-BASE = "http://doozer.test"
+HOST = "doozer.test"
+BASE = "http://" + HOST
 
 
-def make_site(node, secrets=None, limits=None, **kw):
-    return make_web_site(node, secrets or Secrets(), limits or Limits(), reactor=Clock(), **kw)
+def make_site(node, secrets=None, limits=None, options=None, reactor=None, **kw):
+    """A site on a fake clock whose Host allowlist also has ``doozer.test``."""
+    options = options if options is not None else WebOptions(hosts=(HOST,))
+    return make_web_site(node, secrets or Secrets(), limits or Limits(),
+                         reactor=reactor or Clock(), options=options, **kw)
 
 
 class Client:
@@ -46,20 +51,28 @@ class Client:
 
 
 class Conversation:
-    """One HTTP/1.1 connection to a Site over a StringTransport (real Request objects)."""
+    """One HTTP/1.1 connection to a Site over a StringTransport (real Request objects).
 
-    def __init__(self, site):
+    ``host``: the Host header sent; ``peer``/``local``: the client's and
+    the server's (IPv4) addresses as (host, port).
+    """
+
+    def __init__(self, site, host=HOST, peer=("127.0.0.1", 40000), local=("127.0.0.1", 8000)):
         from twisted.internet.address import IPv4Address
         from twisted.internet.testing import StringTransport
 
-        self.transport = StringTransport(peerAddress=IPv4Address("TCP", "127.0.0.1", 40000))
+        self.host = host
+        self.transport = StringTransport(peerAddress=IPv4Address("TCP", *peer),
+                                         hostAddress=IPv4Address("TCP", *local))
         self.protocol = site.buildProtocol(self.transport.getPeer())
         self.protocol.makeConnection(self.transport)
 
-    def send(self, method, path, headers=()):
-        lines = [f"{method} {path} HTTP/1.1", "Host: doozer.test"]
+    def send(self, method, path, headers=(), body=b""):
+        lines = [f"{method} {path} HTTP/1.1", f"Host: {self.host}"]
         lines += [f"{k}: {v}" for k, v in headers]
-        self.protocol.dataReceived(("\r\n".join(lines) + "\r\n\r\n").encode("utf-8"))
+        if body:
+            lines.append(f"Content-Length: {len(body)}")
+        self.protocol.dataReceived(("\r\n".join(lines) + "\r\n\r\n").encode("utf-8") + body)
 
     def response(self):
         """(status, headers dict, de-chunked body so far)."""
@@ -96,25 +109,37 @@ def dechunk(data):
 
 
 class WebSocketConversation:
-    """A websocket client speaking raw RFC 6455 frames to the events factory in memory."""
+    """A websocket client speaking raw RFC 6455 frames to the events factory in memory.
 
-    def __init__(self, site, path="/$events", headers=()):
+    ``via_site``: upgrade through the Site's HTTP channel (Host allowlist,
+    connection gate) as a real connection does, instead of the events
+    factory directly. ``events`` is the server's EventsProtocol (None if
+    the upgrade was refused).
+    """
+
+    def __init__(self, site, path="/$events", headers=(), host=HOST, via_site=False,
+                 peer=("127.0.0.1", 40001), local=("127.0.0.1", 8000), transport=None):
         from twisted.internet.address import IPv4Address
         from twisted.internet.testing import StringTransport
 
-        self.transport = StringTransport(peerAddress=IPv4Address("TCP", "127.0.0.1", 40001))
-        self.protocol = site.events_factory.buildProtocol(self.transport.getPeer())
+        self.transport = transport or StringTransport(
+            peerAddress=IPv4Address("TCP", *peer), hostAddress=IPv4Address("TCP", *local))
+        build = site.buildProtocol if via_site else site.events_factory.buildProtocol
+        self.protocol = build(self.transport.getPeer())
         self.protocol.makeConnection(self.transport)
-        lines = [f"GET {path} HTTP/1.1", "Host: doozer.test", "Upgrade: websocket",
+        lines = [f"GET {path} HTTP/1.1", f"Host: {host}", "Upgrade: websocket",
                  "Connection: Upgrade", "Sec-WebSocket-Version: 13",
                  "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ=="]
         lines += [f"{k}: {v}" for k, v in headers]
         self.protocol.dataReceived(("\r\n".join(lines) + "\r\n\r\n").encode("ascii"))
         head, _, rest = self.transport.value().partition(b"\r\n\r\n")
         self.status = int(head.split()[1])
+        self.head = head
         self._buffer = rest
         self.transport.clear()
         self.closed_with = None
+        inner = getattr(self.protocol, "wrappedProtocol", self.protocol)
+        self.events = inner if hasattr(inner, "send_json") else None
 
     def frames(self):
         """(opcode, payload) of every complete frame received since the last call."""
@@ -144,19 +169,32 @@ class WebSocketConversation:
                 self.closed_with = int.from_bytes(payload[:2], "big") if payload else 1005
         return out
 
-    def send_json(self, body):
+    def send_json(self, body, fragment=None):
+        """Send ``body`` as one text message, in frames of ``fragment`` bytes if given."""
         payload = json.dumps(body).encode("utf-8")
-        mask = b"\x01\x02\x03\x04"
-        header = bytes([0x81])
-        if len(payload) < 126:
-            header += bytes([0x80 | len(payload)])
-        else:
-            header += bytes([0x80 | 126]) + len(payload).to_bytes(2, "big")
-        masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
-        self.protocol.dataReceived(header + mask + masked)
+        size = fragment or max(len(payload), 1)
+        parts = [payload[i:i + size] for i in range(0, len(payload), size)] or [b""]
+        for i, part in enumerate(parts):
+            opcode = 0x1 if i == 0 else 0x0
+            fin = 0x80 if i == len(parts) - 1 else 0
+            self.protocol.dataReceived(_masked_frame(fin | opcode, part))
 
     def drop(self):
         from twisted.internet.error import ConnectionLost
         from twisted.python.failure import Failure
 
         self.protocol.connectionLost(Failure(ConnectionLost()))
+
+
+def _masked_frame(first_byte, payload):
+    """A client-to-server frame (masked, as RFC 6455 requires)."""
+    mask = b"\x01\x02\x03\x04"
+    header = bytes([first_byte])
+    if len(payload) < 126:
+        header += bytes([0x80 | len(payload)])
+    elif len(payload) < 65536:
+        header += bytes([0x80 | 126]) + len(payload).to_bytes(2, "big")
+    else:
+        header += bytes([0x80 | 127]) + len(payload).to_bytes(8, "big")
+    masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+    return header + mask + masked
