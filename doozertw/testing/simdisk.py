@@ -49,27 +49,6 @@ def decode_state(blob):
     return out
 
 
-def encode_state(applied):
-    """Snapshot data: every applied (index, term, data) of normal entries."""
-    parts = [struct.pack(">I", len(applied))]
-    for index, term, data in applied:
-        parts.append(struct.pack(">QQI", index, term, len(data)))
-        parts.append(data)
-    return b"".join(parts)
-
-
-def decode_state(blob):
-    if not blob:
-        return []
-    (count,), pos, out = struct.unpack_from(">I", blob), 4, []
-    for _ in range(count):
-        index, term, n = struct.unpack_from(">QQI", blob, pos)
-        pos += 20
-        out.append((index, term, bytes(blob[pos:pos + n])))
-        pos += n
-    return out
-
-
 class InvariantViolation(AssertionError):
     """A Raft safety property was broken."""
 
