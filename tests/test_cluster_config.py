@@ -134,3 +134,24 @@ def test_peer_advertise_and_a_private_peer_port(tmp_path):
                                          peer_advertise="tcp:7777:interface=127.0.0.2"))
     _, top = tap.build(cluster, me, reactor)
     assert list(top)[0].member.peer_addr == "tcp:host=127.0.0.2:port=7777"
+
+
+def test_a_peer_payload_that_does_not_decode_drops_that_peers_link(tmp_path):
+    cluster = config.parse({"cluster": "c", "data_dir": str(tmp_path),
+                            "peer_secret_file": secret_file(tmp_path), "nodes": {
+        name: {"listen": f"tcp:{8046 + i}:interface=127.0.0.1", "web": "none",
+               "peer_listen": f"tcp:{7046 + i}:interface=127.0.0.1"}
+        for i, name in enumerate(["n1", "n2", "n3"])}})
+    _, top = tap.build(cluster, cluster.nodes["n1"], MemoryReactorClock())
+    service = list(top)[0]
+    dropped = []
+
+    class Transport:
+        def drop_inbound(self, name):
+            dropped.append(name)
+
+    service.transport = Transport()
+    service._receive("n2", b"R\xff\xff\xff")  # a Raft layer byte, then garbage
+    assert dropped == ["n2"]
+    service._receive("n3", b"A\x00" + b"\x00" * 4)  # a truncated Probe
+    assert dropped == ["n2", "n3"]

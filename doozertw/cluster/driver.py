@@ -206,19 +206,21 @@ class ClusterDriver:
 
     # -- transport ---------------------------------------------------------------
 
-    def receive(self, from_name, payload):
-        """Transport callback: one payload from peer ``from_name``."""
+    def receive(self, from_name, payload) -> bool:
+        """Transport callback: one payload from peer ``from_name``; False
+        if it does not decode (the caller should drop that peer's link)."""
         try:
             message = env.decode_payload(payload)
         except CodecError as exc:
             self.log.warn("bad payload from {peer}: {error}", peer=from_name, error=str(exc))
-            return
+            return False
         if isinstance(message, env.ENVELOPE_TYPES):
             handler = self.on_envelope.get(type(message))
             if handler is not None:
                 handler(from_name, message)
-            return
+            return True
         self._receive_raft(from_name, message)
+        return True
 
     def _receive_raft(self, from_name, message):
         if env.name_of(message.src) != from_name:

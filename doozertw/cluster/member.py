@@ -96,7 +96,8 @@ class ClusterMember:
         return self.driver.applied, raft.log.term(self.driver.applied) or 0
 
     def receive(self, from_name, payload):
-        self.driver.receive(from_name, payload)
+        """A peer's payload; False if it did not decode."""
+        return self.driver.receive(from_name, payload)
 
     def start(self):
         """Resume from stored Raft state if there is any, else found or

@@ -203,7 +203,10 @@ class ClusterService(service.Service):
                               "{peer} ({count} so far)", node=self.name, peer=sender,
                               count=count)
             return
-        self.member.receive(sender, payload)
+        if self.member.receive(sender, payload) is False and self.transport is not None:
+            # an authenticated peer sent what does not decode: drop its link
+            # (it reconnects and starts afresh) rather than keep a confused one
+            self.transport.drop_inbound(sender)
 
     # -- lifecycle -------------------------------------------------------------------
 

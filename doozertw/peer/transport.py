@@ -222,6 +222,14 @@ class PeerTransport:
             old.abort()
         log.info("peer {peer} connected to {node}", node=self.name, peer=name)
 
+    def drop_inbound(self, name: str) -> None:
+        """Close the connection peer ``name`` dialed to us, if any."""
+        proto = self.inbound.get(name)
+        if proto is not None:
+            log.warn("closing the link from peer {peer}: it sent a bad payload",
+                     node=self.name, peer=name)
+            proto.abort()
+
     def inbound_lost(self, proto: AcceptorProtocol) -> None:
         if self.inbound.get(proto.peer_name) is proto:
             del self.inbound[proto.peer_name]
