@@ -26,6 +26,7 @@ import time
 
 from twisted.internet import defer
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from doozertw import __version__
 from doozertw.errors import DoozerError, ErrCode
@@ -94,6 +95,7 @@ class Node:
         self.name = name
         self.cluster_name = cluster_name
         self.store = store if store is not None else Store()
+        self.store.report_failures_to(self._watch_failed)
         self.proposer = proposer if proposer is not None else LocalProposer(self.store)
         self.limits = limits if limits is not None else Limits()
         self.read_barrier = read_barrier
@@ -249,6 +251,10 @@ class Node:
             cluster=self.cluster_name, node=self.name, revision=self.store.rev,
             store_snapshot=self.store.snapshot(), raft_index=index, raft_term=term,
             taken_at_ms=int(time.time() * 1000)))
+
+    def _watch_failed(self, what, watch, exc):
+        self.log.failure("store.watch.failed: {watch!r} {what}", Failure(exc),
+                         watch=watch, what=what)
 
     # -- cluster self-description -------------------------------------------
 

@@ -10,6 +10,7 @@ from doozertw.frontends.text import HELP, Framer, FramingError, TextProtocol
 from doozertw.limits import Limits
 from doozertw.node import Node
 from doozertw.store import Store
+from doozertw.testing.proposers import HeldProposer
 
 # -- a reader for the reply stream (also used by the fuzz tests) ---------------
 
@@ -319,25 +320,6 @@ def test_byte_by_byte_gives_the_same_bytes():
     assert dribble.raw() == whole.raw()
 
 
-class HeldProposer:
-    """Commits nothing until ``release()``: a slow consensus round."""
-
-    def __init__(self, store):
-        self.store = store
-        self.held = []
-
-    def propose(self, mutation):
-        d = defer.Deferred()
-        self.held.append((mutation, d))
-        return d
-
-    def release(self, count=None):
-        count = len(self.held) if count is None else count
-        held, self.held = self.held[:count], self.held[count:]
-        for mutation, d in held:
-            d.callback(self.store.apply(mutation))
-
-
 def test_pipelined_read_sees_own_earlier_write():
     store = Store()
     proposer = HeldProposer(store)
@@ -345,7 +327,7 @@ def test_pipelined_read_sees_own_earlier_write():
     conn.send(b"set /a 1\nset /a 2\nget /a\nrev\n")
     assert conn.raw() == b""
     assert len(proposer.held) == 2
-    proposer.release()
+    proposer.release_all()
     assert conn.lines() == [b"OK REV 1", b"OK REV 2", b"OK VALUE 2 1", b"OK REV 2"]
 
 
@@ -356,7 +338,7 @@ def test_read_waits_only_for_the_writes_sent_before_it():
     conn.send(b"set /a 1\nget /a\nset /a 2\nstat /a\n")
     proposer.release(1)
     assert conn.lines() == [b"OK REV 1", b"OK VALUE 1 1"]
-    proposer.release()
+    proposer.release_all()
     assert conn.lines() == [b"OK REV 2", b"OK STAT 2 1"]
 
 
@@ -614,7 +596,7 @@ def test_connection_lost_with_writes_in_flight():
     conn = Conn(Node(store=store, proposer=proposer))
     conn.send(b"set /a 1\nwatch /a\nget /a\n")
     conn.proto.connectionLost(None)
-    proposer.release()
+    proposer.release_all()
     assert store.get("/a")[0] == b"1"
     assert store.watch_count == 0
     assert conn.raw() == b""

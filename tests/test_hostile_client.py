@@ -32,6 +32,7 @@ from doozertw.limits import Limits
 from doozertw.node import Node
 from doozertw.frontends.msg import LENGTH, VERBS, Request, Response, frame
 from doozertw.store import Store
+from doozertw.testing.proposers import HeldProposer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MIB = 1024 * 1024
@@ -91,23 +92,6 @@ class HeldBarrier:
         waiting, self.waiting = self.waiting, []
         for d in waiting:
             d.callback(None)
-
-
-class HeldProposer:
-    """Commits nothing until ``release_one()``: a slow consensus round."""
-
-    def __init__(self, store):
-        self.store = store
-        self.held = []
-
-    def propose(self, mutation):
-        d = defer.Deferred()
-        self.held.append((mutation, d))
-        return d
-
-    def release_one(self):
-        mutation, d = self.held.pop(0)
-        d.callback(self.store.apply(mutation))
 
 
 def _responses(data):
@@ -255,11 +239,11 @@ def test_writes_in_flight_per_connection_are_capped(make):
     clock.advance(0)
     assert len(proposer.held) == 8              # the rest stay unread
     assert transport.producerState == "paused"
-    proposer.release_one()
+    proposer.release()
     clock.advance(0)
     assert len(proposer.held) == 8              # one answered, one more read
     while proposer.held:
-        proposer.release_one()
+        proposer.release()
         clock.advance(0)
     assert node.store.rev == 20
 
@@ -329,7 +313,7 @@ def test_doozer_half_close_still_answers_writes(node):
     proto.dataReceived(_request(1, "SET", path="/a", rev=-1, value=b"1"))
     proto.readConnectionLost()
     assert not transport.disconnecting
-    proposer.release_one()
+    proposer.release()
     assert _responses(transport.value())[0].rev == 1
     assert transport.disconnecting
 

@@ -9,6 +9,7 @@ from doozertw.errors import DoozerError, ErrCode
 from doozertw.limits import Limits
 from doozertw.node import LocalProposer, Node, compile_glob
 from doozertw.store import DEL, DIR, SET, DeleteFile, Event, Nop, SetFile, Store
+from doozertw.testing.proposers import HeldProposer
 
 
 def result_of(d):
@@ -280,23 +281,6 @@ def test_default_limits():
 
 
 # -- proposer ------------------------------------------------------------------------
-
-class HeldProposer:
-    """A proposer that applies a mutation only when the test releases it."""
-
-    def __init__(self, store):
-        self.store = store
-        self.held = []
-
-    def propose(self, mutation):
-        d = defer.Deferred()
-        self.held.append((mutation, d))
-        return d
-
-    def release(self):
-        mutation, d = self.held.pop(0)
-        d.callback(self.store.apply(mutation))
-
 
 def test_writes_complete_when_the_proposer_commits():
     store = Store()

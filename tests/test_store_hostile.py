@@ -152,13 +152,19 @@ def logged():
     globalLogPublisher.removeObserver(events.append)
 
 
+def reporting_store():
+    store, reported = Store(), []
+    store.report_failures_to(lambda what, watch, exc: reported.append((what, watch, exc)))
+    return store, reported
+
+
 def _boom(event):
     raise RuntimeError("consumer exploded")
 
 
 @pytest.mark.parametrize("pattern", ["/k", "/**"])
-def test_a_raising_watcher_ends_alone_and_apply_goes_on(pattern, logged):
-    store = Store()
+def test_a_raising_watcher_ends_alone_and_apply_goes_on(pattern):
+    store, reported = reporting_store()
     errors, seen = [], []
     bad = store.add_watch(Glob(pattern), 1, _boom, errors.append)
     store.add_watch(Glob(pattern), 1, seen.append)
@@ -168,13 +174,13 @@ def test_a_raising_watcher_ends_alone_and_apply_goes_on(pattern, logged):
     assert not bad.active and store.watch_count == 1 and store.watch_failures == 1
     assert len(errors) == 1 and errors[0].code == ErrCode.OTHER
     assert "RuntimeError" in errors[0].detail
-    assert any("store.watch.failed" in e.get("log_format", "") for e in logged)
+    assert [(w, type(e)) for _, w, e in reported] == [(bad, RuntimeError)]
     store.apply(SetFile("/k", CLOBBER, b"w"))
     assert [e.rev for e in seen] == [1, 2] and len(errors) == 1
 
 
-def test_a_raising_on_error_is_contained_too(logged):
-    store = Store()
+def test_a_raising_on_error_is_contained_too():
+    store, reported = reporting_store()
 
     def bad_on_error(error):
         raise ValueError("on_error exploded")
@@ -182,6 +188,7 @@ def test_a_raising_on_error_is_contained_too(logged):
     store.add_watch(Glob("/**"), 1, _boom, bad_on_error)
     assert store.apply(SetFile("/k", CLOBBER, b"v")).rev == 1
     assert store.watch_count == 0
+    assert [type(e) for _, _, e in reported] == [RuntimeError, ValueError]
 
 
 def test_a_watcher_raising_during_replay_is_ended_without_raising():
@@ -193,10 +200,19 @@ def test_a_watcher_raising_during_replay_is_ended_without_raising():
     assert store.apply(SetFile("/k", CLOBBER, b"w")).rev == 2
 
 
-def test_a_raising_revision_waiter_does_not_stop_the_others(logged):
-    store = Store()
+def test_a_raising_revision_waiter_does_not_stop_the_others():
+    store, reported = reporting_store()
     woken = []
     store.call_when_applied(1, lambda: 1 / 0)
     store.call_when_applied(1, lambda: woken.append(1))
     assert store.apply(SetFile("/k", CLOBBER, b"v")).rev == 1
     assert woken == [1] and store.rev_waiter_count == 0
+    assert [type(e) for _, _, e in reported] == [ZeroDivisionError]
+
+
+def test_a_node_logs_what_its_store_reports(logged):
+    from doozertw.node import Node
+    node = Node()
+    node.store.add_watch(Glob("/**"), 1, _boom)
+    node.store.apply(SetFile("/k", CLOBBER, b"v"))
+    assert any("store.watch.failed" in e.get("log_format", "") for e in logged)

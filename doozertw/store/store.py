@@ -25,7 +25,7 @@ from doozertw.store import snapshot as _snapshot
 from doozertw.store.mutation import (
     CLOBBER, DEL, DIR, SET, DeleteFile, Event, Nop, Outcome, SetFile)
 from doozertw.store.tree import Tree
-from doozertw.store.watches import Watch, WatchRegistry, log as _watch_log
+from doozertw.store.watches import Watch, WatchRegistry
 
 DEFAULT_HISTORY = 10_000
 DEFAULT_HISTORY_BYTES = 64 * 1024 * 1024
@@ -66,6 +66,11 @@ class Store:
     @property
     def watch_count(self):
         return len(self._watches)
+
+    def report_failures_to(self, report):
+        """``report(what, watch, exc)`` hears of every watch or revision
+        waiter that raised (they are ended, never allowed to reach apply)."""
+        self._watches.report = report
 
     @property
     def watch_failures(self):
@@ -426,8 +431,8 @@ class Store:
                 self._pending_waiters -= 1
                 try:
                     callback()
-                except Exception:
-                    _watch_log.failure("store.rev_waiter.failed at rev {rev}", rev=waiter.rev)
+                except Exception as exc:
+                    self._watches.report(f"revision waiter at {waiter.rev} raised", None, exc)
 
 
 class RevWaiter:

@@ -9,22 +9,24 @@ consumer is the front end's business (it cancels the watch).
 Isolation: the registry is called from ``Store.apply``, which the Raft
 driver runs while applying committed entries, so nothing a watcher does may
 reach it. A callback that raises ends that watch alone: it is removed, its
-owner is told with ``on_error(DoozerError(OTHER))``, the failure is logged
-(twisted.logger, event ``store.watch.failed``) and counted in
-``WatchRegistry.failures``, and delivery goes on to the next watch. An
-``on_error`` that raises is logged and ignored. Callbacks run synchronously
+owner is told with ``on_error(DoozerError(OTHER))``, the failure is counted
+in ``WatchRegistry.failures`` and handed to ``WatchRegistry.report(what,
+watch, exc)`` (injected by whoever runs the store; the Node logs it as
+``store.watch.failed``), and delivery goes on to the next watch. An
+``on_error`` that raises is reported the same way and ignored. Callbacks run synchronously
 and must not block: a consumer that cannot keep up must buffer or cancel
 (the front ends cancel watches whose output exceeds ``max_output_buffer``).
 """
 
 import itertools
 
-from twisted.logger import Logger
-
 from doozertw.errors import DoozerError, ErrCode
 
 _ids = itertools.count(1)
-log = Logger()
+
+
+def _ignore(what, watch, exc):
+    """The default reporter: failures are only counted."""
 
 
 class Watch:
@@ -50,15 +52,17 @@ class Watch:
     def fail(self, error):
         """End the watch and tell its owner why (``on_error(error)``), if it is active.
 
-        An exception from ``on_error`` is logged, never raised.
+        An exception from ``on_error`` is reported, never raised.
         """
         if self.active:
+            registry = self._registry
             self.cancel()
             if self.on_error is not None:
                 try:
                     self.on_error(error)
-                except Exception:
-                    log.failure("store.watch.on_error failed for {watch!r}", watch=self)
+                except Exception as exc:
+                    if registry is not None:
+                        registry.report("on_error failed", self, exc)
 
     def deliver(self, event):
         """Call the callback; if it raises, fail this watch (see module doc).
@@ -68,10 +72,9 @@ class Watch:
         try:
             self.callback(event)
         except Exception as exc:
-            log.failure("store.watch.failed: {watch!r} raised on rev {rev} {path}",
-                        watch=self, rev=event.rev, path=event.path)
             if self._registry is not None:
                 self._registry.failures += 1
+                self._registry.report(f"raised on rev {event.rev} {event.path}", self, exc)
             self.fail(DoozerError(
                 ErrCode.OTHER, f"watch ended: its consumer failed ({type(exc).__name__})"))
             return False
@@ -84,10 +87,11 @@ class Watch:
 class WatchRegistry:
     """Watches indexed by exact path where the glob has no wildcard."""
 
-    def __init__(self):
+    def __init__(self, report=_ignore):
         self._exact = {}
         self._wild = {}
         self.failures = 0
+        self.report = report
 
     def __len__(self):
         return len(self._wild) + sum(len(ws) for ws in self._exact.values())
