@@ -33,8 +33,6 @@ setup(
         "pyyaml>=6.0",
         # doozer's wire format (proto2), parsed by the C (upb) implementation
         "protobuf>=4.21",
-        # named-state machines for connections and roles
-        "automat>=22.10",
         # /metrics in Prometheus text format
         "prometheus_client>=0.17",
     ],
@@ -49,7 +47,12 @@ setup(
             "treq>=23.1",
             # drives the system's headless Chromium in the web view's browser test
             "selenium>=4.15",
+            # the lint gate ./test.sh runs before pytest (pyproject.toml)
+            "ruff>=0.5",
+            "mypy>=1.10",
         ],
+        # scripts/mutation.sh: mutation testing of the cores (docs/testing.md)
+        "mutation": ["mutmut>=3.8"],
     },
     entry_points={
         "console_scripts": ["doozer = doozertw.cli:main"],

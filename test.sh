@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # Set up (once) and run the whole test suite against the installed package.
-#   ./test.sh            everything but the long soak (fault-injection runs
-#                        included; about 6 minutes on 2 cores)
-#   ./test.sh --fast     the quick developer run (pytest's default selection:
-#                        no slow fault-injection runs)
-#   ./test.sh -m soak    the long soak, by hand
-# Other arguments go to pytest.
+#   ./test.sh            everything but the long soak: the hermetic tests, the
+#                        e2e tests (real twistd, CLI and browser processes) and
+#                        the slow fault-injection runs (about 6 minutes on 2 cores)
+#   ./test.sh --fast     the quick hermetic developer run, pytest's default
+#                        selection: no e2e, slow or soak test, no process started
+#   ./test.sh -m e2e     one marker's tests alone (e2e, slow, or soak: the long
+#                        soak, by hand)
+# Other arguments go to pytest. Every run starts with the lint gate: ruff and
+# mypy as pyproject.toml configures them; a finding fails the run.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 cd "$here"
@@ -21,4 +24,8 @@ for a in "$@"; do
     *) args+=("$a") ;;
   esac
 done
+"$venv/bin/ruff" check --quiet doozertw tests scripts twisted ||
+  { echo "test.sh: ruff check failed (the findings are above)" >&2; exit 1; }
+"$venv/bin/python" -m mypy --no-error-summary ||
+  { echo "test.sh: mypy failed (the findings are above)" >&2; exit 1; }
 exec "$venv/bin/python" -m pytest "${args[@]}"

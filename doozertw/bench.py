@@ -10,11 +10,17 @@ pipelined requests in flight; load comes from ``--workers`` processes so the
 client is not the bottleneck on one core. Phases: ``write`` (SET, clobber),
 ``read`` (GET), ``watch`` (a writer sets a key ``--watch-rate`` times a second
 while ``--watchers`` connections chain WAITs from the next revision;
-latency is from the SET being sent to each watcher receiving its event). Prints throughput and p50/p99 latency
-per phase; ``--json FILE`` also writes them as JSON. With ``--spawn`` or
-``--spawn-cluster`` the nodes' ``/metrics`` give the fsyncs made during the
-write phase: ``fsyncs/write`` is fsyncs on all nodes per acknowledged write
-(group commit makes it far below the node count).
+latency is from the SET being sent to each watcher receiving its event). Prints
+throughput and p50/p99 latency per phase; ``--json FILE`` also writes them as
+JSON. With ``--spawn`` or ``--spawn-cluster`` the nodes' ``/metrics`` give the
+fsyncs made during the write phase: ``fsyncs/write`` is fsyncs on all nodes
+per acknowledged write (group commit makes it far below the node count).
+
+The load is made with doozertw.client: each worker process runs its own
+reactor with ``DoozerClientProtocol`` connections (``Pipeline`` and
+``WaitChain`` below); the stamped writer uses the BlockingClient. Spawned
+nodes are ``doozertw.testing.spawn.Twistd`` processes, ready once they
+accept connections (a cluster: once a write commits).
 """
 
 import argparse
@@ -22,190 +28,204 @@ import json
 import multiprocessing
 import os
 import secrets
-import selectors
-import shutil
-import socket
 import struct
-import subprocess
-import sys
 import tempfile
 import time
 
-from doozertw.frontends.msg import LENGTH, VERBS, Request, Response, frame
+import attrs
+
+from doozertw.client import BlockingClient, ConnectionLost, DoozerError, TCPConnector, call
+from doozertw.client.uri import parse_address
+from doozertw.testing.node_process import endpoint, free_port, free_ports
+from doozertw.testing.spawn import Twistd, listening, start_twistd, writable
 
 _STAMP = struct.Struct(">d")
 
 
-class Connection:
-    """One non-blocking doozer connection keeping ``depth`` requests in flight."""
+@attrs.define
+class Stats:
+    """What one worker measured: answers, error answers, latencies (s)."""
 
-    def __init__(self, address, next_request, depth):
-        host, port = address.rsplit(":", 1)
-        self.sock = socket.create_connection((host, int(port)), timeout=10)
-        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.sock.setblocking(False)
-        self.next_request = next_request
-        self.depth = depth
-        self.inbuf = bytearray()
-        self.outbuf = bytearray()
-        self.sent_at = {}
-
-    def send(self, tag, now):
-        request = self.next_request(tag)
-        if request is not None:
-            self.sent_at[tag] = now
-            self.outbuf += request
-
-    def flush(self):
-        if self.outbuf:
-            try:
-                sent = self.sock.send(self.outbuf)
-            except BlockingIOError:
-                return
-            del self.outbuf[:sent]
-
-    def responses(self):
-        data = self.sock.recv(1 << 18)
-        if not data:
-            raise ConnectionError("server closed the connection")
-        self.inbuf += data
-        buf, pos, out = self.inbuf, 0, []
-        while len(buf) - pos >= 4:
-            (size,) = LENGTH.unpack_from(buf, pos)
-            if len(buf) - pos - 4 < size:
-                break
-            out.append(Response.FromString(bytes(buf[pos + 4:pos + 4 + size])))
-            pos += 4 + size
-        del buf[:pos]
-        return out
+    errors: int = 0
+    lost: int = 0
+    latencies: list = attrs.field(factory=list)
 
 
-def _request(tag, verb, **fields):
-    return frame(Request(tag=tag, verb=VERBS[verb], **fields))
+class Pipeline:
+    """Keeps ``len(calls)`` requests in flight on one DoozerClientProtocol:
+    slot i always sends ``calls[i]``, again as soon as it is answered,
+    until ``now()`` passes ``deadline``. Every answer before the deadline
+    adds its latency to ``stats``; an error answer also counts in
+    ``stats.errors``. A lost connection ends the pipeline (``stats.lost``)."""
+
+    def __init__(self, proto, calls, now, deadline, stats):
+        self.slots = [_Slot(proto, c, now, deadline, stats) for c in calls]
+
+    def start(self):
+        for slot in self.slots:
+            slot.send()
+
+
+class _Slot:
+    """One request of a Pipeline, re-sent on every answer; it is the
+    ``answer`` object of ``DoozerClientProtocol.send`` (no Deferreds)."""
+
+    __slots__ = ("proto", "call", "now", "deadline", "stats", "sent")
+
+    def __init__(self, proto, call_, now, deadline, stats):
+        self.proto = proto
+        self.call = call_
+        self.now = now
+        self.deadline = deadline
+        self.stats = stats
+        self.sent = 0.0
+
+    def send(self):
+        self.sent = self.now()
+        self.proto.send(self.call, self)
+
+    def callback(self, _result):
+        done = self.now()
+        if done < self.deadline:
+            self.stats.latencies.append(done - self.sent)
+            self.send()
+
+    def errback(self, error):
+        if isinstance(error, ConnectionLost):
+            self.stats.lost += 1
+            return
+        if self.now() < self.deadline:
+            self.stats.errors += 1
+        self.callback(None)
+
+
+class WaitChain:
+    """Chains WAITs on ``glob`` from ``rev`` over one DoozerClientProtocol;
+    each event's value starts with a perf_counter stamp (``_STAMP``) and
+    adds ``now() - stamp`` to ``stats``."""
+
+    def __init__(self, proto, glob, rev, now, stats):
+        self.proto = proto
+        self.glob = glob
+        self.rev = rev
+        self.now = now
+        self.stats = stats
+
+    def start(self):
+        d = self.proto.send(call("WAIT", path=self.glob, rev=self.rev))
+        d.addCallbacks(self._event, self._failed)
+
+    def _event(self, event):
+        self.stats.latencies.append(self.now() - _STAMP.unpack(event.value[:8])[0])
+        self.rev = event.rev + 1
+        self.start()
+
+    def _failed(self, failure):
+        if failure.check(ConnectionLost):
+            self.stats.lost += 1
+        else:
+            failure.trap(DoozerError)
+            self.stats.errors += 1
+
+
+def _in_reactor(run, results):
+    """Run ``run(reactor)`` (a Deferred of a result tuple) in this process's
+    own reactor; put the result, or ("error", why), on ``results``.
+
+    Workers are forked before any reactor is imported, so each one gets a
+    fresh reactor here."""
+    from twisted.internet import reactor
+
+    def finish(outcome):
+        if isinstance(outcome, tuple):
+            results.put(outcome)
+        else:
+            results.put(("error", outcome.getErrorMessage()))
+        reactor.stop()
+
+    reactor.callWhenRunning(lambda: run(reactor).addBoth(finish))
+    reactor.run()
+
+
+def _connect_all(reactor, addresses):
+    from twisted.internet import defer
+
+    connector = TCPConnector(reactor, timeout=10)
+    return defer.gatherResults([connector(parse_address(a)) for a in addresses],
+                               consumeErrors=True)
 
 
 def _load_worker(addresses, conn_ids, phase, depth, seconds, value_size, results):
     """Run one phase on some connections; put (count, errors, latencies, elapsed)."""
     value = b"x" * value_size
-    conns = []
-    for cid in conn_ids:
-        paths = [f"/bench/c{cid}/k{tag}" for tag in range(depth)]
+
+    def calls(cid):
+        paths = [f"/bench/c{cid}/k{slot}" for slot in range(depth)]
         if phase == "write":
-            frames = [_request(t, "SET", path=paths[t], value=value, rev=-1)
-                      for t in range(depth)]
-        else:
-            frames = [_request(t, "GET", path=paths[t]) for t in range(depth)]
-        conns.append(Connection(addresses[cid % len(addresses)], frames.__getitem__, depth))
-    sel = selectors.DefaultSelector()
-    for c in conns:
-        sel.register(c.sock, selectors.EVENT_READ, c)
-    latencies, errors = [], 0
-    start = time.perf_counter()
-    deadline = start + seconds
-    for c in conns:
-        for tag in range(depth):
-            c.send(tag, start)
-        c.flush()
-    now = start
-    while now < deadline:
-        for key, _ in sel.select(timeout=0.1):
-            c = key.data
-            now = time.perf_counter()
-            for resp in c.responses():
-                latencies.append(now - c.sent_at[resp.tag])
-                if resp.HasField("err_code"):
-                    errors += 1
-                if now < deadline:
-                    c.send(resp.tag, now)
-            c.flush()
-        now = time.perf_counter()
-    elapsed = time.perf_counter() - start
-    for c in conns:
-        c.sock.close()
-    results.put((len(latencies), errors, latencies, elapsed))
+            return [call("SET", path=p, value=value, rev=-1) for p in paths]
+        return [call("GET", path=p) for p in paths]
+
+    async def run(reactor):
+        from twisted.internet.task import deferLater
+        protos = await _connect_all(reactor, [addresses[c % len(addresses)] for c in conn_ids])
+        stats = Stats()
+        start = time.perf_counter()
+        for proto, cid in zip(protos, conn_ids):
+            Pipeline(proto, calls(cid), time.perf_counter, start + seconds, stats).start()
+        await deferLater(reactor, seconds, lambda: None)
+        elapsed = time.perf_counter() - start
+        for proto in protos:
+            proto.close()
+        return len(stats.latencies), stats.errors + stats.lost, stats.latencies, elapsed
+
+    _in_reactor(_as_deferred(run), results)
 
 
 def _watch_worker(address, pattern, watchers, seconds, results):
     """Watchers chaining WAITs on ``pattern``; latency from the stamp in each value."""
-    rev_probe = socket.create_connection(address_tuple(address), timeout=10)
-    start_rev = _simple_call(rev_probe, _request(1, "REV")).rev + 1
-    rev_probe.close()
-    next_rev = {}
+    async def run(reactor):
+        from twisted.internet.task import deferLater
+        protos = await _connect_all(reactor, [address] * watchers)
+        start_rev = await protos[0].send(call("REV")) + 1
+        stats = Stats()
+        for proto in protos:
+            WaitChain(proto, pattern, start_rev, time.perf_counter, stats).start()
+        await deferLater(reactor, seconds + 1.0, lambda: None)
+        for proto in protos:
+            proto.close()
+        return len(stats.latencies), stats.errors + stats.lost, stats.latencies, seconds
 
-    def waiter(cid):
-        def next_request(tag):
-            return _request(tag, "WAIT", path=pattern, rev=next_rev[cid])
-        return next_request
-
-    conns = []
-    for cid in range(watchers):
-        next_rev[cid] = start_rev
-        conns.append(Connection(address, waiter(cid), 1))
-    sel = selectors.DefaultSelector()
-    for cid, c in enumerate(conns):
-        sel.register(c.sock, selectors.EVENT_READ, (cid, c))
-        c.send(0, 0.0)
-        c.flush()
-    latencies = []
-    deadline = time.perf_counter() + seconds + 1.0
-    while time.perf_counter() < deadline:
-        for key, _ in sel.select(timeout=0.1):
-            cid, c = key.data
-            now = time.perf_counter()
-            for resp in c.responses():
-                if resp.HasField("err_code"):
-                    raise RuntimeError(f"WAIT failed: {resp}")
-                latencies.append(now - _STAMP.unpack(resp.value[:8])[0])
-                next_rev[cid] = resp.rev + 1
-                c.send(0, now)
-            c.flush()
-    for c in conns:
-        c.sock.close()
-    results.put((len(latencies), 0, latencies, seconds))
+    _in_reactor(_as_deferred(run), results)
 
 
-def address_tuple(address):
-    host, port = address.rsplit(":", 1)
-    return host, int(port)
-
-
-def _simple_call(sock, request):
-    sock.sendall(request)
-    header = _recv_exactly(sock, 4)
-    return Response.FromString(_recv_exactly(sock, LENGTH.unpack(header)[0]))
-
-
-def _recv_exactly(sock, n):
-    data = b""
-    while len(data) < n:
-        chunk = sock.recv(n - len(data))
-        if not chunk:
-            raise ConnectionError("connection closed")
-        data += chunk
-    return data
+def _as_deferred(coroutine_function):
+    from twisted.internet import defer
+    return lambda reactor: defer.ensureDeferred(coroutine_function(reactor))
 
 
 def _stamped_writer(address, path, seconds, rate):
     """Write perf_counter stamps to ``path`` at ``rate`` writes/s (one in flight at most)."""
-    def next_request(tag):
-        return _request(tag, "SET", path=path, rev=-1,
-                        value=_STAMP.pack(time.perf_counter()) + b"-" * 8)
-    conn = Connection(address, next_request, 1)
-    sel = selectors.DefaultSelector()
-    sel.register(conn.sock, selectors.EVENT_READ)
-    start = time.perf_counter()
-    deadline = start + seconds
-    writes = in_flight = 0
-    while (now := time.perf_counter()) < deadline:
-        due = start + writes / rate
-        if not in_flight and now >= due:
-            conn.send(0, now)
-            conn.flush()
-            in_flight, writes = 1, writes + 1
-        if sel.select(timeout=max(0.0, min(0.05, due - now)) if not in_flight else 0.05):
-            in_flight -= len(conn.responses())
-    conn.sock.close()
+    with BlockingClient(address, suspend_timeout=0.0) as client:
+        start = time.perf_counter()
+        writes = 0
+        while (now := time.perf_counter()) < start + seconds:
+            due = start + writes / rate
+            if now < due:
+                time.sleep(min(0.05, due - now))
+                continue
+            client.set(path, -1, _STAMP.pack(time.perf_counter()) + b"-" * 8)
+            writes += 1
     return writes
+
+
+def _collect(results, procs, seconds):
+    parts = [results.get(timeout=seconds + 60) for _ in procs]
+    for p in procs:
+        p.join()
+    failed = [p[1] for p in parts if p[0] == "error"]
+    if failed:
+        raise RuntimeError(f"bench worker failed: {failed[0]}")
+    return parts
 
 
 def _summary(phase, parts, unit="ops"):
@@ -229,10 +249,7 @@ def run_load(addresses, phase, connections, depth, seconds, workers, value_size)
         addresses, g, phase, depth, seconds, value_size, results)) for g in groups if g]
     for p in procs:
         p.start()
-    parts = [results.get(timeout=seconds + 60) for _ in procs]
-    for p in procs:
-        p.join()
-    return _summary(phase, parts)
+    return _summary(phase, _collect(results, procs, seconds))
 
 
 def run_watch(addresses, watchers, seconds, rate, workers):
@@ -247,74 +264,62 @@ def run_watch(addresses, watchers, seconds, rate, workers):
         p.start()
     time.sleep(0.5)
     writes = _stamped_writer(addresses[0], path, seconds, rate)
-    parts = [results.get(timeout=seconds + 60) for _ in procs]
-    for p in procs:
-        p.join()
+    parts = _collect(results, procs, seconds)
     summary = _summary("watch", parts, unit="events")
     summary.update(writes=writes, watchers=watchers, write_rate=rate)
     return summary
 
 
-def _twistd():
-    return shutil.which("twistd", path=os.path.dirname(sys.executable)) or "twistd"
-
-
-def spawn_node(port, web_port=None, in_memory=False):
-    """Start ``twistd -n doozer`` on ``port``; return the Popen once it accepts."""
+def spawn_node(port: int, web_port: int | None = None, in_memory: bool = False) -> Twistd:
+    """Start ``twistd doozer`` on ``port`` (its log: ``node.log`` in a
+    scratch directory); return it once it accepts connections."""
     workdir = tempfile.mkdtemp(prefix="doozer-bench-")
-    web = f"tcp:{web_port}:interface=127.0.0.1" if web_port else "none"
-    proc = subprocess.Popen(
-        [_twistd(), "-n", "--pidfile=", "-l", os.path.join(workdir, "node.log"), "doozer",
-         "--listen", f"tcp:{port}:interface=127.0.0.1", "--web", web,
-         "--peer-listen", f"tcp:{_free_port()}:interface=127.0.0.1"]
-        + (["--in-memory"] if in_memory else []),
-        cwd=workdir, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
-    _wait_accepting(proc, port, workdir)
-    return proc
+    options = ["--listen", endpoint(port), "--web", endpoint(web_port) if web_port else "none",
+               "--peer-listen", endpoint(free_port())] + (["--in-memory"] if in_memory else [])
+    return start_twistd(options, workdir, listening(port), timeout=20)
 
 
-def spawn_cluster(size, in_memory=False):
-    """Start ``size`` nodes of one cluster (a YAML file in a scratch
-    directory); returns (procs, client addresses, web ports)."""
-    workdir = tempfile.mkdtemp(prefix="doozer-bench-cluster-")
-    ports = {f"n{i + 1}": (_free_port(), _free_port(), _free_port()) for i in range(size)}
+def _write_cluster_file(workdir: str, ports: dict[str, tuple[int, int, int]]) -> str:
+    """Write ``cluster.yaml`` (and a fresh ``peer-secret``) into ``workdir``
+    for nodes {name: (client, web, peer) ports}; returns the file's path."""
+    secret = os.path.join(workdir, "peer-secret")
+    with open(secret, "w", encoding="ascii") as g:
+        g.write(secrets.token_hex(32) + "\n")
     config = os.path.join(workdir, "cluster.yaml")
     with open(config, "w", encoding="utf-8") as f:
-        secret = os.path.join(workdir, "peer-secret")
-        with open(secret, "w", encoding="ascii") as g:
-            g.write(secrets.token_hex(32) + "\n")
         f.write(f"cluster: bench\npeer_secret_file: {secret}\nnodes:\n")
         for name, (client, web, peer) in ports.items():
-            f.write(f"  {name}:\n    listen: tcp:{client}:interface=127.0.0.1\n"
-                    f"    web: tcp:{web}:interface=127.0.0.1\n"
-                    f"    peer_listen: tcp:{peer}:interface=127.0.0.1\n")
-    procs = []
-    for name in ports:
-        procs.append(subprocess.Popen(
-            [_twistd(), "-n", "--pidfile=", "-l", os.path.join(workdir, f"{name}.log"),
-             "doozer", "--config", config, "--name", name]
-            + (["--in-memory"] if in_memory else []),
-            cwd=workdir, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT))
-    for proc, (client, _, _) in zip(procs, ports.values()):
-        _wait_accepting(proc, client, workdir)
+            f.write(f"  {name}:\n    listen: {endpoint(client)}\n"
+                    f"    web: {endpoint(web)}\n    peer_listen: {endpoint(peer)}\n")
+    return config
+
+
+def spawn_cluster(size: int, in_memory: bool = False
+                  ) -> tuple[list[Twistd], list[str], list[int]]:
+    """Start ``size`` nodes of one cluster (a YAML file in a scratch
+    directory, their logs ``nK.log`` beside it); returns (nodes, client
+    addresses, web ports) once every node accepts and a write commits."""
+    workdir = tempfile.mkdtemp(prefix="doozer-bench-cluster-")
+    picked = free_ports(3 * size)
+    ports = {f"n{i + 1}": (picked[3 * i], picked[3 * i + 1], picked[3 * i + 2])
+             for i in range(size)}
+    config = _write_cluster_file(workdir, ports)
+    more = ("--in-memory",) if in_memory else ()
+    nodes = [Twistd(("--config", config, "--name", name, *more), workdir, name)
+             for name in ports]
+    try:
+        for node in nodes:
+            node.launch()
+        for node, (client, _, _) in zip(nodes, ports.values()):
+            node.wait_ready(listening(client), timeout=20)
+        first = next(iter(ports.values()))[0]
+        nodes[0].wait_ready(writable(first, "/bench/ready"), timeout=30)
+    except BaseException:
+        for node in nodes:      # a cluster that never became ready is not left running
+            node.kill()
+        raise
     addresses = [f"127.0.0.1:{client}" for client, _, _ in ports.values()]
-    _wait_writable(addresses[0])
-    return procs, addresses, [web for _, web, _ in ports.values()]
-
-
-def _wait_writable(address, seconds=30):
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(address_tuple(address), timeout=5) as sock:
-                reply = _simple_call(sock, _request(1, "SET", path="/bench/ready", rev=-1,
-                                                    value=b"1"))
-                if not reply.HasField("err_code"):
-                    return
-        except OSError:
-            pass
-        time.sleep(0.2)
-    raise RuntimeError("the cluster never took a write")
+    return nodes, addresses, [web for _, web, _ in ports.values()]
 
 
 def fsyncs(web_ports):
@@ -327,26 +332,6 @@ def fsyncs(web_ports):
                 if line.startswith("doozer_wal_fsyncs_total"):
                     total += float(line.rsplit(" ", 1)[1])
     return total
-
-
-def _wait_accepting(proc, port, workdir):
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return proc
-        except OSError:
-            if proc.poll() is not None:
-                raise RuntimeError(f"twistd exited; see {workdir}/node.log")
-            time.sleep(0.1)
-    proc.kill()
-    raise RuntimeError("node did not start listening")
-
-
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def parse_args(argv):
@@ -374,13 +359,14 @@ def parse_args(argv):
 
 def main(argv=None):
     args = parse_args(argv)
-    procs, web_ports = [], []
+    nodes: list[Twistd] = []
+    web_ports: list[int] = []
     if args.spawn:
-        port, web = _free_port(), _free_port()
-        procs = [spawn_node(port, web, args.in_memory)]
+        port, web = free_ports(2)
+        nodes = [spawn_node(port, web, args.in_memory)]
         args.addr, web_ports = [f"127.0.0.1:{port}"], [web]
     elif args.spawn_cluster:
-        procs, args.addr, web_ports = spawn_cluster(args.spawn_cluster, args.in_memory)
+        nodes, args.addr, web_ports = spawn_cluster(args.spawn_cluster, args.in_memory)
     if not args.addr:
         args.addr = ["127.0.0.1:8046"]
     try:
@@ -398,10 +384,10 @@ def main(argv=None):
                     (fsyncs(web_ports) - before) / results[-1]["ops"], 4)
             print(_format(results[-1]), flush=True)
     finally:
-        for proc in procs:
-            proc.terminate()
-        for proc in procs:
-            proc.wait(timeout=10)
+        for node in nodes:
+            node.terminate()
+        for node in nodes:
+            node.reap(timeout=10)
     report = {"addresses": args.addr, "connections": args.connections, "depth": args.depth,
               "workers": args.workers, "value_size": args.value_size,
               "seconds": args.seconds, "cpus": os.cpu_count(), "results": results}

@@ -78,13 +78,13 @@ _VALUE_FLAGS = {"a": "uri", "b": "boot_uri", "r": "rev", "t": "timeout",
                 "tls-ca": "tls_ca", "tls-cert": "tls_cert", "tls-key": "tls_key"}
 _TLS_ENV = {"tls_ca": "DOOZER_TLS_CA", "tls_cert": "DOOZER_TLS_CERT",
             "tls_key": "DOOZER_TLS_KEY"}
-_BOOL_FLAGS = {"h": "help", "v": "version", "json": "json"}
+_BOOL_FLAGS = {"h": "help", "help": "help", "v": "version", "json": "json"}
 _FLAG_HELP = [
     ("-a", "string", "the address to bind to", DEFAULT_URI),
     ("-b", "string", "the DzNS uri", ""),
     ("-r", "int", "request rev", "-1"),
     ("-t", "duration", "wait timeout", "0s"),
-    ("-h", "", "show help", ""),
+    ("-h, --help", "", "show help", ""),
     ("-v", "", "print version string", ""),
     ("--json", "", "print results as JSON", ""),
     ("--tls-ca", "file", "speak TLS; verify the server against this CA (PEM)", ""),
@@ -558,6 +558,9 @@ def main(argv=None, stdin=None, stdout=None, stderr=None, environ=None):
     ctx = Context(options, stdin, stdout, stderr)
     if options.help:
         cmd_help(ctx, name)
+        return EXIT_OK
+    if name == "help" and not args:  # `doozer help`: the usage, as -h prints it
+        usage(stderr)
         return EXIT_OK
     fn = COMMANDS[name][0]
     if len(args) != _arity(fn):

@@ -10,7 +10,7 @@ import os
 import attrs
 import yaml
 
-from doozertw.limits import Limits
+from doozertw.limits import DEFAULT_QUORUM_TIMEOUT, Limits, LimitsError, warn_deprecated
 from doozertw.frontends.access import Secrets
 from doozertw.frontends.web.options import TUNABLES, WebOptionError, WebOptions
 from doozertw.store import DEFAULT_HISTORY, DEFAULT_HISTORY_BYTES
@@ -37,7 +37,8 @@ class NodeConfig:
     peer_listen: str = DEFAULT_PEER
     advertise: str | None = None
     attach: str | None = None
-    timeout: float | None = None
+    # seconds before the leader demotes a silent voter; None: never
+    silent_voter_timeout: float | None = None
     peer_advertise: str | None = None
     data_dir: str | None = None
     in_memory: bool = False
@@ -46,12 +47,15 @@ class NodeConfig:
 @attrs.frozen
 class ClusterConfig:
     cluster: str = "local"
+    # True when the file or --cluster named the cluster; a node that
+    # --attach-es without a name learns it from the cluster (doozertw.tap)
+    cluster_given: bool = False
     history: int = DEFAULT_HISTORY
     history_bytes: int = DEFAULT_HISTORY_BYTES
     secrets: Secrets = Secrets()
     limits: Limits = Limits()
     nodes: dict = attrs.field(factory=dict)
-    request_timeout: float = 5.0
+    quorum_timeout: float = DEFAULT_QUORUM_TIMEOUT
     data_dir: str = DEFAULT_DATA_DIR
     snapshot_entries: int = DEFAULT_SNAPSHOT_ENTRIES
     # peer authentication (doozertw.peer.security, docs/security.md)
@@ -83,7 +87,7 @@ class ClusterConfig:
 
 _NODE_KEYS = {"listen", "web", "peer_listen", "advertise", "peer_advertise", "data_dir"}
 _TOP_KEYS = {"cluster", "history", "history_bytes", "secrets", "limits", "nodes",
-             "request_timeout", "data_dir", "snapshot_entries"}
+             "quorum_timeout", "request_timeout", "data_dir", "snapshot_entries"}
 _PEER_AUTH_KEYS = ("peer_secret_file", "peer_cert", "peer_key", "peer_ca")
 _TOP_KEYS |= {*_PEER_AUTH_KEYS, "insecure_peers"}
 _TOP_KEYS |= {"web_hosts", "protect_metrics", "web_limits"}
@@ -92,8 +96,13 @@ _TOP_KEYS |= {"client_ca"}
 
 def load(path):
     """Parse a cluster YAML file into a ClusterConfig."""
-    with open(path, encoding="utf-8") as f:
-        data = yaml.safe_load(f) or {}
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = yaml.safe_load(f) or {}
+    except OSError as e:
+        raise ConfigError(f"{path}: {e.strerror or e}") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {' '.join(str(e).split())}") from None
     return parse(data, source=path)
 
 
@@ -108,17 +117,20 @@ def parse(data, source="<config>"):
         nodes[str(name)] = NodeConfig(name=str(name), **{k: str(v) for k, v in spec.items()})
     secrets = data.get("secrets") or {}
     _reject_unknown(secrets, {"rw", "ro"}, f"{source}: secrets")
-    limits = data.get("limits") or {}
-    _reject_unknown(limits, {f.name for f in attrs.fields(Limits)}, f"{source}: limits")
+    try:
+        limits = Limits.from_mapping(data.get("limits"), source)
+    except LimitsError as e:
+        raise ConfigError(str(e)) from None
     return ClusterConfig(
         cluster=str(data.get("cluster", "local")),
+        cluster_given="cluster" in data,
         history=_positive(data.get("history", DEFAULT_HISTORY), "history", source),
         history_bytes=_positive(
             data.get("history_bytes", DEFAULT_HISTORY_BYTES), "history_bytes", source),
         secrets=Secrets(rw=_secret(secrets.get("rw")), ro=_secret(secrets.get("ro"))),
-        limits=Limits(**limits),
+        limits=limits,
         nodes=nodes,
-        request_timeout=_seconds(data.get("request_timeout", 5.0), "request_timeout", source),
+        quorum_timeout=_quorum_timeout(data, source),
         data_dir=str(data.get("data_dir", DEFAULT_DATA_DIR)),
         snapshot_entries=_positive(data.get("snapshot_entries", DEFAULT_SNAPSHOT_ENTRIES),
                                    "snapshot_entries", source),
@@ -160,6 +172,18 @@ def _positive(value, key, source):
     if not isinstance(value, int) or value < 1:
         raise ConfigError(f"{source}: {key} must be a positive integer")
     return value
+
+
+def _quorum_timeout(data, source):
+    """``quorum_timeout`` from the file, or its deprecated spelling
+    ``request_timeout`` (with a warning on stderr)."""
+    if "request_timeout" in data:
+        if "quorum_timeout" in data:
+            raise ConfigError(f"{source}: give quorum_timeout only, "
+                              "not also its old name request_timeout")
+        warn_deprecated(f"{source}: request_timeout", "quorum_timeout")
+        return _seconds(data["request_timeout"], "request_timeout", source)
+    return _seconds(data.get("quorum_timeout", DEFAULT_QUORUM_TIMEOUT), "quorum_timeout", source)
 
 
 def _seconds(value, key, source):
@@ -222,8 +246,9 @@ def resolve(options, environ=os.environ):
         if options.get("data_dir"):
             raise ConfigError("--in-memory and --data-dir exclude each other")
         node = attrs.evolve(node, in_memory=True)
-    if options.get("timeout") is not None:
-        node = attrs.evolve(node, timeout=_seconds(options["timeout"], "timeout", "command line"))
+    if options.get("silent_voter_timeout") is not None:
+        node = attrs.evolve(node, silent_voter_timeout=_seconds(
+            options["silent_voter_timeout"], "--silent-voter-timeout", "command line"))
     if cluster.nodes and not in_file:
         # from --peers: this node's peer address is where it listens; a node
         # in the file keeps the file's address (how the others reach it)
@@ -234,6 +259,7 @@ def resolve(options, environ=os.environ):
     overrides = {"secrets": secrets}
     if options.get("cluster"):
         overrides["cluster"] = options["cluster"]
+        overrides["cluster_given"] = True
     for key in _PEER_AUTH_KEYS:
         if options.get(key):
             overrides[key] = options[key]
@@ -245,10 +271,23 @@ def resolve(options, environ=os.environ):
     for key in ("history", "history_bytes", "snapshot_entries"):
         if options.get(key) is not None:
             overrides[key] = _positive(options[key], key, "command line")
-    if options.get("request_timeout") is not None:
-        overrides["request_timeout"] = _seconds(
-            options["request_timeout"], "request_timeout", "command line")
+    if options.get("quorum_timeout") is not None:
+        overrides["quorum_timeout"] = _seconds(
+            options["quorum_timeout"], "--quorum-timeout", "command line")
     return attrs.evolve(cluster, **overrides), node
+
+
+def attached_to(cluster: ClusterConfig, found: str, address: str) -> ClusterConfig:
+    """``cluster`` for a node attaching through ``address`` to a cluster
+    whose /ctl/name is ``found``: named ``found`` when no name was given;
+    ConfigError when another name was given (nodes of another cluster are
+    refused) or ``found`` is empty (not a cluster's node)."""
+    if not found:
+        raise ConfigError(f"--attach {address}: the node there has no /ctl/name")
+    if cluster.cluster_given and cluster.cluster != found:
+        raise ConfigError(f"--attach {address}: that node is in cluster {found!r}, "
+                          f"this one is configured for cluster {cluster.cluster!r}")
+    return attrs.evolve(cluster, cluster=found, cluster_given=True)
 
 
 def _web_overrides(web, options):

@@ -26,12 +26,12 @@ class DoozerError(Exception):
     ``detail`` is free text for people; clients match on ``code``.
     """
 
-    def __init__(self, code, detail=""):
+    def __init__(self, code: int, detail: str = "") -> None:
         super().__init__(code, detail)
         self.code = ErrCode(code)
         self.detail = detail
 
-    def __str__(self):
+    def __str__(self) -> str:
         if self.detail:
             return f"{self.code.name}: {self.detail}"
         return self.code.name

@@ -19,10 +19,14 @@ doozertw.cluster.reads.ReadBarrier) guards every read without a revision,
 and REV.
 """
 
+from __future__ import annotations
+
 import collections
 import functools
 import socket
 import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast
 
 from twisted.internet import defer
 from twisted.logger import Logger
@@ -30,22 +34,49 @@ from twisted.python.failure import Failure
 
 from doozertw import __version__
 from doozertw.errors import DoozerError, ErrCode
+from doozertw.frontends.interface import Cancellable, NodeAPI, NodeMetrics
 from doozertw.limits import Limits
 from doozertw.store import (
-    ANY, CLOBBER, DeleteFile, Glob, Nop, SetFile, Store, check_path)
+    ANY, CLOBBER, DeleteFile, Event, Glob, Mutation, Nop, Outcome, SetFile, Store,
+    Watch, check_path)
+from doozertw.store.store import RevWaiter
+from doozertw.status import ClusterView
+
+_T = TypeVar("_T")
+
+
+class Clock(Protocol):
+    """What the node needs of a reactor: ``seconds()`` (IReactorTime)."""
+
+    def seconds(self) -> float: ...
+
+
+class Proposer(Protocol):
+    """The path by which a mutation becomes committed: ``propose`` fires with
+    the mutation's Outcome once it is applied to the local store."""
+
+    def propose(self, mutation: Mutation) -> defer.Deferred[Outcome]: ...
+
+
+class ReadBarrier(Protocol):
+    """``barrier()`` fires once a local read is linearizable (e.g.
+    doozertw.cluster.reads.ReadBarrier); fails with DoozerError otherwise."""
+
+    def barrier(self) -> defer.Deferred[Any]: ...
 
 
 class LocalProposer:
     """Commits a mutation by applying it to the local store immediately."""
 
-    def __init__(self, store):
+    def __init__(self, store: Store) -> None:
         self._store = store
-        self._queue = None
+        self._queue: collections.deque[
+            tuple[Mutation, defer.Deferred[Outcome]]] | None = None
 
-    def propose(self, mutation):
+    def propose(self, mutation: Mutation) -> defer.Deferred[Outcome]:
         """Apply now, or, when called from inside an apply (a watch callback),
         right after it, so watches see events strictly in revision order."""
-        result = defer.Deferred()
+        result: defer.Deferred[Outcome] = defer.Deferred()
         if self._queue is not None:
             self._queue.append((mutation, result))
             return result
@@ -60,9 +91,10 @@ class LocalProposer:
 
 
 class Stats:
-    """Counters a node keeps for its web view and metrics."""
+    """Counters a node keeps for its web view and metrics (read them through
+    ``Node.metrics()``; front ends change them only through Node methods)."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.reads = 0
         self.writes = 0
         self.write_errors = 0
@@ -70,12 +102,12 @@ class Stats:
 
 
 @functools.lru_cache(maxsize=4096)
-def compile_glob(pattern):
+def compile_glob(pattern: str) -> Glob:
     """Compile and cache a glob; raises DoozerError(BAD_PATH) when invalid."""
     return Glob(pattern)
 
 
-def _call(fn, *args):
+def _call(fn: Callable[..., _T], *args: Any) -> defer.Deferred[_T]:
     try:
         return defer.succeed(fn(*args))
     except DoozerError as e:
@@ -83,15 +115,22 @@ def _call(fn, *args):
 
 
 class Node:
-    """One member of a cluster (or a cluster of one), seen by clients."""
+    """One member of a cluster (or a cluster of one), seen by clients: the
+    implementation of doozertw.frontends.interface.NodeAPI."""
 
     log = Logger()
-    raft_position = None
-    """Zero-argument callable giving the (index, term) of the last Raft
-    entry applied to the store, set by whoever runs Raft; None: unknown."""
-
-    def __init__(self, name="n1", store=None, proposer=None, cluster_name="local",
-                 limits=None, read_barrier=None, reactor=None):
+    def __init__(self, name: str = "n1", store: Store | None = None,
+                 proposer: Proposer | None = None, cluster_name: str = "local",
+                 limits: Limits | None = None, read_barrier: ReadBarrier | None = None,
+                 reactor: Clock | None = None, *,
+                 cluster_status: Callable[[], ClusterView] | None = None,
+                 raft_position: Callable[[], tuple[int, int]] | None = None) -> None:
+        """``cluster_status``: a zero-argument callable returning a
+        ClusterView (a clustered node; None: a single node);
+        ``raft_position``: a zero-argument callable giving the (index, term)
+        of the last Raft entry applied to the store (None: unknown)."""
+        self.cluster_status = cluster_status
+        self.raft_position = raft_position
         self.name = name
         self.cluster_name = cluster_name
         self.store = store if store is not None else Store()
@@ -100,33 +139,36 @@ class Node:
         self.limits = limits if limits is not None else Limits()
         self.read_barrier = read_barrier
         self.stats = Stats()
-        self.proposal_observers = []
+        self.proposal_observers: list[Callable[[float], Any]] = []
         self._reactor = reactor
 
     # -- reads -------------------------------------------------------------
 
-    def rev(self):
+    def rev(self) -> defer.Deferred[int]:
         """Deferred latest committed revision (linearizable in a cluster)."""
         if self.read_barrier is None:
             return defer.succeed(self.store.rev)
         return self.read_barrier.barrier().addCallback(lambda _: self.store.rev)
 
-    def self_id(self):
+    def self_id(self) -> defer.Deferred[str]:
+        """Deferred id of this node."""
         return defer.succeed(self.name)
 
-    def get(self, path, rev=None):
+    def get(self, path: str, rev: int | None = None) -> defer.Deferred[tuple[bytes, int]]:
         """Deferred (value, rev); (b"", 0) for a missing file."""
         return self._read(self.store.get, path, rev)
 
-    def stat(self, path, rev=None):
+    def stat(self, path: str, rev: int | None = None) -> defer.Deferred[tuple[int, int]]:
         """Deferred (length, rev); a directory's rev is DIR (-2)."""
         return self._read(self.store.stat, path, rev)
 
-    def getdir(self, path, rev=None, offset=0):
+    def getdir(self, path: str, rev: int | None = None,
+               offset: int = 0) -> defer.Deferred[str]:
         """Deferred name of the ``offset``-th entry of a directory."""
         return self._read(self.store.getdir, path, rev, offset)
 
-    def walk(self, pattern, rev=None, offset=0):
+    def walk(self, pattern: str, rev: int | None = None,
+             offset: int = 0) -> defer.Deferred[Event]:
         """Deferred SET Event of the ``offset``-th file matching a glob."""
         try:
             glob = self._glob(pattern)
@@ -134,16 +176,41 @@ class Node:
             return defer.fail(e)
         return self._read(self.store.walk, glob, rev, offset)
 
-    def _read(self, fn, arg, rev, *rest):
+    @property
+    def applied_rev(self) -> int:
+        """The revision applied locally now (not a linearizable read)."""
+        return self.store.rev
+
+    def glob(self, pattern: str) -> Glob:
+        """``pattern`` compiled (cached); DoozerError(BAD_PATH) if invalid or
+        longer than ``limits.max_path``."""
+        return self._glob(pattern)
+
+    def files(self, glob: Glob, rev: int | None = None) -> list[Event]:
+        """Every file matching the Glob ``glob`` at the applied revision
+        ``rev`` (None: now) as SET Events, in walk order; DoozerError(TOO_LATE)
+        below the history window. Counts no read (see ``record_read``)."""
+        return self.store.files(glob, rev)
+
+    def when_applied(self, rev: int) -> defer.Deferred[None]:
+        """Deferred None once revision ``rev`` is applied (now, if it is);
+        cancelling it drops the wait."""
+        waiter: RevWaiter | None = None
+        applied: defer.Deferred[None] = defer.Deferred(_canceller(lambda: waiter))
+        waiter = self.store.call_when_applied(rev, lambda: applied.callback(None))
+        return applied
+
+    def _read(self, fn: Callable[..., _T], arg: Any, rev: int | None,
+              *rest: Any) -> defer.Deferred[_T]:
         self.stats.reads += 1
         if rev is None and self.read_barrier is not None:
             return self.read_barrier.barrier().addCallback(lambda _: fn(arg, rev, *rest))
         if rev is None or rev <= self.store.rev:
             return _call(fn, arg, rev, *rest)
-        waiter = None
-        waiting = defer.Deferred(lambda _: waiter.cancel())
+        waiter: RevWaiter | None = None
+        waiting: defer.Deferred[_T] = defer.Deferred(_canceller(lambda: waiter))
 
-        def applied():
+        def applied() -> None:
             _call(fn, arg, rev, *rest).chainDeferred(waiting)
 
         waiter = self.store.call_when_applied(rev, applied)
@@ -151,7 +218,7 @@ class Node:
 
     # -- waiting -----------------------------------------------------------
 
-    def wait(self, pattern, rev):
+    def wait(self, pattern: str, rev: int) -> defer.Deferred[Event]:
         """Deferred first Event matching ``pattern`` with revision >= ``rev``.
 
         Cancelling the Deferred removes the watch.
@@ -163,17 +230,19 @@ class Node:
             return defer.fail(e)
         if found is not None:
             return defer.succeed(found)
-        watch = None
-        result = defer.Deferred(lambda _: watch.cancel())
+        watch: Watch | None = None
+        result: defer.Deferred[Event] = defer.Deferred(_canceller(lambda: watch))
 
-        def deliver(event):
-            watch.cancel()
+        def deliver(event: Event) -> None:
+            if watch is not None:
+                watch.cancel()
             result.callback(event)
 
         watch = self.store.add_watch(glob, rev, deliver, result.errback)
         return result
 
-    def watch(self, pattern, rev, callback, on_error=None):
+    def watch(self, pattern: str, rev: int, callback: Callable[[Event], object],
+              on_error: Callable[[DoozerError], object] | None = None) -> Watch:
         """Call ``callback(event)`` for every change matching ``pattern`` from ``rev``.
 
         Returns a Watch (``cancel()`` it); raises DoozerError for a bad glob
@@ -182,14 +251,14 @@ class Node:
         """
         return self.store.add_watch(self._glob(pattern), rev, callback, on_error)
 
-    def _glob(self, pattern):
+    def _glob(self, pattern: str) -> Glob:
         if len(pattern) > self.limits.max_path:
             raise DoozerError(ErrCode.BAD_PATH, "glob too long")
         return compile_glob(pattern)
 
     # -- writes ------------------------------------------------------------
 
-    def set(self, path, rev, value):
+    def set(self, path: str, rev: int, value: bytes) -> defer.Deferred[int]:
         """Deferred new revision of the file."""
         try:
             check_path(path, self.limits.max_path, self.limits.max_depth)
@@ -199,7 +268,7 @@ class Node:
             return defer.fail(e)
         return self._write(SetFile(path, rev, bytes(value)))
 
-    def delete(self, path, rev):
+    def delete(self, path: str, rev: int) -> defer.Deferred[int]:
         """Deferred revision of the deletion."""
         try:
             check_path(path, self.limits.max_path, self.limits.max_depth)
@@ -207,11 +276,11 @@ class Node:
             return defer.fail(e)
         return self._write(DeleteFile(path, rev))
 
-    def nop(self):
+    def nop(self) -> defer.Deferred[None]:
         """Deferred None once a round trip through the commit path completes."""
         return self.proposer.propose(Nop()).addCallback(lambda _: None)
 
-    def _write(self, mutation):
+    def _write(self, mutation: Mutation) -> defer.Deferred[int]:
         self.stats.writes += 1
         if not self.proposal_observers:
             return self.proposer.propose(mutation).addCallback(self._outcome)
@@ -219,13 +288,14 @@ class Node:
         d = self.proposer.propose(mutation)
         return d.addBoth(self._observe_latency, started).addCallback(self._outcome)
 
-    def _seconds(self):
+    def _seconds(self) -> float:
         if self._reactor is None:
             from twisted.internet import reactor
-            self._reactor = reactor
+            self._reactor = cast(Clock, reactor)
         return self._reactor.seconds()
 
-    def _observe_latency(self, result, started):
+    def _observe_latency(self, result: Outcome | Failure,
+                         started: float) -> Outcome | Failure:
         seconds = self._seconds() - started
         for observer in list(self.proposal_observers):
             try:
@@ -234,15 +304,37 @@ class Node:
                 self.log.failure("proposal observer failed")
         return result
 
-    def _outcome(self, outcome):
+    def _outcome(self, outcome: Outcome) -> int:
         if outcome.error is not None:
             self.stats.write_errors += 1
             raise DoozerError(outcome.error)
         return outcome.rev
 
+    # -- metrics -----------------------------------------------------------
+
+    def metrics(self) -> NodeMetrics:
+        """The node's figures now, as a NodeMetrics."""
+        stats, store = self.stats, self.store
+        return NodeMetrics(rev=store.rev, files=store.file_count,
+                           watchers=store.watch_count, connections=stats.connections,
+                           reads=stats.reads, writes=stats.writes,
+                           write_errors=stats.write_errors)
+
+    def record_read(self) -> None:
+        """Count one read served without a read verb (a listing, a snapshot)."""
+        self.stats.reads += 1
+
+    def connection_opened(self) -> None:
+        """A client-port connection opened."""
+        self.stats.connections += 1
+
+    def connection_closed(self) -> None:
+        """A client-port connection counted by ``connection_opened`` closed."""
+        self.stats.connections -= 1
+
     # -- backup ------------------------------------------------------------
 
-    def backup(self):
+    def backup(self) -> bytes:
         """The store as a backup file's bytes (doozertw.persist.backup), at
         the revision it has now: built synchronously, so consistent."""
         from doozertw.persist.backup import Backup, encode_backup
@@ -252,22 +344,26 @@ class Node:
             store_snapshot=self.store.snapshot(), raft_index=index, raft_term=term,
             taken_at_ms=int(time.time() * 1000)))
 
-    def _watch_failed(self, what, watch, exc):
+    def _watch_failed(self, what: str, watch: Watch | None, exc: Exception) -> None:
         self.log.failure("store.watch.failed: {watch!r} {what}", Failure(exc),
                          watch=watch, what=what)
 
     # -- cluster self-description -------------------------------------------
 
-    def describe_self(self, client_addr, hostname=None, voter_slot=None):
+    def describe_self(self, client_addr: str, hostname: str | None = None,
+                      voter_slot: int | None = None) -> defer.Deferred[list[int]]:
         """Write this node's entries under /ctl as doozerd does.
 
         ``voter_slot`` n (a node that is a cluster by itself: its only
         voter and so its leader) also writes this node's id into /ctl/cal/n
-        and /ctl/leader. Returns a Deferred that fires when all are written.
+        and /ctl/leader. /ctl/name is written only when it does not hold
+        this node's cluster name already (a node joining or restarting never
+        rewrites it). Returns a Deferred that fires when all are written.
         """
         prefix = f"/ctl/node/{self.name}"
-        entries = [
-            ("/ctl/name", self.cluster_name),
+        named = self.store.get("/ctl/name")[0] == self.cluster_name.encode("utf-8")
+        entries = [] if named else [("/ctl/name", self.cluster_name)]
+        entries += [
             (f"{prefix}/addr", client_addr),
             (f"{prefix}/hostname", hostname or socket.gethostname()),
             (f"{prefix}/version", __version__),
@@ -280,4 +376,19 @@ class Node:
             consumeErrors=True)
 
 
-__all__ = ["ANY", "LocalProposer", "Node", "compile_glob"]
+def _canceller(target: Callable[[], Cancellable | None]
+               ) -> Callable[[defer.Deferred[Any]], None]:
+    """A Deferred canceller that cancels whatever ``target()`` returns then
+    (a watch or a revision waiter registered after the Deferred was made)."""
+    def cancel(_: defer.Deferred[Any]) -> None:
+        registration = target()
+        if registration is not None:
+            registration.cancel()
+    return cancel
+
+
+if TYPE_CHECKING:  # the lint gate's mypy checks that Node implements NodeAPI
+    _implements: type[NodeAPI] = Node
+
+
+__all__ = ["ANY", "LocalProposer", "Node", "Proposer", "ReadBarrier", "compile_glob"]

@@ -5,6 +5,7 @@ makeService builds one Node and the services that expose it: the client
 port (doozer protocol and text protocol on one port) and the web port.
 """
 
+import os
 import socket
 import sys
 
@@ -37,7 +38,8 @@ class Options(usage.Options):
          f"Peer port for cluster traffic [default: {config.DEFAULT_PEER}]."],
         ["advertise", None, None,
          "Client address published in /ctl/node/<id>/addr (default: the bound address)."],
-        ["cluster", None, None, "Cluster name, written to /ctl/name (default: local)."],
+        ["cluster", None, None, "Cluster name, written to /ctl/name (default: local; "
+         "with --attach: the cluster's, and another name is refused)."],
         ["history", None, None, "Revisions of history kept for past reads and watches "
          "[default: 10000].", int],
         ["history-bytes", None, None, "Bytes of history kept at most [default: 64 MiB].", int],
@@ -50,12 +52,12 @@ class Options(usage.Options):
         ["attach", "a", None,
          "Join the running cluster that has a member at this client address "
          "(host:port) as a learner."],
-        ["timeout", None, None,
+        ["silent-voter-timeout", None, None,
          "Demote a voter silent for this many seconds (off by default; "
          "see docs/cluster.md for the risk).", float],
-        ["request-timeout", None, None,
+        ["quorum-timeout", None, None,
          "Seconds a write or linearizable read may wait for a quorum "
-         "[default: 5].", float],
+         f"[default: {config.DEFAULT_QUORUM_TIMEOUT:g}].", float],
         ["data-dir", "d", None,
          "Directory of this node's write-ahead log and snapshots "
          f"[default: {config.DEFAULT_DATA_DIR}, relative to the working directory]."],
@@ -91,25 +93,89 @@ class Options(usage.Options):
         "(NAME or NAME:PORT; repeatable or comma-separated; '*' accepts any Host: "
         "UNSAFE, it allows DNS rebinding).")
 
+    def opt_timeout(self, value):
+        """Deprecated: use --silent-voter-timeout."""
+        self._deprecated("timeout", "silent-voter-timeout", value)
+
+    def opt_request_timeout(self, value):
+        """Deprecated: use --quorum-timeout."""
+        self._deprecated("request-timeout", "quorum-timeout", value)
+
+    def _deprecated(self, old, new, value):
+        """Take ``--old value`` as ``--new value``, warning on stderr."""
+        config.warn_deprecated(f"--{old}", f"--{new}")
+        self[new] = value
+
     def opt_version(self):
         """Print the version and exit."""
         print(f"doozertw {__version__}")
         sys.exit(0)
 
     def postOptions(self):
+        """Resolve the configuration and check everything that can be checked
+        before anything listens; a problem ends the process with one line
+        on stderr (``doozer: ...``) and exit status 1."""
+        from doozertw.persist.errors import StorageError
         try:
-            self.cluster, self.node = config.resolve(
+            cluster, node = config.resolve(
                 {key.replace("-", "_"): value for key, value in self.items()})
+            check_endpoints(node)
+            if node.attach:
+                found = cluster_name_at(node.attach, cluster.secrets)
+                cluster = config.attached_to(cluster, found, node.attach)
             from doozertw.peer.security import for_node
-            for_node(self.cluster, self.node)  # refuse before opening storage
-            self.storage = open_storage(self.cluster, self.node)
-        except (OSError, config.ConfigError) as e:
-            raise usage.UsageError(str(e)) from None
-        except Exception as e:  # a data directory we must not use
-            from doozertw.persist.errors import StorageError
-            if isinstance(e, StorageError):
-                raise usage.UsageError(str(e)) from None
-            raise
+            for_node(cluster, node)  # refuse before opening storage
+            if not node.in_memory:
+                usable_directory(cluster.data_dir_of(node))
+            self.storage = open_storage(cluster, node)
+        except (OSError, config.ConfigError, StorageError) as e:
+            raise SystemExit(f"doozer: {e}") from None
+        self.cluster, self.node = cluster, node
+
+
+def check_endpoints(me: config.NodeConfig) -> None:
+    """ConfigError naming the option whose endpoint string does not parse
+    (an unknown type, a bad port, an ssl: certificate that cannot be read)."""
+    from twisted.internet import reactor
+    described = [("--listen", me.listen), ("--peer-listen", me.peer_listen)]
+    if me.web != config.DISABLED:
+        described.append(("--web", me.web))
+    for option, description in described:
+        try:
+            serverFromString(reactor, description)
+        except Exception as e:  # endpoint parsers raise anything
+            raise config.ConfigError(f"{option} {description!r}: {e}") from None
+
+
+ATTACH_TIMEOUT = 5.0
+
+
+def cluster_name_at(address: str, secrets, timeout: float = ATTACH_TIMEOUT) -> str:
+    """The /ctl/name of the node whose client port is ``address``
+    (host:port), read with a blocking client before the reactor runs;
+    ConfigError if no doozer node answers there within ``timeout`` s."""
+    from doozertw.client.blocking import BlockingClient
+    from doozertw.client.core import ConnectionLost, WaitTimeout, call
+    from doozertw.errors import DoozerError
+    where = f"--attach {address}"
+    try:
+        client = BlockingClient(address, secret=secrets.rw or secrets.ro,
+                                connect_timeout=timeout, suspend_timeout=timeout)
+    except ValueError as e:
+        raise config.ConfigError(f"{where}: {e}") from None
+    try:
+        value, _ = client.request(call("GET", path="/ctl/name"), timeout=timeout)
+    except ConnectionLost:
+        raise config.ConfigError(f"{where}: no node answers there") from None
+    except WaitTimeout:
+        raise config.ConfigError(
+            f"{where}: no doozer answer within {timeout:g}s (give a member's "
+            f"client port, not its web or peer port)") from None
+    except DoozerError as e:
+        raise config.ConfigError(f"{where}: cannot read /ctl/name: {e}") from None
+    finally:
+        client.close()
+    return value.decode("utf-8", "replace")
 
 
 def open_storage(cluster, me, reactor=None):
@@ -124,6 +190,17 @@ def open_storage(cluster, me, reactor=None):
     provider = DiskProvider(cluster.data_dir_of(me), cluster.cluster, me.name, reactor)
     provider.existing()
     return provider
+
+
+def usable_directory(path: str) -> None:
+    """Create the data directory ``path`` if missing; ConfigError (one
+    line) if that fails or this process cannot write in it."""
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as e:
+        raise config.ConfigError(f"data directory {path}: {e.strerror or e}") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise config.ConfigError(f"data directory {path}: not writable by this user")
 
 
 class ListeningService(service.Service):
@@ -207,7 +284,8 @@ def build(cluster, me, reactor=None, storage=None):
         member = ClusterService(
             me.name, voters, me.peer_listen, store,
             cluster_name=cluster.cluster, limits=cluster.limits, reactor=reactor,
-            timeout=me.timeout, request_timeout=cluster.request_timeout,
+            silent_voter_timeout=me.silent_voter_timeout,
+            quorum_timeout=cluster.quorum_timeout,
             attach=me.attach, secret=cluster.secrets.rw,
             peer_advertise=me.peer_advertise, storage_provider=storage,
             snapshot_entries=cluster.snapshot_entries, peer_security=security)
@@ -223,18 +301,52 @@ def build(cluster, me, reactor=None, storage=None):
         def announce(port):
             node.describe_self(me.advertise or _address(port), voter_slot=0)
 
+    serving = ServingLine(me)
     client = ListeningService(
         me.listen, ClientPortFactory(node, cluster.secrets, cluster.limits, reactor,
                                      certificate_grants=bool(cluster.client_ca)),
-        reactor, on_listening=announce, make_endpoint=_client_endpoint(cluster, me))
+        reactor, on_listening=lambda port: (announce(port), serving.client_at(port)),
+        make_endpoint=_client_endpoint(cluster, me))
     _warn_cleartext(cluster, me)
     client.setServiceParent(top)
     if me.web != config.DISABLED:
         from doozertw.frontends.web import make_web_site
         site = make_web_site(node, cluster.secrets, cluster.limits, reactor=reactor,
                              options=cluster.web)
-        ListeningService(me.web, site, reactor).setServiceParent(top)
+        ListeningService(me.web, site, reactor,
+                         on_listening=serving.web_at).setServiceParent(top)
     return node, top
+
+
+class ServingLine:
+    """Logs one line saying where node ``me`` serves (``node n1 serving:
+    client port HOST:PORT (doozer and text protocols), web view
+    http://HOST:PORT/``) once its client port and web port (unless
+    ``none``) listen; ``line`` holds it afterwards."""
+
+    log = Logger()
+
+    def __init__(self, me: config.NodeConfig):
+        self.me = me
+        self.client = None
+        self.web = None if me.web != config.DISABLED else "off"
+        self.line = None
+
+    def client_at(self, port):
+        self.client = _address(port)
+        self._maybe_log()
+
+    def web_at(self, port):
+        scheme = "https" if self.me.web.startswith("ssl:") else "http"
+        self.web = f"{scheme}://{_address(port)}/"
+        self._maybe_log()
+
+    def _maybe_log(self):
+        if self.client is None or self.web is None or self.line is not None:
+            return
+        self.line = (f"node {self.me.name} serving: client port {self.client} (doozer and "
+                     f"text protocols), web view {self.web}")
+        self.log.info("{line}", line=self.line)
 
 
 def _client_endpoint(cluster, me):
@@ -266,6 +378,31 @@ def _warn_cleartext(cluster, me):
             exposed=" and ".join(exposed))
 
 
+class StartupGuard(service.MultiService):
+    """The node's services under twistd: a failure to start them (a port in
+    use, a data directory that cannot be used) is one line on stderr,
+    ``doozer: cannot start: ...``, and exit status 1, not a traceback."""
+
+    log = Logger()
+
+    def __init__(self, stderr=None):
+        super().__init__()
+        self._stderr = stderr
+
+    def startService(self):
+        try:
+            super().startService()
+        except Exception as e:
+            reason = " ".join(str(e).split()) or type(e).__name__
+            self.log.critical("cannot start: {reason}", reason=reason)
+            stderr = self._stderr or sys.__stderr__
+            stderr.write(f"doozer: cannot start: {reason}\n")
+            stderr.flush()
+            raise SystemExit(1) from None
+
+
 def makeService(options):
     _, top = build(options.cluster, options.node, storage=options.storage)
-    return top
+    guard = StartupGuard()
+    top.setServiceParent(guard)
+    return guard

@@ -149,7 +149,9 @@ def mutual_tls_endpoint(reactor, description: str, client_ca: str, factory):
     kind = TCP6ServerEndpoint if ":" in interface else TCP4ServerEndpoint
     endpoint = kind(reactor, int(kw["port"]), backlog=int(kw.get("backlog", 50)),
                     interface=interface)
-    return endpoint, TLSMemoryBIOFactory(options, False, factory)
+    # CertificateOptions provides IOpenSSLContextFactory through zope.interface,
+    # which mypy does not see.
+    return endpoint, TLSMemoryBIOFactory(options, False, factory)  # type: ignore[arg-type]
 
 
 def _load_chain(path: str):

@@ -6,21 +6,14 @@ members on the in-memory network; one end-to-end run with real processes."""
 import http.server
 import io
 import json
-import os
 import pathlib
-import shutil
-import socket
 import subprocess
 import sys
 import threading
-import time
-import urllib.error
-import urllib.request
 
 import pytest
 from twisted.internet import task
 
-import doozertw
 from doozertw import cli
 from doozertw.cluster import recovery
 from doozertw.cluster.bootstrap import Phase
@@ -28,15 +21,17 @@ from doozertw.cluster.driver import Timing
 from doozertw.cluster.memnet import MemoryNetwork
 from doozertw.consensus import HardState
 from doozertw.frontends.access import Secrets
-from doozertw.frontends.web.testing import Client, make_site
+from doozertw.testing.web import Client, make_site
 from doozertw.node import Node
 from doozertw.persist import DataDirError, DiskStorage, LazyFileSystem, OsFileSystem
 from doozertw.persist.backup import (
     Backup, BackupError, decode_backup, encode_backup,
 )
 from doozertw.store import CLOBBER, Glob, Store
-
-from test_cluster_memory import outcome, run_until
+from doozertw.testing.node_process import endpoint, free_ports
+from doozertw.testing.proxy import child_env
+from doozertw.testing.spawn import http_ok, start_twistd
+from doozertw.testing.memrun import outcome, run_until
 
 VOTERS = ("n1", "n2", "n3")
 
@@ -392,65 +387,32 @@ def test_cli_save_fetches_checks_and_writes_atomically(tmp_path, filled):
 
 # -- end to end: real twistd, real CLI ---------------------------------------------
 
-REPO = pathlib.Path(doozertw.__file__).resolve().parent.parent
-TWISTD = shutil.which("twistd", path=os.path.dirname(sys.executable)) or shutil.which("twistd")
-
-
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _env():
-    return dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-
 
 class _Twistd:
-    def __init__(self, cwd, data_dir, name="e2e"):
-        self.client, self.web, peer = _free_port(), _free_port(), _free_port()
-        self.log = cwd / f"{name}-{self.web}.log"
-        self.proc = subprocess.Popen(
-            [TWISTD, "--nodaemon", "--pidfile=", "--logfile", str(self.log), "doozer",
-             "--name", name, "--data-dir", str(data_dir),
-             "--listen", f"tcp:{self.client}:interface=127.0.0.1",
-             "--web", f"tcp:{self.web}:interface=127.0.0.1",
-             "--peer-listen", f"tcp:{peer}:interface=127.0.0.1"],
-            cwd=cwd, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
-        self._wait(f"http://127.0.0.1:{self.web}/readyz")
+    """One durable ``twistd doozer`` on ``data_dir``, and the CLI pointed at it."""
 
-    def _wait(self, url, timeout=30):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise AssertionError(f"twistd exited {self.proc.returncode}:\n"
-                                     f"{self.log.read_text()}")
-            try:
-                with urllib.request.urlopen(url, timeout=1) as r:
-                    if r.status == 200:
-                        return
-            except (OSError, urllib.error.URLError):
-                time.sleep(0.1)
-        self.stop()
-        raise AssertionError(f"node never ready at {url}:\n{self.log.read_text()}")
+    def __init__(self, cwd, data_dir, name="e2e"):
+        self.client, self.web, peer = free_ports(3)
+        self.node = start_twistd(
+            ["--name", name, "--data-dir", data_dir, "--listen", endpoint(self.client),
+             "--web", endpoint(self.web), "--peer-listen", endpoint(peer)],
+            cwd, http_ok(f"http://127.0.0.1:{self.web}/readyz"), name=f"{name}-{self.web}")
 
     def doozer(self, *argv, stdin=b""):
         return subprocess.run([sys.executable, "-m", "doozertw.cli", "-a",
                                f"127.0.0.1:{self.client}", *argv], input=stdin,
-                              env=_env(), capture_output=True, timeout=60)
+                              env=child_env(), capture_output=True, timeout=60)
 
     def stop(self):
-        self.proc.terminate()
-        self.proc.wait(timeout=15)
+        self.node.stop(timeout=15)
 
 
 def _cli(*argv):
-    return subprocess.run([sys.executable, "-m", "doozertw.cli", *argv], env=_env(),
+    return subprocess.run([sys.executable, "-m", "doozertw.cli", *argv], env=child_env(),
                           capture_output=True, timeout=60, text=True)
 
 
 @pytest.mark.e2e
-@pytest.mark.skipif(TWISTD is None, reason="twistd not installed")
 def test_e2e_save_restore_and_read_back(tmp_path):
     node = _Twistd(tmp_path, tmp_path / "data-1")
     try:

@@ -16,8 +16,7 @@ import pytest_twisted
 from twisted.internet import reactor, threads
 
 from doozertw.cli import main, parse_duration, parse_flags, Options, UsageError
-
-from test_client_servers import in_thread, run_cli, start_servers, stop_all
+from doozertw.testing.servers import in_thread, run_cli, start_servers, stop_all
 
 
 @pytest.fixture
@@ -218,7 +217,8 @@ def test_cluster_name_is_looked_up_in_the_boot_cluster(server):
     try:
         yield cli(boot, "set", "/ctl/ns/prod/n1", "0", stdin=server.address.encode())
         yield cli(server, "set", "/only-here", "0", stdin=b"x")
-        res = yield in_thread(run_cli, ["-b", boot.uri, "-a", "doozer:?cn=prod", "get", "/only-here"])
+        res = yield in_thread(
+            run_cli, ["-b", boot.uri, "-a", "doozer:?cn=prod", "get", "/only-here"])
         assert res == (0, b"x", "")
     finally:
         yield boot.kill()
@@ -252,7 +252,8 @@ def test_help_and_version():
 def test_flag_parsing_follows_go_rules():
     options = Options()
     rest = parse_flags(["-r=5", "--json", "-t", "1m30s", "set", "/x", "-1"], options)
-    assert (options.rev, options.json, options.timeout, rest) == (5, True, 90.0, ["set", "/x", "-1"])
+    assert (options.rev, options.json, options.timeout, rest) == (
+        5, True, 90.0, ["set", "/x", "-1"])
     assert parse_flags(["--", "-r"], Options()) == ["-r"]
     with pytest.raises(UsageError):
         parse_flags(["-r"], Options())
@@ -271,3 +272,10 @@ def test_durations(text, seconds):
 def test_bad_durations(bad):
     with pytest.raises(ValueError):
         parse_duration(bad)
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["-help"], ["-h"], ["help"]])
+def test_every_way_of_asking_for_help_prints_the_usage(argv):
+    status, out, err = run_cli(argv)
+    assert status == 0 and err.startswith("Use: doozer [options] <command>")
+    assert "not defined" not in err and "wrong number" not in err

@@ -7,11 +7,10 @@ import pytest_twisted
 from twisted.internet import reactor
 
 from doozertw.client import (
-    BlockingClient, ConnectionLost, DoozerError, ErrCode, WaitTimeout, connect_blocking)
+    BlockingClient, ConnectionLost, DoozerError, ErrCode, WaitTimeout, call, connect_blocking)
 from doozertw.frontends.access import Secrets
 from doozertw.store import DEL, SET
-
-from test_client_servers import in_thread, start_servers, stop_all
+from doozertw.testing.servers import in_thread, start_servers, stop_all
 
 
 @pytest.fixture
@@ -251,7 +250,7 @@ class ScriptedSocket:
         pass
 
     def sendall(self, data):
-        from doozertw.frontends.msg import Request
+        from doozertw.wire import Request
         while data:
             length = int.from_bytes(data[:4], "big")
             request = Request()
@@ -263,7 +262,7 @@ class ScriptedSocket:
                 self.release(response, request.tag)
 
     def release(self, response, tag):
-        from doozertw.frontends.msg import frame
+        from doozertw.wire import frame
         response.tag = tag
         self.inbox += frame(response)
 
@@ -286,7 +285,7 @@ def scripted_client(net, addresses=(("a", 1), ("b", 2))):
 
 
 def test_answers_for_other_requests_are_kept_for_them():
-    from doozertw.frontends.msg import VERBS, Response
+    from doozertw.wire import VERBS, Response
     held = []
 
     def answer(request):
@@ -310,7 +309,7 @@ def test_answers_for_other_requests_are_kept_for_them():
 
 
 def test_lost_connection_resends_reads_and_fails_writes():
-    from doozertw.frontends.msg import VERBS, Response
+    from doozertw.wire import VERBS, Response
 
     def answer(request):
         if request.verb in (VERBS["WAIT"], VERBS["SET"]) and not net.sockets[-1].address[0] == "b":
@@ -333,3 +332,18 @@ def test_lost_connection_resends_reads_and_fails_writes():
     assert watch.next(timeout=0).rev == 9
     resent = [r for address, r in net.requests if address == ("b", 2)]
     assert [(r.verb, r.rev) for r in resent] == [(VERBS["WAIT"], 9)]
+
+
+def test_exchange_returns_the_raw_response_with_its_error():
+    from doozertw.wire import VERBS, Response
+
+    def answer(request):
+        if request.verb == VERBS["SET"]:
+            return Response(err_code=int(ErrCode.REV_MISMATCH), err_detail="old")
+        return Response(rev=4, path="x")
+
+    c = scripted_client(ScriptedNet(answer))
+    refused = c.exchange(call("SET", path="/a", rev=0, value=b"v"))
+    assert refused.err_code == ErrCode.REV_MISMATCH and refused.err_detail == "old"
+    got = c.exchange(call("GETDIR", path="/", rev=4, offset=0))
+    assert (got.rev, got.path, got.HasField("err_code")) == (4, "x", False)

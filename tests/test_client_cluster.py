@@ -6,12 +6,9 @@ fail over to the survivors without losing or repeating a change.
 The fixture here is deliberately self-contained (free loopback ports, the
 YAML in tmp_path, three subprocesses, kill helpers, a teardown that always
 kills them), so these tests do not move when the shared harness does.
-The module takes about 12-20 s on a 2-core machine, so it is not marked slow.
+The module takes about 12-20 s on a 2-core machine: marked e2e, not slow.
 """
 
-import os
-import pathlib
-import signal
 import subprocess
 import sys
 import threading
@@ -25,10 +22,11 @@ from twisted.internet import defer, reactor, task
 from doozertw.client import BlockingClient, ConnectionLost, DoozerClient, State, WaitTimeout
 from doozertw.errors import DoozerError
 from doozertw.testing.node_process import free_ports
+from doozertw.testing.proxy import child_env
+from doozertw.testing.spawn import Twistd
 
-CHECKOUT = pathlib.Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.e2e
 
-TWISTD = "from twisted.scripts.twistd import run; run()"
 NAMES = ("n1", "n2", "n3")
 FAILOVER_BOUND = 10.0
 """Seconds within which a write must succeed again after a node is killed."""
@@ -75,32 +73,23 @@ class Cluster:
         return "doozer:?" + "&".join(f"ca={self.address(n)}" for n in names)
 
     def start(self, name):
-        env = dict(os.environ, PYTHONPATH=str(CHECKOUT))
-        log = self.tmp / f"{name}.log"
-        self.procs[name] = subprocess.Popen(
-            [sys.executable, "-c", TWISTD, "--nodaemon", "--pidfile=", "--logfile",
-             str(log), "doozer", "--config", str(self.config), "--name", name],
-            cwd=self.tmp, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+        self.procs[name] = Twistd(("--config", str(self.config), "--name", name),
+                                  str(self.tmp), name).launch()
 
     def kill(self, name):
         """SIGKILL one node and reap it."""
-        proc = self.procs[name]
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(10)
+        self.procs[name].kill()
 
     def stop_all(self):
         for proc in self.procs.values():
-            if proc.poll() is None:
-                proc.kill()
-        for proc in self.procs.values():
-            proc.wait(10)
+            proc.kill()
 
     def wait_ready(self, timeout=30.0):
         """Wait until every node accepts a write; returns the leader's name."""
         clients = {n: BlockingClient(self.address(n), suspend_timeout=0.5) for n in NAMES}
         try:
             for name, client in clients.items():
-                until(lambda: client.set(f"/ready/{name}", -1, b"ok"), timeout,
+                until(lambda c=client, n=name: c.set(f"/ready/{n}", -1, b"ok"), timeout,
                       f"{name} to accept a write")
 
             def agreed_leader():
@@ -408,7 +397,7 @@ def test_twisted_watches_resume_after_their_node_is_killed(cluster):
 
 def doozer(uri, *argv, stdin=b""):
     """Run ``python -m doozertw.cli -a URI argv``; (status, stdout, stderr)."""
-    env = dict(os.environ, PYTHONPATH=str(CHECKOUT))
+    env = child_env()
     env.pop("DOOZER_URI", None)
     done = subprocess.run([sys.executable, "-m", "doozertw.cli", "-a", uri, *argv],
                           input=stdin, capture_output=True, env=env, timeout=30)

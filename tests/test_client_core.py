@@ -4,11 +4,11 @@ import pytest
 
 from doozertw.client import plans
 from doozertw.client.core import (
-    Call, ConnectionLost, FrameReader, ProtocolViolation, Tags, WaitTimeout, call, result_of)
+    Call, ConnectionLost, ProtocolViolation, ResponseReader, Tags, WaitTimeout, call, result_of)
 from doozertw.client.uri import (
     Address, InvalidURI, make_uri, parse_address, parse_uri, resolve)
 from doozertw.errors import DoozerError, ErrCode
-from doozertw.frontends.msg import FLAG_DEL, FLAG_SET, VERBS, Request, Response, frame
+from doozertw.wire import FLAG_DEL, FLAG_SET, VERBS, Request, Response, frame
 from doozertw.store import DEL, SET, Event
 
 
@@ -48,20 +48,20 @@ def test_tags_are_reused_only_after_release():
     assert tags.take() == 1
 
 
-def test_frame_reader_splits_and_joins_frames():
+def test_response_reader_splits_and_joins_frames():
     data = frame(Response(tag=1, rev=5)) + frame(Response(tag=2, path="x"))
-    reader = FrameReader()
+    reader = ResponseReader()
     first = reader.feed(data[:3])
     assert first == []
     got = reader.feed(data[3:-1]) + reader.feed(data[-1:])
     assert [(r.tag, r.rev, r.path) for r in got] == [(1, 5, ""), (2, 0, "x")]
 
 
-def test_frame_reader_rejects_oversized_and_garbage_frames():
+def test_response_reader_rejects_oversized_and_garbage_frames():
     with pytest.raises(ProtocolViolation):
-        FrameReader(max_frame=10).feed(b"\x00\x00\x00\x0b" + b"\x00" * 11)
+        ResponseReader(max_frame=10).feed(b"\x00\x00\x00\x0b" + b"\x00" * 11)
     with pytest.raises(ProtocolViolation):
-        FrameReader().feed(b"\x00\x00\x00\x02\xff\xff")
+        ResponseReader().feed(b"\x00\x00\x00\x02\xff\xff")
 
 
 @pytest.mark.parametrize("verb, response, expected", [
@@ -182,3 +182,14 @@ def test_call_is_a_frozen_value():
     c = Call("GET", "/a")
     with pytest.raises(Exception):
         c.path = "/b"
+
+
+@pytest.mark.parametrize("tag", [0, 1, 127, 128, 16383, 16384, 2 ** 21, 2 ** 31 - 1, -1, -300])
+@pytest.mark.parametrize("c", [
+    call("GET", path="/a"), call("NOP"), call("SET", path="/x", rev=-1, value=b"v" * 300),
+    call("GETDIR", path="/", rev=3, offset=2), call("ACCESS", value="secret")])
+def test_encode_frames_the_request_under_any_tag(tag, c):
+    """Call.encode serializes once and prepends the tag; the bytes are
+    exactly protobuf's for the Request with that tag."""
+    assert c.encode(tag) == frame(c.request(tag))
+    assert Request.FromString(c.encode(tag)[4:]).tag == tag

@@ -18,7 +18,7 @@ import pytest
 import pytest_twisted
 from twisted.internet import defer, reactor
 
-from test_client_servers import in_thread, run_cli, start_servers, stop_all
+from doozertw.testing.servers import in_thread, run_cli, start_servers, stop_all
 
 DOC = pathlib.Path(__file__).parent.parent / "docs" / "client.md"
 BLOCK = re.compile(r"^```(\w+)\n(.*?)^```", re.S | re.M)
@@ -31,6 +31,8 @@ def blocks(kind):
 @pytest.fixture
 def server():
     servers = start_servers(1)
+    # /ctl as a fresh --in-memory node writes it: revisions 1 to 6
+    pytest_twisted.blockon(servers[0].node.describe_self(servers[0].address, voter_slot=0))
     yield servers[0]
     stop_all(servers)
 

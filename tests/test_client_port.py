@@ -10,7 +10,7 @@ from doozertw.frontends.access import Secrets
 from doozertw.frontends.client_port import (
     DOOZER, TEXT, ClientPortFactory, SniffingProtocol, choose)
 from doozertw.frontends.doozer import DoozerProtocol
-from doozertw.frontends.msg import LENGTH, VERBS, Request, Response, frame
+from doozertw.wire import LENGTH, VERBS, Request, Response, frame
 from doozertw.limits import Limits
 
 

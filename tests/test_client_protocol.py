@@ -4,10 +4,10 @@ import pytest
 from twisted.internet import defer
 from twisted.internet.testing import StringTransport
 
-from doozertw.client.core import ConnectionLost, FrameReader, call
+from doozertw.client.core import ConnectionLost, ResponseReader, call
 from doozertw.client.protocol import DoozerClientProtocol
 from doozertw.errors import DoozerError, ErrCode
-from doozertw.frontends.msg import FLAG_SET, VERBS, Request, Response, frame
+from doozertw.wire import FLAG_SET, VERBS, Request, Response, frame
 from doozertw.store import SET, Event
 
 
@@ -124,7 +124,7 @@ def test_garbage_from_the_server_aborts_the_connection():
 
 def test_reader_limit_is_configurable():
     proto = DoozerClientProtocol(max_frame=8)
-    assert isinstance(proto._reader, FrameReader)
+    assert isinstance(proto._reader, ResponseReader)
     transport = StringTransport()
     proto.makeConnection(transport)
     proto.dataReceived(frame(Response(tag=1, value=b"0123456789")))
@@ -137,3 +137,62 @@ def test_write_verbs_send_rev(verb):
     proto.send(call(verb, path="/a", rev=-1))
     (request,) = sent_requests(transport)
     assert request.verb == VERBS[verb] and request.rev == -1
+
+
+class Answer:
+    """An ``answer`` object for ``send``: records what it is given."""
+
+    def __init__(self):
+        self.got = []
+
+    def callback(self, result):
+        self.got.append(("ok", result))
+
+    def errback(self, error):
+        self.got.append(("error", error))
+
+
+def test_answer_objects_take_the_outcome_instead_of_a_deferred():
+    proto, transport = connected()
+    ok, bad, lost = Answer(), Answer(), Answer()
+    assert proto.send(call("REV"), ok) is ok
+    proto.send(call("GET", path="/x"), bad)
+    proto.send(call("SET", path="/y", rev=0, value=b"v"), lost)
+    rev_req, get_req, _ = sent_requests(transport)
+    proto.dataReceived(frame(Response(tag=rev_req.tag, rev=9))
+                       + frame(Response(tag=get_req.tag, err_code=6, err_detail="bad")))
+    assert ok.got == [("ok", 9)]
+    (kind, error), = bad.got
+    assert kind == "error" and error.code == ErrCode.BAD_PATH
+    proto.connectionLost(None)
+    (kind, error), = lost.got
+    assert kind == "error" and isinstance(error, ConnectionLost)
+    late = Answer()
+    assert proto.send(call("REV"), late) is late
+    assert isinstance(late.got[0][1], ConnectionLost)
+
+
+def test_requests_made_while_answering_go_out_in_one_write():
+    proto, transport = connected()
+    writes = []
+    transport.writeSequence = lambda seq: writes.append(list(seq))
+    ds = [proto.send(call("GET", path=f"/f{i}")) for i in range(3)]
+    requests = sent_requests(transport)
+    for d in ds:
+        d.addCallback(lambda _: proto.send(call("REV")))
+    proto.dataReceived(b"".join(frame(Response(tag=r.tag, rev=1)) for r in requests))
+    assert len(writes) == 1 and len(writes[0]) == 3
+    assert transport.value() == b""          # nothing went out piecemeal
+    proto.send(call("NOP"))                  # outside a batch: written at once
+    assert [r.verb for r in sent_requests(transport)] == [VERBS["NOP"]]
+
+
+def test_nagle_is_disabled_on_tcp_transports():
+    calls = []
+
+    class TCPish(StringTransport):
+        def setTcpNoDelay(self, enabled):
+            calls.append(enabled)
+
+    DoozerClientProtocol().makeConnection(TCPish())
+    assert calls == [True]

@@ -5,8 +5,7 @@ import pytest_twisted
 from twisted.internet import reactor, task
 
 from doozertw.client import ConnectionLost, DoozerClient, State
-
-from test_client_servers import start_servers, stop_all
+from doozertw.testing.servers import start_servers, stop_all
 
 
 @pytest.fixture

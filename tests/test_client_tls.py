@@ -29,8 +29,7 @@ from doozertw.client import BlockingClient, ConnectionLost, DoozerClient, Doozer
 from doozertw.frontends.access import Secrets
 from doozertw.peer import certs
 from doozertw.tlsutil import ClientTLS, TLSConfigError, cleartext_exposure, client_tls
-
-from test_client_servers import in_thread
+from doozertw.testing.servers import in_thread
 
 SECRET = b"s3cret"
 

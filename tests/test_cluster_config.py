@@ -1,4 +1,4 @@
-"""Cluster options: --peers, --attach, --timeout, YAML, and how tap chooses a mode."""
+"""Cluster options: --peers, --attach, the timeouts, YAML, and how tap chooses a mode."""
 
 import pytest
 import yaml
@@ -14,7 +14,8 @@ def options(**kw):
             "data_dir": None, "in_memory": False, "snapshot_entries": None,
             "advertise": None, "cluster": None, "history": None, "history_bytes": None,
             "peer_advertise": None,
-            "peers": None, "attach": None, "timeout": None, "request_timeout": None}
+            "peers": None, "attach": None, "silent_voter_timeout": None,
+            "quorum_timeout": None}
     base.update(kw)
     return base
 
@@ -34,21 +35,23 @@ def test_bad_peers_are_refused(bad):
         config.resolve(options(name="n1", peers=bad))
 
 
-def test_attach_timeout_and_request_timeout():
-    cluster, me = config.resolve(options(name="n4", attach="127.0.0.1:8046", timeout=30.0,
-                                         request_timeout=2.5))
-    assert me.attach == "127.0.0.1:8046" and me.timeout == 30.0
-    assert cluster.request_timeout == 2.5
+def test_attach_silent_voter_timeout_and_quorum_timeout():
+    cluster, me = config.resolve(options(name="n4", attach="127.0.0.1:8046",
+                                         silent_voter_timeout=30.0, quorum_timeout=2.5))
+    assert me.attach == "127.0.0.1:8046" and me.silent_voter_timeout == 30.0
+    assert cluster.quorum_timeout == 2.5
     assert tap.is_clustered(cluster, me)
-    with pytest.raises(config.ConfigError):
-        config.resolve(options(name="n4", timeout=-1))
+    with pytest.raises(config.ConfigError, match="--silent-voter-timeout must be positive"):
+        config.resolve(options(name="n4", silent_voter_timeout=-1))
+    with pytest.raises(config.ConfigError, match="--quorum-timeout must be positive"):
+        config.resolve(options(name="n4", quorum_timeout=0))
 
 
-def test_yaml_request_timeout_and_single_in_memory_node_stays_local(tmp_path):
+def test_yaml_quorum_timeout_and_single_in_memory_node_stays_local(tmp_path):
     path = tmp_path / "c.yaml"
-    path.write_text("request_timeout: 3\nnodes:\n  solo:\n    listen: tcp:0\n")
+    path.write_text("quorum_timeout: 3\nnodes:\n  solo:\n    listen: tcp:0\n")
     cluster, me = config.resolve(options(config=str(path), in_memory=True))
-    assert cluster.request_timeout == 3.0
+    assert cluster.quorum_timeout == 3.0
     assert not tap.is_clustered(cluster, me)
     node, _ = tap.build(cluster, me, MemoryReactorClock())
     assert isinstance(node.proposer, LocalProposer)

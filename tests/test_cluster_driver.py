@@ -4,12 +4,13 @@ import random
 
 import pytest
 from twisted.internet import task
+from twisted.logger import capturedLogs
 
 from doozertw.cluster import envelope as env
 from doozertw.cluster.driver import ClusterDriver
 from doozertw.cluster.memnet import MemoryNetwork
 from doozertw.consensus import ConfState, RaftNode
-from doozertw.consensus.messages import Heartbeat
+from doozertw.consensus.messages import AppendEntries, Heartbeat
 from doozertw.errors import DoozerError
 from doozertw.store import CLOBBER, SetFile, Store, encode
 
@@ -17,7 +18,8 @@ from doozertw.store import CLOBBER, SetFile, Store, encode
 def solo_driver():
     clock = task.Clock()
     sent = []
-    driver = ClusterDriver("solo", Store(), lambda name, payload: sent.append((name, payload)) or True,
+    driver = ClusterDriver("solo", Store(),
+                           lambda name, payload: sent.append((name, payload)) or True,
                            clock, random.Random(1))
     driver.start("solo", ConfState({"solo"}))
     for _ in range(40):
@@ -35,6 +37,18 @@ def test_payloads_that_lie_about_their_sender_or_are_garbage_are_dropped():
     driver.receive("mallory", b"")              # empty
     assert driver.raft.term == term and driver.is_leader
     assert "other" not in driver.last_heard
+
+
+def test_a_message_raft_refuses_is_logged_with_why():
+    driver, clock, _ = solo_driver()
+    term = driver.raft.term
+    impossible = AppendEntries("n2", "solo", term, 1, term + 1, 0, ())  # prev_term > term
+    with capturedLogs() as events:
+        assert driver.receive("n2", env.encode_raft(impossible))
+    [event] = [e for e in events if e.get("kind") is not None]
+    assert (event["kind"], event["peer"], event["src"]) == ("AppendEntries", "n2", "n2")
+    assert event["reason"] == "bad prev_term"
+    assert driver.raft.status().dropped == 1 and driver.is_leader
 
 
 def test_an_undecodable_entry_is_skipped_on_every_node_alike():

@@ -10,8 +10,7 @@ from doozertw.cluster.driver import Timing
 from doozertw.cluster.memnet import MemoryNetwork
 from doozertw.errors import DoozerError
 from doozertw.store import CLOBBER, Glob
-
-from test_cluster_memory import failure, outcome, run_until
+from doozertw.testing.memrun import failure, outcome, run_until
 
 VOTERS = ("n1", "n2", "n3")
 SNAPSHOT_OFTEN = Timing(compact_every=7)
@@ -52,7 +51,7 @@ def test_kill_every_node_and_restart_keeps_files_revisions_and_history(net):
         run_until(net, lambda m=member: m.store.rev >= revs[-1])
         assert {p: v for p, v in files(member).items() if p in before} == before
     leader = net.leader()
-    assert leader.driver.raft.log.snapshot.index > 0  # restarted from a snapshot
+    assert leader.driver.raft.status().snapshot_index > 0  # restarted from a snapshot
     # past reads and a wait from a past revision work as before the restart
     assert leader.store.get("/k3", revs[3]) == (b"v3", revs[3])
     assert leader.store.first_event(Glob("/k1*"), revs[1]).rev == revs[1]
@@ -158,7 +157,7 @@ def test_the_log_is_compacted_by_bytes_as_well_as_by_count(net):
     for i in range(12):
         write(net, f"/big{i}", b"x" * 1000)
     for member in net.members.values():
-        run_until(net, lambda m=member: m.driver.raft.log.snapshot.index > 0, 3.0)
+        run_until(net, lambda m=member: m.driver.raft.status().snapshot_index > 0, 3.0)
         stored = member.driver.storage
         assert stored.snapshot.index > 0
         assert sum(e.size() for e in stored.entries) < 16 * 1024

@@ -29,7 +29,7 @@ def settled(net):
     if leader is None:
         return False
     lives = {m.driver.member_id for m in net.members.values()}
-    last = leader.driver.raft.log.last_index()
+    last = leader.driver.raft.status().last_index
     # the configuration naming every live node is committed and applied everywhere
     return all(m.driver.conf.voters == lives and m.driver.applied == last
                for m in net.members.values())

@@ -2,44 +2,16 @@
 
 import pytest
 from twisted.internet import task
-from twisted.python.failure import Failure
 
 from doozertw.cluster.envelope import name_of
 from doozertw.cluster.memnet import MemoryNetwork
 from doozertw.cluster.bootstrap import Phase
 from doozertw.consensus import Role
-from doozertw.errors import DoozerError, ErrCode
+from doozertw.errors import ErrCode
 from doozertw.store import CLOBBER, Glob
+from doozertw.testing.memrun import failure, outcome, run_until
 
 VOTERS = ("n1", "n2", "n3")
-
-
-def outcome(net, d, seconds=1.0):
-    """Run the network until ``d`` fires (at most ``seconds``); its result."""
-    box = []
-    d.addBoth(box.append)
-    for _ in range(int(seconds / 0.01)):
-        if box:
-            break
-        net.run(0.01)
-    assert box, "Deferred did not fire"
-    if isinstance(box[0], Failure):
-        box[0].raiseException()
-    return box[0]
-
-
-def failure(net, d, seconds):
-    with pytest.raises(DoozerError) as info:
-        outcome(net, d, seconds)
-    return info.value
-
-
-def run_until(net, predicate, seconds=5.0):
-    for _ in range(int(seconds / 0.01)):
-        if predicate():
-            return
-        net.run(0.01)
-    assert predicate(), "condition not reached in time"
 
 
 @pytest.fixture
@@ -108,18 +80,19 @@ def test_a_follower_forwards_writes_and_gets_the_revision(cluster):
     # compare-and-set is decided by the replicated store, on the follower too
     err = failure(cluster, follower.node.set("/app/x", 0, b"two"), 1.0)
     assert err.code == ErrCode.REV_MISMATCH
-    assert outcome(cluster, follower.node.delete("/app/x", rev)) == rev + 1  # failures take no revision
+    # failures take no revision
+    assert outcome(cluster, follower.node.delete("/app/x", rev)) == rev + 1
 
 
 def test_writes_from_one_turn_are_batched(cluster):
     follower = followers(cluster)[0]
     leader = cluster.leader()
-    last_before = leader.driver.raft.log.last_index()
+    last_before = leader.driver.raft.status().last_index
     ds = [follower.node.set(f"/b/{i}", CLOBBER, b"x") for i in range(20)]
     revs = [outcome(cluster, d) for d in ds]
     assert revs == sorted(revs) and len(set(revs)) == 20
     # 20 entries, appended by the leader as consecutive indexes of one batch
-    entries = leader.driver.raft.log.slice(last_before + 1, leader.driver.raft.log.last_index() + 1)
+    entries = [e for e in leader.driver.storage.entries if e.index > last_before]
     assert len([e for e in entries if e.data]) >= 20
 
 
@@ -374,7 +347,7 @@ def test_compaction_and_a_learner_catching_up_from_a_snapshot(net):
     for i in range(60):
         outcome(net, leader.node.set(f"/s/{i}", CLOBBER, b"%d" % i))
     assert leader.driver.storage.snapshot.index > 0
-    assert leader.driver.raft.log.first_index() > 1  # the founding entries are gone
+    assert leader.driver.raft.status().snapshot_index > 0  # the founding entries are gone
     n4 = net.add("n4", (), seed=7, timing=timing, start=False)
     for peer in VOTERS:
         n4.add_known_peer(peer, net.endpoint(peer))
@@ -398,7 +371,7 @@ def test_a_write_lost_by_a_deposed_leader_is_proposed_again_exactly_once(cluster
     cluster.heal()
     rev = outcome(cluster, write, 3.0)
     for member in cluster.members.values():
-        run_until(cluster, lambda: member.store.rev >= rev, 2.0)
+        run_until(cluster, lambda m=member: m.store.rev >= rev, 2.0)
         first = member.store.first_event(Glob("/retried"), 1)
         assert (first.rev, first.value) == (rev, b"once")  # applied exactly once
 
@@ -417,7 +390,8 @@ def test_larger_clusters_survive_the_loss_of_a_minority(net, size):
     names = tuple(f"n{i}" for i in range(1, size + 1))
     for i, name in enumerate(names):
         net.add(name, names, seed=i)
-    run_until(net, lambda: net.leader() is not None and len(net.leader().membership.slots()) == size)
+    run_until(net, lambda: net.leader() is not None
+              and len(net.leader().membership.slots()) == size)
     minority = (size - 1) // 2
     victims = [net.leader().name] + [n for n in names if n != net.leader().name][:minority - 1]
     for name in victims:
@@ -483,3 +457,44 @@ def test_status_summarises_the_member(cluster):
     assert status["applied"] == status["commit"] > 0
     lonely = MemoryNetwork(cluster.clock).add("x", ("x", "y", "z"))
     assert lonely.status()["phase"] == "probing" and "role" not in lonely.status()
+
+
+# -- wiring ------------------------------------------------------------------------
+
+
+def test_the_node_is_built_with_its_cluster_view_and_raft_position(cluster):
+    leader = cluster.leader()
+    assert leader.node.cluster_status is leader.cluster_status
+    index, term = leader.node.raft_position()
+    assert index == leader.driver.applied and term == leader.driver.raft.term_at(index) > 0
+
+
+def test_peer_stats_given_at_construction_reach_the_cluster_view(net):
+    calls = []
+    member = net.add("n1", ("n1",), peer_stats=lambda: calls.append(1) or {})
+    run_until(net, lambda: member.driver.is_leader)
+    member.cluster_status()
+    assert calls
+
+
+def test_dialed_peers_are_not_dialed_again_until_ctl_moves_them(net):
+    member = net.add("n1", ("n1",), start=False)
+    dials = []
+    member.membership.add_peer = lambda name, endpoint: dials.append((name, endpoint))
+    member.start(dialed_peers={"n1": "mem:n1", "n9": "mem:n9"})
+    assert member.membership.known_peers == {"n9": "mem:n9"}
+    run_until(net, lambda: member.driver.is_leader)
+    outcome(net, member.node.set("/ctl/node/n9/peer", CLOBBER, b"mem:n9"))
+    member.membership.run_once()
+    assert dials == []
+    outcome(net, member.node.set("/ctl/node/n9/peer", CLOBBER, b"mem:n9b"))
+    member.membership.run_once()
+    assert dials == [("n9", "mem:n9b")]
+
+
+def test_a_late_client_address_is_published_for_a_member(cluster):
+    member = followers(cluster)[0]
+    member.set_client_addr("10.0.0.9:8046")
+    assert member.bootstrap.client_addr == "10.0.0.9:8046"
+    path = f"/ctl/node/{member.name}/addr"
+    run_until(cluster, lambda: member.store.get(path, None)[0] == b"10.0.0.9:8046")

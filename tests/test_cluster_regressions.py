@@ -11,6 +11,8 @@ import signal
 import subprocess
 import sys
 
+import pytest
+
 from doozertw.testing.cluster_harness import DEAD, RUNNING, Cluster, describe_exit
 
 
@@ -33,12 +35,13 @@ def test_exit_descriptions_name_the_signal():
     assert describe_exit(-200) == "killed by signal 200"
 
 
+@pytest.mark.e2e
 def test_a_node_killed_behind_the_harness_back_is_reported_and_logged(tmp_path):
     cluster = Cluster(3, name="exits", directory=str(tmp_path), proxy=False, web=False)
     victim, quitter, alive = (cluster.nodes[n] for n in ("n1", "n2", "n3"))
-    victim.process, victim.state = _ended_process(-signal.SIGKILL), RUNNING
-    quitter.process, quitter.state = _ended_process(0), RUNNING
-    alive.process = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    victim.twistd.process, victim.state = _ended_process(-signal.SIGKILL), RUNNING
+    quitter.twistd.process, quitter.state = _ended_process(0), RUNNING
+    alive.twistd.process = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
     alive.state = RUNNING
     try:
         ended = cluster.unexpected_exits()
@@ -48,14 +51,15 @@ def test_a_node_killed_behind_the_harness_back_is_reported_and_logged(tmp_path):
         assert "--- harness: n1 ended on its own: killed by SIGKILL" in victim.log_text()
         assert cluster.unexpected_exits() == {}  # reported once
     finally:
-        alive.process.kill()
-        alive.process.wait(timeout=10)
+        alive.twistd.process.kill()
+        alive.twistd.process.wait(timeout=10)
     assert cluster.unexpected_exits() == {"n3": "killed by SIGKILL"}
 
 
+@pytest.mark.e2e
 def test_a_node_the_harness_killed_is_not_unexpected(tmp_path):
     cluster = Cluster(1, name="exits", directory=str(tmp_path), proxy=False, web=False)
     node = cluster.nodes["n1"]
-    node.process, node.state = _ended_process(-signal.SIGKILL), DEAD
+    node.twistd.process, node.state = _ended_process(-signal.SIGKILL), DEAD
     assert cluster.unexpected_exits() == {}
     assert not os.path.exists(node.log_path)

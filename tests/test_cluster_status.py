@@ -17,12 +17,13 @@ from doozertw.cluster.status import ClusterStatus, RevisionIndex
 from doozertw.errors import DoozerError
 from doozertw.frontends.access import Secrets
 from doozertw.frontends.doozer import DoozerProtocol
-from doozertw.frontends.msg import LENGTH, VERBS, Request, Response
-from doozertw.frontends.web.testing import Client, make_site
+from doozertw.wire import LENGTH, VERBS, Request, Response
+from doozertw.testing.web import Client, make_site
 from doozertw.limits import Limits
 from doozertw.peer.transport import PeerStats
 from doozertw.store import CLOBBER, Glob, Outcome, SetFile
-from test_cluster_tcp import free_port, wait_until  # the shared TCP helpers
+from doozertw.testing.node_process import free_port
+from doozertw.testing.polling import wait_until
 
 VOTERS = ("n1", "n2", "n3")
 
@@ -376,7 +377,7 @@ def test_members_reads_what_ctl_honestly_holds(cluster):
 
 @pytest_twisted.ensureDeferred
 async def test_doozer_members_and_peer_rtt_over_tcp():
-    from test_client_servers import in_thread, run_cli
+    from doozertw.testing.servers import in_thread, run_cli
 
     nodes = {name: {"listen": f"tcp:{free_port()}:interface=127.0.0.1", "web": "none",
                     "peer_listen": f"tcp:{free_port()}:interface=127.0.0.1"}

@@ -5,29 +5,13 @@ built exactly as twistd builds them (doozertw.tap.build)."""
 import tempfile
 import pytest_twisted
 from twisted.internet import reactor
-from twisted.internet.defer import Deferred
-from twisted.internet.task import deferLater
 
 from doozertw import config, tap
 from doozertw.client import DoozerClient
 from doozertw.store import CLOBBER, Glob
 from doozertw.testing.cluster_harness import write_peer_secret
-from doozertw.testing.node_process import free_ports
-
-
-def free_port():
-    return free_ports(1)[0]
-
-
-def wait_until(predicate, timeout=10.0, step=0.02):
-    deadline = reactor.seconds() + timeout
-
-    async def poll():
-        while not predicate():
-            if reactor.seconds() > deadline:
-                raise AssertionError("timed out waiting for the cluster")
-            await deferLater(reactor, step, lambda: None)
-    return Deferred.fromCoroutine(poll())
+from doozertw.testing.node_process import free_port
+from doozertw.testing.polling import wait_until
 
 
 def cluster_file(names):

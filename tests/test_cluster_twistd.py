@@ -2,12 +2,6 @@
 kill -9 the leader, writes resume; restart it without state, it rejoins as a
 learner and is promoted back. Run with ``-m slow``."""
 
-import os
-import pathlib
-import signal
-import socket
-import subprocess
-import sys
 import time
 
 import pytest
@@ -15,38 +9,27 @@ import yaml
 
 from doozertw.client import BlockingClient
 from doozertw.errors import DoozerError
+from doozertw.testing.node_process import free_ports
+from doozertw.testing.spawn import Twistd
 
 pytestmark = pytest.mark.slow
 
-CHECKOUT = pathlib.Path(__file__).resolve().parent.parent
-TWISTD = "from twisted.scripts.twistd import run; run()"
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 class Proc:
+    """One node of the cluster file, logging to ``<tmp>/<name>.log``."""
+
     def __init__(self, tmp, config, name):
         self.name = name
-        self.log = tmp / f"{name}.log"
-        env = dict(os.environ, PYTHONPATH=str(CHECKOUT))
-        self.proc = subprocess.Popen(
-            [sys.executable, "-c", TWISTD, "--nodaemon", "--pidfile=", "--logfile",
-             str(self.log), "doozer", "--config", str(config), "--name", name],
-            cwd=tmp, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+        self.node = Twistd(("--config", str(config), "--name", name), str(tmp), name).launch()
 
     def role(self):
-        text = self.log.read_text() if self.log.exists() else ""
+        text = self.node.log_text()
         lines = [line for line in text.splitlines() if " is leader, " in line
                  or " is follower, " in line or " is candidate, " in line]
         return lines[-1].split(" is ")[1].split(",")[0] if lines else None
 
     def kill(self):
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(10)
+        self.node.kill()
 
 
 def until(predicate, timeout=15.0):
@@ -63,7 +46,7 @@ def until(predicate, timeout=15.0):
 
 
 def test_kill_the_leader_and_restart_it(tmp_path):
-    ports = {n: (free_port(), free_port()) for n in ("n1", "n2", "n3")}
+    ports = {n: tuple(free_ports(2)) for n in ("n1", "n2", "n3")}
     config = tmp_path / "cluster.yaml"
     (tmp_path / "peer-secret").write_text("twistd-test-secret-" * 3)
     config.write_text(yaml.safe_dump({"cluster": "drill", "peer_secret_file": "peer-secret",
@@ -86,13 +69,11 @@ def test_kill_the_leader_and_restart_it(tmp_path):
         clients["reborn"] = reborn
         assert until(lambda: reborn.get("/drill")) == (b"after", rev2)
         # it resumed from its data directory under its own member id
-        assert f"resumed as {leader} from stored state" in procs[leader].log.read_text()
+        assert f"resumed as {leader} from stored state" in procs[leader].node.log_text()
         assert clients[survivor].get(f"/ctl/node/{leader}/member")[0] == leader.encode()
         assert until(lambda: reborn.set("/drill", -1, b"again")) > rev2
     finally:
         for c in clients.values():
             c.close()
         for p in procs.values():
-            if p.proc.poll() is None:
-                p.proc.terminate()
-                p.proc.wait(10)
+            p.node.stop()

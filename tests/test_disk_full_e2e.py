@@ -5,12 +5,11 @@ working, and writes work again once space returns. Needs root (mount)."""
 import os
 import subprocess
 import tempfile
-import time
 
 import pytest
 
-from doozertw.testing.node_process import endpoint, free_ports, twistd_path
-from doozertw.testing.proxy import child_env
+from doozertw.testing.node_process import endpoint, free_ports
+from doozertw.testing.spawn import start_twistd, writable
 from doozertw.testing.workload import WireClient, WireError
 
 pytestmark = pytest.mark.slow
@@ -32,24 +31,9 @@ def small_disk():
 
 def start_node(tmp_path, data_dir):
     client, peer = free_ports(2)
-    log = open(tmp_path / "node.log", "ab")
-    proc = subprocess.Popen(
-        [twistd_path(), "--nodaemon", "--pidfile=", "--logfile", "-", "doozer",
-         "--data-dir", data_dir, "--listen", endpoint(client), "--web", "none",
-         "--peer-listen", endpoint(peer)],
-        cwd=tmp_path, env=child_env(), stdout=log, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            c = WireClient(client, timeout=5)
-            c.set("/ready", -1, b"1")
-            return proc, c
-        except (OSError, WireError):
-            if proc.poll() is not None:
-                raise AssertionError((tmp_path / "node.log").read_text())
-            time.sleep(0.2)
-    proc.kill()
-    raise AssertionError("node never took a write")
+    node = start_twistd(["--data-dir", data_dir, "--listen", endpoint(client), "--web", "none",
+                         "--peer-listen", endpoint(peer)], tmp_path, writable(client))
+    return node, WireClient(client, timeout=5)
 
 
 def fill(mount, leave_free):
@@ -74,8 +58,7 @@ def test_a_full_disk_refuses_writes_keeps_reads_and_recovers(tmp_path, small_dis
         os.remove(filler)
         assert client.set("/more", -1, b"y") > rev  # space is back: so are writes
         assert client.get("/more")[0] == b"y"
-        assert proc.poll() is None
+        assert proc.running()
     finally:
         client.close()
-        proc.terminate()
-        proc.wait(timeout=20)
+        proc.stop(timeout=20)

@@ -19,12 +19,12 @@ A larger KILL_ALL run is behind the ``soak`` marker.
 """
 
 import pathlib
-import re
 import shutil
 import time
 
 import pytest
 
+from doozertw.testing import node_events
 from doozertw.testing.cluster_harness import START_LINE, Cluster
 from doozertw.testing.linearizability import Verdict
 from doozertw.testing.nemesis import (
@@ -34,7 +34,6 @@ from doozertw.testing.workload import Timeout, WireClient, WireError
 
 FAILED = (WireError, Timeout, OSError)
 FOUNDING = "founding the cluster"
-MEMBER_LINE = re.compile(r"raft member (\S+) started")
 
 
 # --- KILL_ALL fault runs ---------------------------------------------------------
@@ -67,7 +66,11 @@ def assert_clean(result, kill_alls):
         assert len(later) >= kill_alls and first.count(FOUNDING) <= 1, result.report
         for life in later:
             assert FOUNDING not in life, f"{name} founded again: {result.report}"
-            assert set(MEMBER_LINE.findall(life)) == {name}, result.report
+        events = report / "nodes" / f"{name}.{node_events.EVENTS_FILE}"
+        members = node_events.members_started(str(events))
+        assert len(members) == 1 + len(later), result.report
+        for life in members[1:]:
+            assert set(life) == {name}, result.report
     shutil.rmtree(report)
 
 
@@ -103,8 +106,9 @@ def lives(cluster, name):
 
 
 def members_started(cluster, name):
-    """The Raft member ids the node started under, one list per life."""
-    return [MEMBER_LINE.findall(life) for life in lives(cluster, name)]
+    """The Raft member ids the node started under, one list per life
+    (from its JSON log events)."""
+    return node_events.members_started(cluster.nodes[name].events().path)
 
 
 def assert_never_founded_again(cluster, restarted=("n1", "n2")):

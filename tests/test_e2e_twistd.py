@@ -6,44 +6,19 @@ imports the installed copy of doozertw and finds the installed twistd plugin
 """
 
 import os
-import shutil
 import socket
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from doozertw.frontends.msg import LENGTH, VERBS, Request, Response, frame
+from doozertw.client import SET, DoozerError, ErrCode, connect_blocking
+from doozertw.testing.node_process import endpoint, free_ports
+from doozertw.testing.spawn import listening, start_twistd, twistd_command
 
 pytestmark = pytest.mark.e2e
-
-BIN = os.path.dirname(sys.executable)
-
-
-def _twistd():
-    path = shutil.which("twistd", path=BIN)
-    assert path, f"twistd not found next to {sys.executable}; run ./test.sh"
-    return path
-
-
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait_listening(port, proc, log, timeout=20):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
-        except OSError:
-            if proc.poll() is not None:
-                raise AssertionError(f"twistd exited {proc.returncode}:\n{log.read_text()}")
-            time.sleep(0.1)
-    raise AssertionError(f"node never listened on {port}:\n{log.read_text()}")
 
 
 @pytest.fixture(scope="module")
@@ -53,24 +28,17 @@ def scratch(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def node_ports(scratch):
-    client, web = _free_port(), _free_port()
-    log = scratch / "node.log"
-    proc = subprocess.Popen(
-        [_twistd(), "--nodaemon", "--pidfile=", "--logfile", str(log), "doozer",
-         "--name", "e2e", "--listen", f"tcp:{client}:interface=127.0.0.1",
-         "--web", f"tcp:{web}:interface=127.0.0.1"],
-        cwd=scratch, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
-    try:
-        _wait_listening(client, proc, log)
-        _wait_listening(web, proc, log)
+    client, web = free_ports(2)
+    # os.environ as it is: from the scratch directory the node imports the
+    # installed doozertw, not the checkout
+    node = start_twistd(["--name", "e2e", "--listen", endpoint(client), "--web", endpoint(web)],
+                        scratch, listening(client), listening(web), env=os.environ)
+    with node:
         yield client, web
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
 
 
 def test_twistd_help_from_installed_package(scratch):
-    out = subprocess.run([_twistd(), "doozer", "--help"], cwd=scratch,
+    out = subprocess.run(twistd_command(["--help"]), cwd=scratch,
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     for option in ("--name", "--listen", "--web", "--peer-listen", "--config", "--history"):
@@ -84,32 +52,9 @@ def test_installed_copy_is_used(scratch):
     assert "site-packages" in where, where
 
 
-class Doozer:
-    """A minimal synchronous doozer-protocol speaker for the test."""
-
-    def __init__(self, port):
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=10)
-        self.tag = 0
-
-    def call(self, verb, **fields):
-        self.tag += 1
-        self.sock.sendall(frame(Request(tag=self.tag, verb=VERBS[verb], **fields)))
-        resp = self.read()
-        assert resp.tag == self.tag
-        return resp
-
-    def read(self):
-        size = LENGTH.unpack(self._exactly(4))[0]
-        return Response.FromString(self._exactly(size))
-
-    def _exactly(self, n):
-        data = b""
-        while len(data) < n:
-            chunk = self.sock.recv(n - len(data))
-            if not chunk:
-                raise ConnectionError("closed")
-            data += chunk
-        return data
+def _doozer(port):
+    """doozertw's own blocking client, on one node, failing fast."""
+    return connect_blocking(f"127.0.0.1:{port}", connect_timeout=10, suspend_timeout=0.0)
 
 
 def _text_exchange(port, send, until, timeout=10):
@@ -135,26 +80,26 @@ def test_text_protocol_set_and_get(node_ports):
 
 def test_doozer_protocol_set_get_find_and_wait(node_ports):
     client, _ = node_ports
-    d = Doozer(client)
-    rev = d.call("SET", path="/e2e/a/b", value=b"1", rev=0).rev
+    d = _doozer(client)
+    rev = d.set("/e2e/a/b", 0, b"1")
     assert rev > 0
-    got = d.call("GET", path="/e2e/a/b")
-    assert (got.value, got.rev) == (b"1", rev)
-    assert d.call("SET", path="/e2e/a/b", value=b"2", rev=0).err_code == 5  # REV_MISMATCH
-    at = d.call("REV").rev
-    assert d.call("GETDIR", path="/e2e", rev=at, offset=0).path == "a"
-    stat = d.call("STAT", path="/e2e/a", rev=at)
-    assert (stat.len, stat.rev) == (1, -2)
-    assert d.call("SELF").value == b"e2e"
-    assert d.call("GET", path="/ctl/node/e2e/addr").value.endswith(str(client).encode())
+    assert d.get("/e2e/a/b") == (b"1", rev)
+    with pytest.raises(DoozerError) as refused:
+        d.set("/e2e/a/b", 0, b"2")
+    assert refused.value.code == ErrCode.REV_MISMATCH
+    at = d.rev()
+    assert d.getdir("/e2e", rev=at, offset=0) == "a"
+    assert d.stat("/e2e/a", rev=at) == (1, -2)
+    assert d.self_id() == "e2e"
+    assert d.get("/ctl/node/e2e/addr")[0].endswith(str(client).encode())
 
-    watcher = Doozer(client)
-    watcher.tag += 1
-    watcher.sock.sendall(frame(Request(tag=watcher.tag, verb=VERBS["WAIT"],
-                                       path="/e2e/**", rev=at + 1)))
-    new_rev = d.call("SET", path="/e2e/c", value=b"ping", rev=-1).rev
-    event = watcher.read()
-    assert (event.path, event.value, event.rev, event.flags) == ("/e2e/c", b"ping", new_rev, 4)
+    with _doozer(client) as watcher, ThreadPoolExecutor(1) as pool:
+        waiting = pool.submit(watcher.wait, "/e2e/**", at + 1, 10)
+        time.sleep(0.2)     # let the WAIT reach the node before the change
+        new_rev = d.set("/e2e/c", -1, b"ping")
+        event = waiting.result(timeout=15)
+    assert (event.path, event.value, event.rev, event.kind) == ("/e2e/c", b"ping", new_rev, SET)
+    d.close()
 
 
 def test_garbage_gets_errors_and_node_keeps_serving(node_ports):
@@ -165,9 +110,9 @@ def test_garbage_gets_errors_and_node_keeps_serving(node_ports):
         s.sendall(b"\x00\xff\xff\xff" + os.urandom(64))  # a frame far over the limit
         s.settimeout(10)
         assert s.recv(100) == b""  # framing violation: disconnected
-    d = Doozer(client)
-    assert d.call("SET", path="/e2e/after", value=b"ok", rev=-1).rev > 0
-    assert d.call("GET", path="/e2e/after").value == b"ok"
+    with _doozer(client) as d:
+        assert d.set("/e2e/after", -1, b"ok") > 0
+        assert d.get("/e2e/after")[0] == b"ok"
 
 
 def test_web_port_serves_the_view(node_ports):

@@ -20,19 +20,23 @@ import time
 
 import attrs
 import pytest
+from twisted.logger import Logger, jsonFileLogObserver
 
 from doozertw.peer.framing import FrameKind, encode_frame
 from doozertw.peer.handshake import Hello
-from doozertw.testing.cluster_harness import (
-    DEAD, PAUSED, Cluster, HarnessError, LogWatcher, name_of)
+from doozertw.testing.cluster_harness import DEAD, PAUSED, Cluster, HarnessError
+from doozertw.testing.node_events import (
+    EVENTS_FILE, EventWatcher, members_started, start_marker)
+from doozertw.testing.node_process import free_port, name_of
+from doozertw.testing.history_file import load_history
 from doozertw.testing.linearizability import Verdict, check
 from doozertw.testing.models import DoozerModel, Read, Write
 from doozertw.testing.nemesis import (
-    ALL_KINDS, KILL_FOLLOWER, KILL_LEADER, PAUSE_LEADER, Nemesis, NemesisError,
-    schedule)
+    ALL_KINDS, ASYMMETRIC_LEADER, DEAFEN_LEADER, KILL_FOLLOWER, KILL_LEADER,
+    LINGER_LEADER, MUTE_LEADER, PAUSE_LEADER, STALE_READ_KINDS, Fault, Nemesis,
+    NemesisError, schedule)
 from doozertw.testing.proxy import (
-    DROP, UNKNOWN_SENDER, LinkRules, ProxyProcess, Route, dialer_name,
-    peer_advertise_twistd, tap_has_option)
+    DROP, UNKNOWN_SENDER, LinkRules, ProxyProcess, Route, dialer_name)
 from doozertw.testing.soak import RunConfig, fault_run
 from doozertw.testing.workload import (
     Timeout, WireClient, WireError, Workload, WorkloadConfig, claim_voter_slot,
@@ -81,19 +85,13 @@ def echo_behind_proxy(tmp_path):
     server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), _Echo)
     server.daemon_threads = True
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    listen = _free_port()
+    listen = free_port()
     proxy = ProxyProcess([Route("n2", listen, server.server_address[1])], str(tmp_path))
     control = proxy.start()
     yield listen, control
     proxy.stop()
     server.shutdown()
     server.server_close()
-
-
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _dial(port, sender):
@@ -113,6 +111,7 @@ def _recv_exactly(s, n):
     return data
 
 
+@pytest.mark.e2e
 def test_proxy_forwards_then_blackholes_then_forces_a_reconnect(echo_behind_proxy):
     port, control = echo_behind_proxy
     s = _dial(port, "n1")
@@ -142,6 +141,7 @@ def test_proxy_forwards_then_blackholes_then_forces_a_reconnect(echo_behind_prox
         sock.close()
 
 
+@pytest.mark.e2e
 def test_proxy_drop_mode_closes_links(echo_behind_proxy):
     port, control = echo_behind_proxy
     control.set_mode(DROP)
@@ -181,7 +181,7 @@ class FakeCluster:
     nodes: dict = attrs.field(factory=lambda: {"n1": "up", "n2": "up", "n3": "up"})
     leader: str = "n1"
     calls: list = attrs.field(factory=list)
-    cut: set = attrs.field(factory=set)
+    severed: set = attrs.field(factory=set)
     leaders: list = attrs.field(factory=list)
     recovers: bool = True
     hung: str = ""
@@ -190,7 +190,7 @@ class FakeCluster:
         self.calls.append((self.clock(), *call))
 
     def wait_for_leader(self, timeout):
-        assert not self.cut and all(s == "up" for s in self.nodes.values())
+        assert not self.severed and all(s == "up" for s in self.nodes.values())
         self.leaders.append(self.leader)
         return self.leader
 
@@ -218,13 +218,18 @@ class FakeCluster:
 
     def isolate(self, name):
         self._log("isolate", name)
-        self.cut.add(name)
+        self.severed.add(name)
         if name == self.leader:
             self.leader = next(n for n in self.nodes if n != name)
 
+    def cut(self, src, dst):
+        assert src != dst and self.leader in (src, dst)
+        self._log("cut", src, dst)
+        self.severed.add((src, dst))
+
     def heal(self):
         self._log("heal")
-        self.cut.clear()
+        self.severed.clear()
 
     def wait_writable(self, timeout):
         self._log("wait_writable")
@@ -257,7 +262,7 @@ def test_nemesis_heals_each_fault_before_the_next_and_waits_for_recovery():
     nemesis = Nemesis(target, schedule(12, seed=3), clock=clock, sleep=clock.sleep)
     timeline = nemesis.run()
     assert nemesis.injected == 12 and len(timeline) == 12
-    assert all(s == "up" for s in target.nodes.values()) and not target.cut
+    assert all(s == "up" for s in target.nodes.values()) and not target.severed
     calls = [c[1:] for c in target.calls]
     pairs = {"pause": "resume", "kill": "restart", "isolate": "heal"}
     i = 0
@@ -288,6 +293,43 @@ def test_nemesis_picks_the_current_leader_or_a_follower():
             assert record.node == leader, record
         else:
             assert record.node in ("n1", "n2", "n3") and record.node != leader, record
+
+
+def _faults_of(kind, seed=0, linger=1.25):
+    """What a nemesis does to a fake cluster led by n2 for one ``kind``
+    fault held 2s: [(time, call, args...)] up to the heal."""
+    clock = FakeClock()
+    target = FakeCluster(clock, leader="n2")
+    nemesis = Nemesis(target, [Fault(kind, 2.0, 0.5)], clock=clock,
+                      sleep=clock.sleep, seed=seed, linger=linger)
+    nemesis.run()
+    assert nemesis.timeline[0].node == "n2"
+    heal = next(i for i, c in enumerate(target.calls) if c[1] == "heal")
+    return target.calls[:heal + 1]
+
+
+def test_one_way_kinds_cut_the_leaders_links_in_one_direction():
+    assert _faults_of(MUTE_LEADER) == [
+        (0.0, "cut", "n2", "n1"), (0.0, "cut", "n2", "n3"), (2.0, "heal")]
+    assert _faults_of(DEAFEN_LEADER) == [
+        (0.0, "cut", "n1", "n2"), (0.0, "cut", "n3", "n2"), (2.0, "heal")]
+    splits = set()
+    for seed in range(8):
+        (_, _, *first), (_, _, *second), heal = _faults_of(ASYMMETRIC_LEADER, seed)
+        assert first[0] == "n2" and second[1] == "n2" and heal == (2.0, "heal")
+        assert {first[1], second[0]} == {"n1", "n3"}  # one of each direction
+        splits.add(first[1])
+    assert splits == {"n1", "n3"}  # seeded, not always the same follower
+
+
+def test_a_lingering_leader_is_cut_off_paused_then_resumed_still_cut_off():
+    assert _faults_of(LINGER_LEADER, linger=1.25) == [
+        (0.0, "isolate", "n2"), (0.0, "pause", "n2"),
+        (2.0, "resume", "n2"), (3.25, "heal")]
+    assert set(STALE_READ_KINDS) >= {LINGER_LEADER, MUTE_LEADER, DEAFEN_LEADER,
+                                     ASYMMETRIC_LEADER}
+    plan = schedule(10, 5, kinds=STALE_READ_KINDS)
+    assert {f.kind for f in plan} == set(STALE_READ_KINDS)
 
 
 def test_nemesis_heals_even_when_holding_the_fault_fails():
@@ -343,6 +385,7 @@ def single():
     cluster.cleanup()
 
 
+@pytest.mark.e2e
 def test_wire_client_reports_doozer_errors(single):
     client = WireClient(single.client_ports()[0])
     rev = client.set("/wire/a", 0, b"1")
@@ -354,6 +397,7 @@ def test_wire_client_reports_doozer_errors(single):
     client.close()
 
 
+@pytest.mark.e2e
 def test_single_node_history_checks_linearizable(single):
     workload = Workload(WorkloadConfig(workers=6, keys=5, prefix="/lin1", seed=4),
                         lambda: single.client_ports())
@@ -414,6 +458,7 @@ def _plant_lost_write(history):
     raise AssertionError("no key suitable for planting a lost write")
 
 
+@pytest.mark.e2e
 def test_requests_to_a_paused_node_become_unknown_and_still_check(single):
     workload = Workload(WorkloadConfig(workers=4, keys=3, prefix="/lin2", timeout=0.3,
                                        seed=5), single.all_client_ports)
@@ -436,6 +481,7 @@ def test_requests_to_a_paused_node_become_unknown_and_still_check(single):
     assert result.ok, result.describe()
 
 
+@pytest.mark.e2e
 def test_promotion_claims_an_empty_cal_slot_and_removal_empties_it(single):
     client = WireClient(single.client_ports()[0])
     try:
@@ -457,6 +503,7 @@ def test_promotion_claims_an_empty_cal_slot_and_removal_empties_it(single):
         client.close()
 
 
+@pytest.mark.e2e
 def test_harness_kills_restarts_and_keeps_the_log(tmp_path):
     cluster = Cluster(1, name="restarts", directory=str(tmp_path), proxy=False, web=False)
     try:
@@ -472,6 +519,9 @@ def test_harness_kills_restarts_and_keeps_the_log(tmp_path):
         cluster.restart("n1", promote=False)
         assert cluster.nodes["n1"].starts == 2
         assert cluster.read("n1", "/h/x") == (b"1", rev)  # its data directory kept it
+        # no web port: what the node is comes from its JSON log events
+        assert cluster.member_id("n1") == "n1" and cluster.is_voter("n1")
+        assert cluster.view("n1") == ("leader", "n1")
         cluster.pause("n1")
         with pytest.raises(Timeout):
             cluster.read("n1", "/h/x", timeout=0.3)
@@ -481,42 +531,62 @@ def test_harness_kills_restarts_and_keeps_the_log(tmp_path):
         cluster.stop()
     log = cluster.nodes["n1"].log_text()
     assert log.count("--- harness: start #") == 2 and "listening on" in log
+    events = (tmp_path / "n1" / EVENTS_FILE).read_text()
+    assert events.count(start_marker(2)) == 1 and '"role": "leader"' in events
     assert cluster.nodes["n1"].state == DEAD
     assert (tmp_path / "cluster.yaml").read_text().count("listen") >= 2
 
 
-def test_log_watcher_follows_roles_members_and_restarts(tmp_path):
-    log = tmp_path / "node.log"
-    log.write_bytes(b"")
-    watcher = LogWatcher(str(log))
-    prefix = "2026-01-01T00:00:00+0000 [doozertw.cluster.driver.ClusterDriver#info] "
-
-    def append(text):
-        with open(log, "a") as f:
-            f.write(text)
-
-    append(prefix + "raft member n2 started with voters ['n1', 'n2', 'n3']\n")
+def test_event_watcher_follows_members_roles_and_restarts(tmp_path):
+    path = tmp_path / "events.jsonl"
+    out = open(path, "a", encoding="utf-8")
+    log = Logger(namespace="doozertw.cluster.driver.ClusterDriver",
+                 observer=jsonFileLogObserver(out, recordSeparator=""))
+    watcher = EventWatcher(str(path))
+    log.info("raft member {member} started with voters {voters} at index {index}",
+             member="n2", voters=["n1", "n2", "n3"], index=3)
     assert watcher.poll().member == "n2" and watcher.role is None
-    append(prefix + "n2 is pre-candidate, leader None\n" + prefix + "n2 is lea")
+    log.info("{member} is {role}, leader {leader}", member="n2",
+             role="pre-candidate", leader=None)
+    log.info("peer link {link}: up", link="n2 -> n1")  # other events: ignored
+    out.write('{"member": "n2", "role": "lea')       # a line completed later
+    out.flush()
     assert (watcher.poll().role, watcher.leader) == ("pre-candidate", None)
-    append("der, leader n2\n")                       # a line completed later
+    out.write('der", "leader": "n2"}\n')
+    out.flush()
     assert (watcher.poll().role, watcher.leader) == ("leader", "n2")
-    append(prefix.replace("driver.ClusterDriver", "membership.Membership")
-           + "proposed ADD_VOTER n3~0c173fa6\n")
-    assert watcher.poll().voters_proposed == {"n3~0c173fa6"}
-    append("--- harness: start #2 of n2: twistd ...\n")
+    out.write(start_marker(2))
+    out.flush()
     assert (watcher.poll().member, watcher.role, watcher.leader) == (None, None, None)
-    assert watcher.voters_proposed == {"n3~0c173fa6"}  # what was proposed stays true
-    append(prefix + "n2~ab12 is follower, leader n3~0c173fa6\n")
+    log.info("{member} is {role}, leader {leader}", member="n2~ab12",
+             role="follower", leader="n3~0c173fa6")
     assert (watcher.poll().member, watcher.role, watcher.leader) == (
-        "n2~ab12", "follower", "n3")
+        "n2~ab12", "follower", "n3~0c173fa6")
     assert name_of("n3~0c173fa6") == "n3" and name_of("None") is None
+    out.close()
+
+
+def test_members_started_lists_the_raft_starts_of_each_life(tmp_path):
+    path = tmp_path / "events.jsonl"
+    assert members_started(str(path)) == []  # no file yet
+    out = open(path, "a", encoding="utf-8")
+    log = Logger(namespace="doozertw.cluster.driver.ClusterDriver",
+                 observer=jsonFileLogObserver(out, recordSeparator=""))
+    log.info("raft member {member} started", member="n0", voters=["n0"])  # before a marker
+    for start, member in ((1, "n2"), (2, None), (3, "n2~ab12")):
+        out.write(start_marker(start))
+        out.flush()
+        log.info("{member} is {role}, leader {leader}", member="n2", role="leader",
+                 leader="n2")  # a role, not a start
+        if member:
+            log.info("raft member {member} started with voters {voters} at index {index}",
+                     member=member, voters=["n1", "n2"], index=3)
+    out.write('{"member": "n9", "vot')  # cut short by a kill
+    out.close()
+    assert members_started(str(path)) == [["n2"], [], ["n2~ab12"]]
 
 
 def test_nodes_behind_the_proxy_advertise_it():
-    assert tap_has_option("peer-listen") and not tap_has_option("no-such-option")
-    with pytest.raises(SystemExit, match="usage"):
-        peer_advertise_twistd(["twistd", "doozer"])
     cluster = Cluster(3)
     try:
         n1 = cluster.nodes["n1"]
@@ -540,6 +610,7 @@ def test_isolating_needs_the_proxy(tmp_path):
 # --- the whole fault-run pipeline, on one node ---------------------------------------
 
 
+@pytest.mark.e2e
 def test_a_durable_lone_node_killed_and_restarted_loses_nothing(tmp_path):
     result = fault_run(RunConfig(size=1, faults=2, min_ops=300, seed=3, workers=3,
                                  keys=30, think=0.01, kinds=(KILL_LEADER,),
@@ -549,6 +620,7 @@ def test_a_durable_lone_node_killed_and_restarted_loses_nothing(tmp_path):
     assert result.injected == 2 and not result.lost
 
 
+@pytest.mark.e2e
 def test_fault_run_pipeline_passes_on_one_paused_node(tmp_path):
     result = fault_run(RunConfig(size=1, faults=3, min_ops=1500, seed=2, workers=4,
                                  keys=4, kinds=(PAUSE_LEADER,), hold=(0.3, 0.5),
@@ -559,6 +631,7 @@ def test_fault_run_pipeline_passes_on_one_paused_node(tmp_path):
     assert result.report is None and list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.e2e
 def test_a_failing_run_leaves_a_report(tmp_path):
     # With --in-memory a lone node that is killed and restarted forgets
     # everything: acknowledged writes are lost, and the run must say so and
@@ -579,6 +652,9 @@ def test_a_failing_run_leaves_a_report(tmp_path):
     assert any("Write(" in line for line in lines)
     assert all(line.startswith("client 0.") and " call=" in line for line in lines)
     log = (report / "nodes" / "n1.log").read_text()
+    assert (report / "nodes" / "n1.events.jsonl").read_text().count("harness_start") == 2
+    history = load_history(report / "history.jsonl")
+    assert check(history, DoozerModel()).verdict is Verdict.NOT_LINEARIZABLE
     assert log.count("--- harness: start #") == 2
     violation = (report / "violation.txt").read_text()
     assert "not linearizable" in violation and "cannot linearize" in violation

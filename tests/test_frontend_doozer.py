@@ -9,10 +9,11 @@ from twisted.logger import Logger
 from doozertw.errors import ErrCode
 from doozertw.frontends.access import Secrets
 from doozertw.frontends.doozer import DoozerProtocol
-from doozertw.frontends.msg import FLAG_DEL, FLAG_SET, LENGTH, VERBS, Request, Response, frame
+from doozertw.wire import FLAG_DEL, FLAG_SET, LENGTH, VERBS, Request, Response, frame
 from doozertw.limits import Limits
 from doozertw.node import Node
 from doozertw.store import Store
+from doozertw.testing.frontends import varint
 
 V = VERBS
 
@@ -39,16 +40,6 @@ def req(verb, tag=1, **fields):
         # Written by hand: the generated class refuses verbs it does not know.
         body += b"\x10" + varint(verb)
     return LENGTH.pack(len(body)) + body
-
-
-def varint(n):
-    n &= (1 << 64) - 1
-    out = bytearray()
-    while True:
-        low, n = n & 0x7F, n >> 7
-        out.append(low | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
 
 
 class Client:
@@ -493,7 +484,7 @@ def test_in_flight_limit_counts_pending_writes(node):
 
 
 def test_request_timeout_closes_stalled_partial_frame(client):
-    timeout = Limits().request_timeout
+    timeout = Limits().request_send_timeout
     data = req("GET", path="/a")
     client.feed(data[:3])
     client.clock.advance(timeout - 1)

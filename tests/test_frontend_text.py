@@ -2,96 +2,14 @@
 
 import pytest
 from twisted.internet import defer
-from twisted.internet.task import Clock
-from twisted.internet.testing import StringTransport
 
 from doozertw.frontends.access import Secrets
-from doozertw.frontends.text import HELP, Framer, FramingError, TextProtocol
+from doozertw.frontends.text import HELP, Framer, FramingError
 from doozertw.limits import Limits
 from doozertw.node import Node
 from doozertw.store import Store
+from doozertw.testing.frontends import Conn
 from doozertw.testing.proposers import HeldProposer
-
-# -- a reader for the reply stream (also used by the fuzz tests) ---------------
-
-
-class Malformed(Exception):
-    pass
-
-
-def _take_line(data, pos):
-    end = data.find(b"\r\n", pos)
-    if end == -1:
-        raise Malformed(f"no CRLF after {data[pos:pos + 40]!r}")
-    return data[pos:end], end + 2
-
-
-def _take_value(data, pos, length):
-    if data[pos + length:pos + length + 2] != b"\r\n":
-        raise Malformed(f"value of {length} bytes not followed by CRLF")
-    return data[pos:pos + length], pos + length + 2
-
-
-def parse_units(data):
-    """Split a reply stream into units: (header words, payload).
-
-    Payload is bytes for value units, a list of lines for DIR and HELP, a
-    list of (words, bytes) for WALK, else None. Raises Malformed.
-    """
-    units, pos = [], 0
-    while pos < len(data):
-        line, pos = _take_line(data, pos)
-        w = line.split(b" ")
-        payload = None
-        if w[:2] == [b"OK", b"VALUE"] or w[:2] == [b"OK", b"EVENT"] or (
-                w[0] == b"EVENT" and w[2] != b"ERROR"):
-            payload, pos = _take_value(data, pos, int(w[-1]))
-        elif w[:2] in ([b"OK", b"DIR"], [b"OK", b"HELP"]):
-            payload = []
-            for _ in range(int(w[-1])):
-                item, pos = _take_line(data, pos)
-                payload.append(item)
-        elif w[:2] == [b"OK", b"WALK"]:
-            payload = []
-            for _ in range(int(w[-1])):
-                item, pos = _take_line(data, pos)
-                value, pos = _take_value(data, pos, int(item.split(b" ")[-1]))
-                payload.append((item.split(b" "), value))
-        elif w[0] not in (b"OK", b"ERR", b"EVENT"):
-            raise Malformed(f"unknown unit {line!r}")
-        units.append((w, payload))
-    return units
-
-
-class Conn:
-    """One TextProtocol connection on a StringTransport."""
-
-    def __init__(self, node, clock=None, secrets=None, limits=None):
-        self.clock = clock or Clock()
-        self.limits = limits or Limits()
-        self.proto = TextProtocol(node, secrets or Secrets(), self.limits, self.clock)
-        self.transport = StringTransport()
-        self.proto.makeConnection(self.transport)
-
-    def send(self, data):
-        self.proto.dataReceived(data)
-        return self
-
-    def raw(self):
-        self.clock.advance(0)        # later reactor turns (limits.max_batch per turn)
-        out = self.transport.value()
-        self.transport.clear()
-        return out
-
-    def units(self):
-        return parse_units(self.raw())
-
-    def lines(self):
-        return [b" ".join(w) for w, _ in self.units()]
-
-    @property
-    def closed(self):
-        return self.transport.disconnecting
 
 
 @pytest.fixture
@@ -434,7 +352,7 @@ def test_slow_consumer_loses_its_watches(node):
     conn.proto.pauseProducing()               # the transport's buffer is full
     assert conn.transport.producerState == "paused"
     conn.send(b"rev\n")                       # not read while paused
-    for i in range(5):
+    for _ in range(5):
         node.set("/a", -1, b"x" * 30)
     out = conn.raw()
     assert out.endswith(b"EVENT 1 ERROR OTHER slow consumer\r\n"
@@ -449,7 +367,7 @@ def test_slow_consumer_loses_its_watches(node):
 
 def test_slow_consumer_while_watch_reply_is_held(node):
     conn = Conn(node, limits=Limits(max_output_buffer=200))
-    for i in range(10):
+    for _ in range(10):
         node.set("/a", -1, b"y" * 50)
     conn.send(b"wait /gate\nwatch /a 1\n")
     assert node.store.watch_count == 1        # only the wait; the watch gave up
@@ -584,7 +502,7 @@ def test_connection_lost_cancels_everything(conn, node):
     assert node.store.watch_count == 3
     conn.proto.connectionLost(None)
     assert node.store.watch_count == 0
-    for i in range(6):
+    for _ in range(6):
         node.set("/x", -1, b"after")
     assert conn.raw() == b""
     assert node.stats.connections == 0

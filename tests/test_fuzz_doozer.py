@@ -8,14 +8,14 @@ from twisted.logger import Logger
 
 from doozertw.frontends.access import Secrets
 from doozertw.frontends.doozer import DoozerProtocol
-from doozertw.frontends.msg import LENGTH, VERBS, Request, Response, frame
+from doozertw.wire import LENGTH, VERBS, Request, Response, frame
 from doozertw.limits import Limits
 from doozertw.node import Node
 from doozertw.store import Store
-from test_frontend_doozer import varint  # protobuf varints for hand-built frames
+from doozertw.testing.frontends import varint  # protobuf varints for hand-built frames
 
 LIMITS = Limits(max_frame=2048, max_value=256, max_path=64, max_in_flight=8,
-                request_timeout=5.0)
+                request_send_timeout=5.0)
 FUZZ = settings(max_examples=150, deadline=None,
                 suppress_health_check=[HealthCheck.too_slow])
 
@@ -94,7 +94,7 @@ def test_random_bytes_never_raise(data, cuts):
     proto, transport, clock, _ = connect(node)
     for piece in chunked(data, cuts):
         proto.dataReceived(piece)
-    clock.advance(LIMITS.request_timeout + 1)
+    clock.advance(LIMITS.request_send_timeout + 1)
     proto.connectionLost(None)
     responses(transport.value())
     assert_node_healthy(node)
@@ -154,7 +154,7 @@ def test_random_requests_never_break_the_node(frames, cuts, secured, grant):
     writer.dataReceived(frame(Request(tag=1, verb=VERBS["SET"], path="/d/x", rev=-1,
                                       value=b"poke")))
     writer.connectionLost(None)
-    clock.advance(LIMITS.request_timeout + 1)
+    clock.advance(LIMITS.request_send_timeout + 1)
     replies = responses(transport.value())
     assert not transport.disconnecting, "well-framed requests never violate framing"
     for r in replies:

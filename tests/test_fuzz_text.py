@@ -4,14 +4,14 @@ stops the node serving others."""
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from twisted.internet.task import Clock
-from test_frontend_text import Conn, parse_units
 
 from doozertw.limits import Limits
 from doozertw.node import Node
 from doozertw.store import Store
+from doozertw.testing.frontends import Conn, parse_units
 
 LIMITS = Limits(max_line=64, max_value=32, max_path=24, max_in_flight=8,
-                max_watches=3, request_timeout=5.0, max_output_buffer=4096)
+                max_watches=3, request_send_timeout=5.0, max_output_buffer=4096)
 
 FUZZ = settings(max_examples=200, deadline=None,
                 suppress_health_check=[HealthCheck.function_scoped_fixture])

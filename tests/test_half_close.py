@@ -7,7 +7,7 @@ from twisted.internet.testing import StringTransport
 from doozertw.frontends.access import Secrets
 from doozertw.frontends.client_port import ClientPortFactory
 from doozertw.frontends.doozer import DoozerProtocol
-from doozertw.frontends.msg import VERBS, Request, frame
+from doozertw.wire import VERBS, Request, frame
 from doozertw.frontends.text import TextProtocol
 from doozertw.limits import Limits
 

@@ -30,11 +30,12 @@ from doozertw.frontends.doozer import ABANDONED, DoozerProtocol
 from doozertw.frontends.text import TextProtocol
 from doozertw.limits import Limits
 from doozertw.node import Node
-from doozertw.frontends.msg import LENGTH, VERBS, Request, Response, frame
+from doozertw.wire import LENGTH, VERBS, Request, Response, frame
 from doozertw.store import Store
 from doozertw.testing.proposers import HeldProposer
+from doozertw.testing.node_process import free_ports
+from doozertw.testing.spawn import Twistd, listening, writable
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MIB = 1024 * 1024
 SECRET = b"the-right-secret"
 
@@ -481,10 +482,7 @@ def _connect(address):
 
 
 def _peer_auth_args(workdir):
-    """``--peer-secret-file`` when this tree's twistd plugin has it (issue 9)."""
-    from doozertw import tap
-    if "peer-secret-file" not in repr(getattr(tap, "Options", object).__dict__):
-        return []
+    """``--peer-secret-file`` naming the cluster's secret (written in ``workdir``)."""
     path = os.path.join(workdir, "peer-secret")
     with open(path, "w", encoding="ascii") as f:
         f.write("hostile-client-test-secret-0123456789\n")
@@ -498,12 +496,10 @@ _webs = {}
 @pytest.fixture(scope="module")
 def cluster():
     """Three in-memory nodes of one cluster, running this working tree."""
-    import subprocess
     import tempfile
 
-    from doozertw import bench
     workdir = tempfile.mkdtemp(prefix="doozer-hostile-")
-    ports = {f"n{i + 1}": [bench._free_port() for _ in range(3)] for i in range(3)}
+    ports = {f"n{i + 1}": free_ports(3) for i in range(3)}
     config = os.path.join(workdir, "cluster.yaml")
     with open(config, "w", encoding="utf-8") as f:
         f.write("cluster: hostile\nnodes:\n")
@@ -511,24 +507,19 @@ def cluster():
             f.write(f"  {name}:\n    listen: tcp:{client}:interface=127.0.0.1\n"
                     f"    web: tcp:{web}:interface=127.0.0.1\n"
                     f"    peer_listen: tcp:{peer}:interface=127.0.0.1\n")
-    env = dict(os.environ, PYTHONPATH=ROOT)
-    procs = [subprocess.Popen(
-        [bench._twistd(), "-n", "--pidfile=", "-l", os.path.join(workdir, f"{name}.log"),
-         "doozer", "--config", config, "--name", name, "--in-memory"]
-        + _peer_auth_args(workdir),
-        cwd=workdir, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
-        for name in ports]
+    nodes = [Twistd(("--config", config, "--name", name, "--in-memory",
+                     *_peer_auth_args(workdir)), workdir, name).launch()
+             for name in ports]
     try:
-        for proc, (client, _, _) in zip(procs, ports.values()):
-            bench._wait_accepting(proc, client, workdir)
+        for node, (client, _, _) in zip(nodes, ports.values()):
+            node.wait_ready(listening(client))
+        nodes[0].wait_ready(writable(ports["n1"][0]))
         addresses = [f"127.0.0.1:{client}" for client, _, _ in ports.values()]
-        bench._wait_writable(addresses[0])
         _webs[tuple(addresses)] = [web for _, _, web in ports.values()]
-        yield procs, addresses
+        yield nodes, addresses
     finally:
-        for proc in procs:
-            proc.kill()
-            proc.wait()
+        for node in nodes:
+            node.kill()
 
 
 def _latencies(address, seconds, verb="GET"):

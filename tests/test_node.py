@@ -198,7 +198,7 @@ def test_wait_cancel_removes_the_watch(node):
 
 
 def test_wait_errors(small):
-    for i in range(5):
+    for _ in range(5):
         result_of(small.set("/a", -1, b""))
     assert code_of(small.wait("/a", 2)) == ErrCode.TOO_LATE
     assert code_of(small.wait("/a b", 5)) == ErrCode.BAD_PATH
@@ -235,7 +235,7 @@ def test_watch_errors_raise(small):
     with pytest.raises(DoozerError) as e:
         small.watch("/a/", 1, lambda ev: None)
     assert e.value.code == ErrCode.BAD_PATH
-    for i in range(5):
+    for _ in range(5):
         result_of(small.set("/a", -1, b""))
     with pytest.raises(DoozerError) as e:
         small.watch("/**", 1, lambda ev: None)
@@ -298,7 +298,7 @@ def test_writes_complete_when_the_proposer_commits():
     assert code_of(d2) == ErrCode.REV_MISMATCH
     proposer.release()
     assert result_of(d3) is None
-    d4 = node.delete("/a", -1)
+    node.delete("/a", -1)
     assert proposer.held[0][0] == DeleteFile("/a", -1)
 
 
@@ -369,3 +369,12 @@ def test_describe_self_voter_slot():
     other = Node(name="n3")
     result_of(other.describe_self("a:1", hostname="h"))
     assert code_of(other.getdir("/ctl/cal")) == ErrCode.NOENT
+
+
+def test_describe_self_never_rewrites_the_cluster_name():
+    node = Node(name="n1", cluster_name="prod")
+    result_of(node.describe_self("a:1", hostname="h"))
+    written = result_of(node.get("/ctl/name"))
+    other = Node(name="n2", store=node.store, cluster_name="prod")
+    result_of(other.describe_self("b:2", hostname="h"))   # a node joining later
+    assert result_of(node.get("/ctl/name")) == written == (b"prod", written[1])

@@ -1,13 +1,14 @@
 """Path validation, globs, and the path helpers of the pure store."""
 
+import re
+
 import pytest
 from hypothesis import given, strategies as st
 
 from doozertw.errors import DoozerError, ErrCode
 from doozertw.store import paths
 from doozertw.store.paths import (
-    ANY, MAX_PATH_BYTES, Glob, ancestors, check_path, dir_links, is_valid_path,
-    parent_and_name, sort_key)
+    ANY, MAX_PATH_BYTES, Glob, check_path, dir_links, is_valid_path, sort_key)
 
 VALID = ["/", "/a", "/a/b", "/A-Z.09_x", "/ctl/node/n1/addr", "/..", "/.", "/a/-/_"]
 INVALID = ["", "a", "a/b", "//", "/a/", "//a", "/a//b", "/a b", "/a*", "/a?",
@@ -142,18 +143,6 @@ def test_literal_glob_matches_only_itself(parts):
 
 # -- helpers ----------------------------------------------------------------
 
-def test_parent_and_name():
-    assert parent_and_name("/a") == ("/", "a")
-    assert parent_and_name("/a/b/c") == ("/a/b", "c")
-
-
-def test_ancestors():
-    assert ancestors("/") == []
-    assert ancestors("/a") == []
-    assert ancestors("/a/b") == ["/a"]
-    assert ancestors("/a/b/c") == ["/a", "/a/b"]
-
-
 def test_dir_links():
     assert dir_links("/a") == [("/", "a")]
     assert dir_links("/a/b/c") == [("/", "a"), ("/a", "b"), ("/a/b", "c")]
@@ -170,3 +159,49 @@ def test_sort_key_is_depth_first_by_sorted_names():
 
 def test_root_constant():
     assert paths.ROOT == "/"
+
+
+# -- what a client is told (the detail goes out on the wire) -----------------
+
+def _detail(fn, *args):
+    with pytest.raises(DoozerError) as e:
+        fn(*args)
+    assert e.value.code == ErrCode.BAD_PATH
+    return e.value.detail
+
+
+def test_bad_path_and_bad_glob_details_quote_the_input():
+    assert _detail(check_path, "/a b") == "'/a b'"
+    assert _detail(Glob, "/a b") == "bad glob '/a b'"
+    assert _detail(Glob, None) == "bad glob"
+    assert _detail(Glob, "/abcd", 4) == "bad glob"
+
+
+def test_bad_path_detail_is_cut_only_beyond_80_characters():
+    fits = "/" + " " * 77         # repr adds two quotes: 80 characters
+    assert _detail(check_path, fits) == repr(fits)
+    longer = fits + " "
+    assert _detail(check_path, longer) == repr(longer)[:77] + "..."
+
+
+def test_glob_keeps_its_pattern():
+    glob = Glob("/a/*")
+    assert glob.pattern == "/a/*" and repr(glob) == "Glob('/a/*')"
+
+
+@pytest.mark.parametrize("pattern, path, matches", [
+    ("/??*a", "/xyza", True),      # every '?' of the pattern counts
+    ("/??*a", "/xa", False),
+    ("/*a*b", "/xaxb", True),      # every '*' of the pattern counts
+    ("/*a*b", "/a/b", False),      # '*' stops at '/'
+    ("/**a*b", "/x/a/b", False),
+    ("/**a*b", "/x/ayb", True),    # '**' crosses '/'
+    ("/***b", "/b", True),         # a run of wildcards may all match nothing
+    ("/*a*b", "xab", False),       # a whole-path match starts at '/'
+    ("/*a*b", "aab", False),
+])
+def test_nfa_globs_match_like_the_regex_definition(pattern, path, matches):
+    tokens = paths._GLOB_TOKEN.findall(pattern)
+    assert not paths._regex_is_safe(tokens)   # these take the NFA
+    assert (re.compile(paths._translate(tokens) + r"\Z").match(path) is not None) is matches
+    assert Glob(pattern).match(path) is matches

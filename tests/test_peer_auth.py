@@ -30,8 +30,7 @@ from doozertw.peer.link import LinkState
 from doozertw.peer.security import PeerSecurity, for_node
 from doozertw.peer.tls import TLSSettings
 from doozertw.store import CLOBBER, SetFile, encode as encode_mutation
-
-from test_peer_support import CLUSTER, Hub, accept_raw, connect_pending, endpoint_for
+from doozertw.testing.peerhub import CLUSTER, Hub, accept_raw, connect_pending, endpoint_for
 
 SECRET = b"correct horse battery staple 42"
 SECURE = PeerSecurity(secret=SECRET)
@@ -294,7 +293,7 @@ def test_an_authenticated_joiner_may_ask(envelope):
 def resolved(tmp_path, **options):
     base = {key: None for key in ("config", "listen", "web", "peer_listen", "data_dir",
                                   "advertise", "cluster", "peer_advertise", "attach",
-                                  "timeout", "request_timeout", "history",
+                                  "silent_voter_timeout", "quorum_timeout", "history",
                                   "history_bytes", "snapshot_entries")}
     base.update(options)
     return config.resolve(base, environ={})
@@ -522,6 +521,7 @@ def settle_and_check(cluster, before, leader):
     assert cluster.read(leader, "/pwned")[0] == b""
 
 
+@pytest.mark.e2e
 def test_forged_raft_from_a_socket_without_credentials_changes_nothing(live):
     leader = live.leader()
     before = terms(live)
@@ -547,6 +547,7 @@ def test_forged_raft_from_a_socket_without_credentials_changes_nothing(live):
     settle_and_check(live, before, leader)
 
 
+@pytest.mark.e2e
 def test_a_forward_from_evil_without_credentials_writes_nothing(live):
     leader = live.leader()
     before = terms(live)
@@ -564,6 +565,7 @@ def test_a_forward_from_evil_without_credentials_writes_nothing(live):
     settle_and_check(live, before, leader)
 
 
+@pytest.mark.e2e
 def test_a_join_request_from_evil_without_credentials_streams_nothing(live):
     leader = live.leader()
     peer = raw_peer(live, leader)
@@ -582,6 +584,7 @@ def test_a_join_request_from_evil_without_credentials_streams_nothing(live):
     assert live.read(leader, "/ctl/node/evil/peer")[0] == b""
 
 
+@pytest.mark.e2e
 def test_an_authenticated_non_member_cannot_steer_raft_or_write(live):
     """Knowing the secret is not membership: 'evil' is heard only for joins."""
     with open(live.peer_secret_file, "rb") as f:
@@ -600,6 +603,7 @@ def test_an_authenticated_non_member_cannot_steer_raft_or_write(live):
     settle_and_check(live, before, leader)
 
 
+@pytest.mark.e2e
 def test_a_member_cannot_send_as_another_member(live):
     """The link is a member's (it proved the secret under that name): a
     Raft message claiming to come from another member (the leader) is

@@ -5,8 +5,7 @@ import random
 import pytest
 
 from doozertw.peer import ANY, Direction, FaultInjector, FaultRule, partition
-
-from test_peer_support import Hub, connect_pending, endpoint_for
+from doozertw.testing.peerhub import Hub, connect_pending, endpoint_for
 
 OUT, IN = Direction.OUT, Direction.IN
 

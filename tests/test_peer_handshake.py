@@ -5,8 +5,7 @@ import struct
 from doozertw.peer import PeerLimits
 from doozertw.peer.framing import FrameDecoder, FrameKind, encode_frame
 from doozertw.peer.handshake import Hello, Refusal, RefuseCode
-
-from test_peer_support import CLUSTER, Hub, accept_raw
+from doozertw.testing.peerhub import CLUSTER, Hub, accept_raw
 
 
 def hello_frame(sender="a", recipient="b", cluster=CLUSTER, version=1):

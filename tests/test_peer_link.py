@@ -11,8 +11,7 @@ from twisted.logger import globalLogPublisher
 
 from doozertw.peer import LinkState, PayloadTooLarge, PeerLimits
 from doozertw.peer.framing import FrameKind, encode_frame
-
-from test_peer_support import Hub, connect_pending, endpoint_for
+from doozertw.testing.peerhub import Hub, connect_pending, endpoint_for
 
 
 @pytest.fixture

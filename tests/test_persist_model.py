@@ -36,7 +36,7 @@ class DiskMatchesMemory(RuleBasedStateMachine):
                 call(self.disk)
             except LogError:
                 return
-            raise AssertionError("disk accepted what memory refused")
+            raise AssertionError("disk accepted what memory refused") from None
         call(self.disk)
 
     @rule(back=st.integers(0, 6), count=st.integers(0, 5),

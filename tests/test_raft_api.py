@@ -23,7 +23,7 @@ def leader_node(**kw):
     assert n.is_leader
     n.advance(n.ready())
     for peer in ("n2", "n3"):
-        n.step(msg.AppendEntriesResponse(peer, "n1", n.term, n.log.last_index()))
+        n.step(msg.AppendEntriesResponse(peer, "n1", n.term, n.status().last_index))
     n.advance(n.ready())
     return n
 
@@ -35,7 +35,7 @@ def appends_to(rd, peer):
 
 def test_propose_batch_appends_all_and_replicates_them_together():
     n = leader_node()
-    first = n.log.last_index() + 1
+    first = n.status().last_index + 1
     result = n.propose_batch([b"a", b"b", b"c"])
     assert result == [(first + i, n.term) for i in range(3)]
     rd = n.ready()
@@ -55,7 +55,7 @@ def test_status_reports_role_indexes_and_progress():
     n = leader_node()
     st = n.status()
     assert (st.id, st.role, st.leader, st.term) == ("n1", Role.LEADER, "n1", n.term)
-    assert st.commit == st.last_index == n.log.last_index()
+    assert st.commit == st.last_index == n.status().last_index
     assert set(st.progress) == set(VOTERS)
     assert st.progress["n2"].state == "replicate"
     follower = RaftNode("n2", VOTERS, MemoryStorage(), random.Random(1))
@@ -65,13 +65,13 @@ def test_status_reports_role_indexes_and_progress():
 def test_report_unreachable_moves_replicating_peer_to_probe():
     n = leader_node()
     n.report_unreachable("n2")
-    assert n.progress["n2"].state == ProgressState.PROBE
+    assert n._progress["n2"].state == ProgressState.PROBE
     n.report_unreachable("n9")  # unknown peers are ignored
 
 
 def test_report_snapshot_failure_makes_leader_resend():
     n = leader_node()
-    pr = n.progress["n3"]
+    pr = n._progress["n3"]
     pr.become_snapshot(2)
     n.report_snapshot("n3", ok=False)
     assert pr.state == ProgressState.PROBE and not pr.is_paused()
@@ -82,9 +82,9 @@ def test_report_snapshot_failure_makes_leader_resend():
 
 def test_lost_snapshot_times_out_back_to_probe():
     n = leader_node()
-    pr = n.progress["n3"]
+    pr = n._progress["n3"]
     pr.become_snapshot(2)
-    for _ in range(n.election_ticks + 1):
+    for _ in range(n._election_ticks + 1):
         n.tick()
         n.step(msg.HeartbeatResponse("n2", "n1", n.term))
     assert pr.state != ProgressState.SNAPSHOT
@@ -118,18 +118,18 @@ def test_ready_surfaces_received_snapshot_until_advanced():
     st.save(rd)
     assert st.snapshot == snap and st.last_index() == 50
     n.advance(rd)
-    assert n.log.applied == 50 and n.ready().snapshot is None
+    assert n.status().applied == 50 and n.ready().snapshot is None
 
 
 def test_single_node_cluster_elects_itself_and_commits_alone():
     n = RaftNode("solo", ["solo"], MemoryStorage(), random.Random(3))
-    for _ in range(2 * n.election_ticks):
+    for _ in range(2 * n._election_ticks):
         n.tick()
     assert n.is_leader
     idx, _ = n.propose(b"x")
-    assert n.log.committed < idx  # not before its own fsync
+    assert n.status().commit < idx  # not before its own fsync
     n.advance(n.ready())
-    assert n.log.committed == idx
+    assert n.status().commit == idx
     n.read_index(b"r")
     assert n.ready().read_states[0].index == idx
 
@@ -138,3 +138,85 @@ def test_constructor_validates_timing_options():
     with pytest.raises(ValueError):
         RaftNode("n1", VOTERS, MemoryStorage(), random.Random(1),
                  election_ticks=3, heartbeat_ticks=3)
+
+
+def test_status_is_a_frozen_copy_with_commit_and_term_facts():
+    n = leader_node()
+    st = n.status()
+    assert st.committed_in_term and st.is_leader
+    assert st.conf.voters == set(VOTERS) and st.vote == "n1"
+    assert (st.dropped, st.last_dropped) == (0, None)
+    n.propose(b"later")
+    assert n.status().last_index == st.last_index + 1  # the copy did not move
+    with pytest.raises(AttributeError):
+        st.term = 99
+
+
+def test_new_leader_has_not_committed_in_its_term_until_a_quorum_acks():
+    n = RaftNode("n1", VOTERS, MemoryStorage(), random.Random(1))
+    n.campaign()
+    n.step(msg.PreVoteResponse("n2", "n1", n.term + 1, True))
+    n.step(msg.RequestVoteResponse("n2", "n1", n.term, True))
+    assert n.is_leader and not n.status().committed_in_term
+    n.advance(n.ready())
+    n.step(msg.AppendEntriesResponse("n2", "n1", n.term, n.status().last_index))
+    assert n.status().committed_in_term
+
+
+def test_step_returns_and_status_records_what_it_refused():
+    n = leader_node()
+    assert n.step(msg.HeartbeatResponse("n2", "n1", n.term)) is None
+    bad = msg.AppendEntriesResponse("n3", "n1", n.term, n.status().last_index + 5)
+    dropped = n.step(bad)
+    assert dropped is not None
+    assert (dropped.kind, dropped.src) == ("AppendEntriesResponse", "n3")
+    assert "does not have" in dropped.reason
+    st = n.status()
+    assert st.dropped == 1 and st.last_dropped == dropped
+    assert n.step(msg.HeartbeatResponse("n2", "n1", n.term)) is None
+    assert n.status().dropped == 1
+
+
+def test_term_at_reports_log_terms_and_none_outside_the_log():
+    n = leader_node()
+    last = n.status().last_index
+    assert n.term_at(0) == 0 and n.term_at(1) == 1
+    assert n.term_at(last) == n.term and n.term_at(last + 1) is None
+    n.compact(last - 1, b"state")
+    assert n.term_at(last - 2) is None and n.term_at(last - 1) is not None
+
+
+def test_each_role_steps_with_its_own_function():
+    """A vote answer matters only to the role that asked for it: a
+    pre-candidate ignores RequestVoteResponse, a candidate PreVoteResponse,
+    and a follower both."""
+    n = RaftNode("n1", ("n1", "n2", "n3", "n4", "n5"), MemoryStorage(),
+                 random.Random(1))
+    term = n.term
+    n.step(msg.RequestVoteResponse("n2", "n1", term, True))
+    assert n.role == Role.FOLLOWER
+    n.campaign()
+    assert n.role == Role.PRE_CANDIDATE
+    n.step(msg.RequestVoteResponse("n2", "n1", term, True))
+    n.step(msg.RequestVoteResponse("n3", "n1", term, True))
+    assert n.role == Role.PRE_CANDIDATE  # real votes do not count here
+    n.step(msg.PreVoteResponse("n2", "n1", term + 1, True))
+    n.step(msg.PreVoteResponse("n3", "n1", term + 1, True))
+    assert n.role == Role.CANDIDATE and n.term == term + 1
+    n.step(msg.PreVoteResponse("n4", "n1", term + 1, True))
+    n.step(msg.PreVoteResponse("n5", "n1", term + 1, True))
+    assert n.role == Role.CANDIDATE  # pre-votes do not count here
+    n.step(msg.RequestVoteResponse("n2", "n1", n.term, True))
+    n.step(msg.RequestVoteResponse("n3", "n1", n.term, True))
+    assert n.role == Role.LEADER
+
+
+def test_a_new_term_forgets_the_leaders_bookkeeping():
+    n = leader_node()
+    n.read_index(b"pending")
+    assert n.status().progress
+    n.step(msg.Heartbeat("n2", "n1", n.term + 1, 0))
+    assert n.role == Role.FOLLOWER and n.leader == "n2"
+    assert n.status().progress == {}
+    n.step(msg.HeartbeatResponse("n3", "n1", n.term, b"pending"))
+    assert n.ready().read_states == ()  # the old read is gone with the term

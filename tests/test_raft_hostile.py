@@ -50,7 +50,7 @@ def leader():
     n.propose(b"a")
     n.propose(b"b")
     drain(n)
-    n.step(msg.AppendEntriesResponse("n2", "n1", n.term, n.log.last_index()))
+    n.step(msg.AppendEntriesResponse("n2", "n1", n.term, n.status().last_index))
     n.propose(b"c")
     drain(n)
     return n
@@ -62,7 +62,7 @@ def follower():
     es = [Entry(3, BOOT + 1), Entry(3, BOOT + 2), Entry(3, BOOT + 3)]
     n.step(msg.AppendEntries("n2", "n1", 3, BOOT, 1, BOOT + 2, es))
     drain(n)
-    assert n.leader == "n2" and n.log.committed == BOOT + 2
+    assert n.leader == "n2" and n.status().commit == BOOT + 2
     return n
 
 
@@ -90,7 +90,7 @@ def assert_healthy(node, ticks=25):
         node.tick()
         for m in drain(node):
             assert codec.decode(codec.encode(m)) == m
-        assert node.log.committed <= node.log.last_index()
+        assert node.status().commit <= node.status().last_index
         assert node.term <= MAX_NUMBER + ticks
     try:
         node.propose(b"after")
@@ -153,7 +153,7 @@ def test_the_reported_wedge_cannot_happen():
     the largest valid term is adopted and everything still encodes."""
     n = leader()
     n.step(msg.AppendEntriesResponse("n2", "n1", codec.MAX_DECODED, 0))
-    assert n.term == 2 and n.dropped == 1
+    assert n.term == 2 and n.status().dropped == 1
     n.step(msg.AppendEntriesResponse("n2", "n1", MAX_NUMBER, 0))
     assert n.term == MAX_NUMBER and n.role == Role.FOLLOWER
     assert_healthy(n, ticks=40)
@@ -190,9 +190,9 @@ def test_well_formed_messages_pass():
 
 def test_non_contiguous_entries_do_not_corrupt_the_log():
     n = follower()
-    before = list(n.log.entries)
+    before = list(n._log.entries)
     n.step(msg.AppendEntries("n2", "n1", 3, 6, 3, 6, [Entry(3, 9), Entry(3, 12)]))
-    assert n.log.entries == before and n.dropped == 1
+    assert n._log.entries == before and n.status().dropped == 1
     assert_healthy(n)
 
 
@@ -201,7 +201,7 @@ def test_rewriting_a_committed_entry_is_dropped_not_raised():
     # Entries start at prev_index + 1 > commit in any valid message, so
     # only a non-contiguous one reaches a committed index (LogError before).
     n.step(msg.AppendEntries("n2", "n1", 4, BOOT + 2, 3, 0, [Entry(4, BOOT + 2)]))
-    assert n.log.term(BOOT + 2) == 3 and n.dropped == 1
+    assert n.term_at(BOOT + 2) == 3 and n.status().dropped == 1
     assert_healthy(n)
 
 
@@ -211,21 +211,21 @@ def test_impossible_conf_change_is_dropped_not_raised():
                     ConfChange(ConfChangeOp.REMOVE_NODE, v).encode())
               for i, v in enumerate(VOTERS)]
     n.step(msg.AppendEntries("n2", "n1", 3, BOOT + 3, 3, 0, remove))
-    assert n.log.last_index() == BOOT + 3 and n.dropped == 1
+    assert n.status().last_index == BOOT + 3 and n.status().dropped == 1
     assert n.conf.voters == set(VOTERS)
     learner = [Entry(3, BOOT + 4, EntryKind.CONF_CHANGE,
                      ConfChange(ConfChangeOp.ADD_LEARNER, "n2").encode())]
     n.step(msg.AppendEntries("n2", "n1", 3, BOOT + 3, 3, 0, learner))
-    assert n.dropped == 2
+    assert n.status().dropped == 2
     assert_healthy(n)
 
 
 def test_leader_ignores_acks_beyond_its_log_and_non_members():
     n = leader()
-    last = n.log.last_index()
+    last = n.status().last_index
     n.step(msg.AppendEntriesResponse("n3", "n1", n.term, last + 100))
     n.step(msg.InstallSnapshotResponse("n3", "n1", n.term, last + 100))
-    assert n.progress["n3"].match == 0 and n.dropped == 2
+    assert n._progress["n3"].match == 0 and n.status().dropped == 2
     n.step(msg.ReadIndexRequest("evil", "n1", n.term, b"r"))
     assert not drain(n)
     assert_healthy(n)
@@ -234,7 +234,7 @@ def test_leader_ignores_acks_beyond_its_log_and_non_members():
 def test_timeout_now_only_from_the_leader():
     n = follower()
     n.step(msg.TimeoutNow("n3", "n1", 3))
-    assert n.role == Role.FOLLOWER and n.dropped == 1
+    assert n.role == Role.FOLLOWER and n.status().dropped == 1
     n.step(msg.TimeoutNow("n2", "n1", 3))
     assert n.role == Role.CANDIDATE
 
@@ -270,7 +270,7 @@ def _append(draw):
 
 
 _snapshots = st.builds(
-    lambda i, t, v, l, d: Snapshot(SnapshotMeta(i, t, ConfState(v, l)), d),
+    lambda i, t, v, learners, d: Snapshot(SnapshotMeta(i, t, ConfState(v, learners)), d),
     _nums, _nums, st.frozensets(_ids, max_size=3), st.frozensets(_ids, max_size=2),
     st.binary(max_size=4))
 _messages = st.one_of(

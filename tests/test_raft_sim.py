@@ -18,7 +18,8 @@ import pytest
 from doozertw.consensus import messages as msg
 from doozertw.consensus.leader import LeaderMixin
 from doozertw.consensus.log import MemoryStorage
-from doozertw.consensus.messages import ConfChange, ConfChangeOp, Entry
+from doozertw.consensus.messages import ConfChange, ConfChangeOp, Entry, HardState
+from doozertw.consensus.raft import RaftNode
 from doozertw.consensus.ready import Role, is_leader_early_message
 from doozertw.testing.simcluster import (
     Checker, InvariantViolation, LivenessFailure, SimCluster, SimNode,
@@ -92,7 +93,7 @@ def test_chaos_with_membership_changes(n, seeds):
         c = chaos_run(n, seed, members=True)
         assert_applied_prefixes_agree(c)
         confs = {node.raft.conf for node in c.nodes.values()
-                 if node.raft.log.last_index() == c.leader().raft.log.last_index()}
+                 if node.raft.status().last_index == c.leader().raft.status().last_index}
         changed += c.leader().raft.conf.voters != set(c.founding.voters)
         assert len(confs) == 1
     assert changed > 0  # the runs did change membership
@@ -106,7 +107,7 @@ def test_snapshot_heavy_run_installs_snapshots_under_faults():
                          if n.storage.snapshot.index > 0)
         c.run(50)
         for node in c.nodes.values():
-            assert node.applied_index == c.leader().raft.log.committed
+            assert node.applied_index == c.leader().raft.status().commit
     assert installed > 0
 
 
@@ -193,11 +194,11 @@ def test_crash_restart_keeps_hard_state_and_log():
         c.await_commit(b"k%d" % i)
     c.settle()
     node = c.nodes["n2"]
-    before = (node.raft.term, node.raft.vote, list(node.raft.log.entries))
+    before = (node.raft.term, node.raft.status().vote, list(node.raft._log.entries))
     c.crash("n2")
     c.restart("n2")
-    assert (node.raft.term, node.raft.vote) == before[:2]
-    assert list(node.raft.log.entries) == before[2]
+    assert (node.raft.term, node.raft.status().vote) == before[:2]
+    assert list(node.raft._log.entries) == before[2]
     c.run(20)
     assert [d for _, _, d in node.applied][-5:] == [b"k%d" % i for i in range(5)]
 
@@ -222,7 +223,7 @@ def test_process_crash_keeps_the_in_flight_write():
     node = c.nodes[nid]
     assert node.storage.last_index() > durable_before[-1].index
     c.restart(nid)
-    assert node.raft.log.last_index() == node.storage.last_index()
+    assert node.raft.status().last_index == node.storage.last_index()
 
 
 def test_power_loss_drops_exactly_the_in_flight_write():
@@ -233,7 +234,7 @@ def test_power_loss_drops_exactly_the_in_flight_write():
     node = c.nodes[nid]
     assert node.durable_view() == before and not node.disk.busy
     c.restart(nid)
-    assert node.raft.log.last_index() == node.storage.last_index()
+    assert node.raft.status().last_index == node.storage.last_index()
     assert node.raft.term == node.storage.hard_state.term
     c.await_commit(b"b")
     c.run(30)
@@ -271,7 +272,7 @@ def test_lose_everything_restart_catches_up_from_peers():
     follower = next(n for n in sorted(c.nodes) if not c.nodes[n].raft.is_leader)
     c.crash(follower)
     c.restart(follower, lose_state=True)
-    assert c.nodes[follower].raft.log.last_index() == 3  # bootstrap only
+    assert c.nodes[follower].raft.status().last_index == 3  # bootstrap only
     c.run(40)
     assert [d for _, _, d in c.nodes[follower].applied] == \
         [b"z%d" % i for i in range(12)]
@@ -293,18 +294,12 @@ def test_whole_cluster_restart_recovers_committed_state():
 # -- the checkers themselves must catch violations -------------------------
 
 
-class _FakeRaft:
-    def __init__(self, term, log):
-        self.term = term
-        self.log = log
-
-
 def _node_with(nid, term, entries):
     storage = MemoryStorage()
     storage.append(entries)
-    from doozertw.consensus.log import RaftLog
+    storage.hard_state = HardState(term, "", 0)
     node = SimNode(nid, None, storage)
-    node.raft = _FakeRaft(term, RaftLog(entries=entries))
+    node.raft = RaftNode(nid, (), storage, random.Random(0))
     return node
 
 
@@ -350,7 +345,7 @@ def test_sim_state_codec_round_trips():
 def test_membership_step_changes_configuration():
     c = SimCluster(3, seed=9)
     c.run_until(lambda: c.leader() is not None
-                and c.leader().raft.committed_in_term(), 100, "leader")
+                and c.leader().raft.status().committed_in_term, 100, "leader")
     rng = random.Random(1)
     applied = []
     for _ in range(300):
@@ -434,9 +429,9 @@ def test_checker_catches_durable_commit_beyond_durable_log():
 def _append_counting_itself_at_once(self, *entries):
     """The old core: the leader counts its own entries toward the commit
     quorum as soon as they are appended, before its write completes."""
-    self.log.append(list(entries))
-    if self.id in self.progress:
-        self.progress[self.id].maybe_update(self.log.last_index())
+    self._log.append(list(entries))
+    if self._id in self._progress:
+        self._progress[self._id].maybe_update(self._log.last_index())
     self._refresh_conf(entries)
     self._maybe_commit()
 

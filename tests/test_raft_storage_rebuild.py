@@ -31,9 +31,9 @@ def rebuild(node, storage):
 def persisted_view(node):
     """What ``node`` believes is durable: its snapshot, entries up to
     ``stable``, and its hard state (valid when nothing is pending)."""
-    log = node.log
+    log = node._log
     return (log.snapshot, log.entries[:log.stable - log.snapshot.index],
-            node.term, node.vote)
+            node.term, node.status().vote)
 
 
 def assert_rebuilds(node, storage):
@@ -41,12 +41,12 @@ def assert_rebuilds(node, storage):
     state and commit index."""
     again = rebuild(node, storage)
     assert persisted_view(again) == persisted_view(node)
-    assert again.log.committed == node.log.committed
-    assert again.log.last_index() == node.log.stable
+    assert again.status().commit == node.status().commit
+    assert again.status().last_index == node._log.stable
     assert again.conf == node.conf
     hs = storage.hard_state
     assert (hs.term, hs.vote or None, hs.commit) == \
-        (node.term, node.vote, node.log.committed)
+        (node.term, node.status().vote, node.status().commit)
     return again
 
 
@@ -55,7 +55,7 @@ def handle(node, storage, app=None):
     rd = node.ready()
     storage.save(rd)
     node.advance(rd)
-    assert not node.has_ready() or node.log.committed > node.log.applied
+    assert not node.has_ready() or node.status().commit > node.status().applied
     assert_rebuilds(node, storage)
     return rd
 
@@ -92,7 +92,7 @@ def test_rebuild_after_bootstrap_and_vote_ready():
     rd = handle(n, st)
     assert rd.hard_state == HardState(5, "n1", BOOT) and not rd.entries
     again = assert_rebuilds(n, st)
-    assert again.vote == "n1"  # a restarted node never votes twice
+    assert again.status().vote == "n1"  # a restarted node never votes twice
 
 
 def test_rebuild_after_entries_and_commit_readys():
@@ -101,9 +101,9 @@ def test_rebuild_after_entries_and_commit_readys():
         n.propose(b"e%d" % i)
     rd = handle(n, st)
     assert len(rd.entries) == 4 and rd.hard_state is None
-    ack(n, "n2", n.log.last_index())
+    ack(n, "n2", n.status().last_index)
     rd = handle(n, st)  # hard state only: the commit index moved
-    assert not rd.entries and rd.hard_state.commit == n.log.last_index()
+    assert not rd.entries and rd.hard_state.commit == n.status().last_index
     assert rd.committed_entries
 
 
@@ -116,12 +116,12 @@ def test_rebuild_after_received_snapshot():
     rd = handle(n, st)
     assert rd.snapshot == snap and st.snapshot == snap and st.entries == []
     again = assert_rebuilds(n, st)
-    assert again.log.snapshot.data == b"app" and again.log.committed == 20
+    assert again._log.snapshot.data == b"app" and again.status().commit == 20
     # entries after the snapshot, then a rebuild again
     n.step(msg.AppendEntries("n1", "n3", 4, 20, 4, 21,
                              [Entry(4, 21, data=b"a"), Entry(4, 22, data=b"b")]))
     handle(n, st)
-    assert assert_rebuilds(n, st).log.last_index() == 22
+    assert assert_rebuilds(n, st).status().last_index == 22
 
 
 def test_rebuild_after_compaction():
@@ -129,12 +129,12 @@ def test_rebuild_after_compaction():
     for i in range(6):
         n.propose(b"c%d" % i)
     handle(n, st)
-    ack(n, "n2", n.log.last_index())
+    ack(n, "n2", n.status().last_index)
     handle(n, st)
-    st.compact(n.compact(n.log.applied - 2, b"state"))
+    st.compact(n.compact(n.status().applied - 2, b"state"))
     again = assert_rebuilds(n, st)
-    assert again.log.snapshot.index == n.log.applied - 2
-    assert again.log.snapshot.data == b"state"
+    assert again.status().snapshot_index == n.status().applied - 2
+    assert again._log.snapshot.data == b"state"
     n.propose(b"after")
     handle(n, st)  # entries appended after a compaction
 
@@ -151,7 +151,7 @@ def test_rebuild_after_conflicting_suffix_truncation():
     rd = handle(n, st)
     assert rd.entries[0].index == BOOT + 2
     assert [e.term for e in st.entries] == [1] * BOOT + [2, 3]
-    assert assert_rebuilds(n, st).log.last_index() == BOOT + 2
+    assert assert_rebuilds(n, st).status().last_index == BOOT + 2
 
 
 class _RebuildCheckingCluster(SimCluster):
@@ -180,22 +180,22 @@ class _RebuildCheckingCluster(SimCluster):
 
     def _compare(self, node):
         live, st = node.raft, node.storage
-        if live.log.unstable_snapshot is not None:
+        if live._log.unstable_snapshot is not None:
             return  # a snapshot received while writing: the next write
         again = RaftNode(node.id, node.founding_conf, st, random.Random(0))
         snap, entries, _t, _v = persisted_view(live)
-        assert again.log.snapshot == snap
+        assert again._log.snapshot == snap
         # the durable log may still hold a suffix the live node truncated
         # in memory after handing out the write; the next write replaces it
-        assert again.log.entries[:len(entries)] == entries
+        assert again._log.entries[:len(entries)] == entries
         hs = st.hard_state
-        assert (again.term, again.vote) == (hs.term, hs.vote or None)
-        assert again.log.committed == max(hs.commit, snap.index)
-        assert live.term >= hs.term and live.log.committed >= hs.commit
+        assert (again.term, again.status().vote) == (hs.term, hs.vote or None)
+        assert again.status().commit == max(hs.commit, snap.index)
+        assert live.term >= hs.term and live.status().commit >= hs.commit
         if not live.has_ready():
             self.full_matches += 1
             assert persisted_view(again) == persisted_view(live)
-            assert again.log.committed == live.log.committed
+            assert again.status().commit == live.status().commit
             assert again.conf == live.conf
 
 

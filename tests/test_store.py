@@ -44,7 +44,7 @@ def test_empty_store():
 
 
 def test_history_must_be_positive():
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"^history must keep at least one revision$"):
         Store(history=0)
 
 
@@ -109,7 +109,7 @@ def test_set_bad_path():
 
 
 def test_apply_rejects_non_mutations():
-    with pytest.raises(TypeError):
+    with pytest.raises(TypeError, match=r"^not a mutation: 'set /a'$"):
         Store().apply("set /a")
 
 
@@ -678,3 +678,104 @@ def test_waiter_cancelled_by_an_earlier_waiter_does_not_fire():
     assert calls == list(range(100)) and s.rev_waiter_count == 0
     put(s, "/a")
     assert calls == list(range(100))
+
+
+def _heap_after(waiting, cancelled):
+    s = Store()
+    waiters = [s.call_when_applied(1, lambda: None) for _ in range(waiting)]
+    for w in waiters[:cancelled]:
+        w.cancel()
+    assert s.rev_waiter_count == waiting - cancelled
+    return len(s._rev_waiters)
+
+
+def test_waiter_heap_is_rebuilt_only_when_big_and_mostly_cancelled():
+    """Cancel costs amortized O(1): the heap of waiters is rebuilt once it
+    holds more than 64 entries of which more than half are cancelled."""
+    assert _heap_after(65, 1) == 65      # big, but mostly live: kept
+    assert _heap_after(64, 33) == 64     # mostly cancelled, but small: kept
+    assert _heap_after(65, 33) == 32     # big and mostly cancelled: rebuilt
+    assert _heap_after(130, 65) == 130   # exactly half cancelled: kept
+    assert _heap_after(130, 66) == 64
+
+
+# -- what a client is told (details go out on the wire) ----------------------
+
+def detail_of(fn, *args, **kw):
+    with pytest.raises(DoozerError) as e:
+        fn(*args, **kw)
+    return e.value.code, e.value.detail
+
+
+def test_error_details_name_what_was_wrong():
+    s = Store(history=2)
+    put(s, "/d/f")
+    assert detail_of(s.get, "/d") == (ErrCode.ISDIR, "/d")
+    assert detail_of(s.getdir, "/d/f") == (ErrCode.NOTDIR, "/d/f")
+    assert detail_of(s.getdir, "/x") == (ErrCode.NOENT, "/x")
+    assert detail_of(s.getdir, "/d", offset=1) == (ErrCode.RANGE, "offset 1")
+    assert detail_of(s.walk, ANY, offset=-1) == (ErrCode.RANGE, "offset -1")
+    assert detail_of(s.walk, ANY, offset=1) == (ErrCode.RANGE, "no more matches")
+    for _ in range(3):
+        put(s, "/d/f")           # rev 4, floor 2
+    assert detail_of(s.get, "/d/f", 1) == (ErrCode.TOO_LATE, "revision 1 is older than 2")
+    assert detail_of(s.add_watch, ANY, 2, print) == (
+        ErrCode.TOO_LATE, "revision 2 is older than 3")
+    assert detail_of(s.first_event, ANY, 1) == (
+        ErrCode.TOO_LATE, "revision 1 is older than 3")
+    with pytest.raises(ValueError, match=r"^revision 5 is not applied yet$"):
+        s.get("/d/f", 5)
+
+
+def test_mutation_errors_say_what_was_wrong():
+    header = (1).to_bytes(8, "big", signed=True)
+    for bad in [b"S" + header,                                  # header cut short
+                b"S" + header + b"\0\5/a",                      # path cut short
+                b"S" + header + b"\0\2\xff\xfe",                # path not ASCII
+                b"X" + header + b"\0\2/a"]:                     # unknown tag
+        assert detail_of(decode, bad) == (ErrCode.OTHER, "bad mutation")
+    with pytest.raises(TypeError, match=r"^not a mutation: 'x'$"):
+        encode("x")
+
+
+def test_a_mutation_with_an_empty_path_round_trips_and_is_refused_on_apply():
+    for m in (SetFile("", 5, b""), DeleteFile("", 5)):
+        assert len(encode(m)) == 11 and decode(encode(m)) == m
+        assert Store().apply(m).error == ErrCode.BAD_PATH
+
+
+def test_past_directory_listings_name_children_not_descendants():
+    s = Store()
+    put(s, "/a/b/c/d")           # 1
+    put(s, "/a/x")               # 2
+    rm(s, "/a/x")                # 3
+    assert [s.getdir("/a", 2, i) for i in range(2)] == ["b", "x"]
+    assert s.stat("/a", 2) == (2, DIR) and s.getdir("/a/b", 2) == "c"
+
+
+def test_past_walks_go_depth_first_by_names():
+    s = Store()
+    put(s, "/a-b")               # 1
+    put(s, "/a/b")               # 2
+    put(s, "/c")                 # 3
+    rm(s, "/c")                  # 4
+    assert [e.path for e in s.files(ANY, 3)] == ["/a/b", "/a-b", "/c"]
+    assert s.walk(ANY, 3).path == "/a/b"
+
+
+def test_a_watch_on_its_own():
+    from doozertw.store import Watch
+    seen = []
+    watch = Watch(Glob("/a"), seen.append)
+    assert watch.from_rev == 1 and watch.active is True
+    assert watch.deliver(Event(1, "/a", b"v", SET)) is True and len(seen) == 1
+    watch.cancel()
+    assert watch.active is False
+
+    def boom(event):
+        raise RuntimeError("x")
+
+    errors = []
+    failing = Watch(Glob("/a"), boom, on_error=errors.append)
+    assert failing.deliver(Event(1, "/a", b"v", SET)) is False
+    assert failing.active is False and [e.code for e in errors] == [ErrCode.OTHER]

@@ -103,6 +103,9 @@ def test_the_store_itself_keeps_replaying_deeper_paths():
     deep = "/a" * (paths.MAX_DEPTH + 1)
     assert store.apply(SetFile(deep, CLOBBER, b"v")).error is None
     assert paths.is_valid_path(deep) and not paths.is_valid_path(deep, max_depth=256)
+    assert paths.is_valid_path(deep[2:], max_depth=256)   # the limit itself is allowed
+    assert store.get(deep) == (b"v", 1) and store.stat(deep) == (1, 1)
+    assert store.stat(deep[:-2]) == (1, -2) and store.getdir(deep[:-2]) == "a"
 
 
 # -- globs ------------------------------------------------------------------
@@ -139,6 +142,27 @@ def test_common_globs_keep_the_fast_regex():
     for pattern in ("/ctl/node/*/member", "/**", "/a/*", "/a/b?c/**"):
         assert paths._regex_is_safe(paths._GLOB_TOKEN.findall(pattern))
     assert not paths._regex_is_safe(paths._GLOB_TOKEN.findall("/**a**"))
+    # a '*' followed by anything but '/' takes the NFA, wherever it stands
+    for pattern in ("/*a", "/*/*a", "/x*y*"):
+        assert not paths._regex_is_safe(paths._GLOB_TOKEN.findall(pattern))
+
+
+def test_a_long_glob_matches_in_time_linear_in_the_path():
+    """The NFA lets wildcards match nothing in one step per run of them, not
+    one per pattern item (that made this take seconds)."""
+    glob = Glob("/" + "*a" * 2000)
+    started = time.perf_counter()
+    assert not glob.match("/" + "ab" * 2000)
+    assert glob.match("/" + "ba" * 2000)
+    assert time.perf_counter() - started < 0.5
+
+
+def test_two_stars_in_many_components_match_in_linear_time():
+    """Backtracking ``re`` tries 3 ** 17 splits of this path before failing."""
+    glob = Glob("/x*y*" * 17 + "/z")
+    started = time.perf_counter()
+    assert not glob.match("/xyyy" * 17 + "/w")
+    assert time.perf_counter() - started < 0.5
 
 
 # -- watch isolation ---------------------------------------------------------
@@ -208,6 +232,44 @@ def test_a_raising_revision_waiter_does_not_stop_the_others():
     assert store.apply(SetFile("/k", CLOBBER, b"v")).rev == 1
     assert woken == [1] and store.rev_waiter_count == 0
     assert [type(e) for _, _, e in reported] == [ZeroDivisionError]
+
+
+def test_a_raising_revision_waiter_is_reported_with_its_revision():
+    store, reported = reporting_store()
+    waiter = store.call_when_applied(2, lambda: 1 / 0)
+    assert waiter.rev == 2
+    store.apply(SetFile("/k", CLOBBER, b"v"))
+    store.apply(SetFile("/k", CLOBBER, b"w"))
+    assert [(what, w) for what, w, _ in reported] == [("revision waiter at 2 raised", None)]
+
+
+def test_reports_say_what_failed_and_every_failure_counts():
+    store, reported = reporting_store()
+    errors = []
+
+    def bad_on_error(error):
+        errors.append(error)
+        raise ValueError("on_error exploded")
+
+    wild = store.add_watch(Glob("/**"), 1, _boom, bad_on_error)
+    exact = store.add_watch(Glob("/k"), 1, _boom)
+    store.apply(SetFile("/k", CLOBBER, b"v"))
+    assert store.watch_failures == 2
+    assert [(what, w, type(e)) for what, w, e in reported] == [
+        ("raised on rev 1 /k", exact, RuntimeError),
+        ("raised on rev 1 /k", wild, RuntimeError),
+        ("on_error failed", wild, ValueError)]
+    assert [e.detail for e in errors] == ["watch ended: its consumer failed (RuntimeError)"]
+
+
+@pytest.mark.parametrize("pattern", ["/k", "/**"])
+def test_a_watcher_raising_during_replay_is_counted_and_reported(pattern):
+    store, reported = reporting_store()
+    store.apply(SetFile("/k", CLOBBER, b"v"))
+    store.add_watch(Glob(pattern), 2, lambda event: None)  # shares the index slot
+    watch = store.add_watch(Glob(pattern), 1, _boom)
+    assert not watch.active and store.watch_count == 1 and store.watch_failures == 1
+    assert [(what, w) for what, w, _ in reported] == [("raised on rev 1 /k", watch)]
 
 
 def test_a_node_logs_what_its_store_reports(logged):

@@ -299,7 +299,7 @@ class StoreModel(RuleBasedStateMachine):
 
     @invariant()
     def watches_received_exactly_their_events(self):
-        for w, pattern, start, received in self.live.values():
+        for _watch, pattern, start, received in self.live.values():
             expected = [e for e in self.events
                         if e.rev >= start and model_match(pattern, e.path)]
             assert received == expected

@@ -390,3 +390,66 @@ def test_mangled_snapshots_fail_only_with_doozer_error(mutations, history, data)
             assert store.rev == 0 and store.file_count == 0
         else:
             assert store.snapshot()[:4] == b"DZS2"
+
+
+# -- what the operator is told, and the edges of the formats ---------------------
+
+def _refusal(data):
+    """The detail a fresh store gives for ``data`` (checks of the tree run there)."""
+    store = Store()
+    with pytest.raises(DoozerError) as e:
+        store.restore(data)
+    assert e.value.code == ErrCode.OTHER and store.rev == 0
+    return e.value.detail
+
+
+def test_refusals_say_what_is_wrong():
+    assert _refusal(_dzs1(-1, [])) == "bad snapshot: negative revision"
+    assert _refusal(_dzs1(3, [("/a", b"", 1), ("/a/b", b"", 2)])) == (
+        "bad snapshot: /a/b clashes with a file")
+    assert _refusal(_image(events=(Event(2, "/a/x", b"w", SET), Event(3, "/a", b"", DEL)))) == (
+        "bad snapshot: event 2 does not apply")
+
+
+_ONE_FILE = struct.pack(">HqI", 2, 1, 1) + b"/av"
+
+
+@pytest.mark.parametrize("data, detail", [
+    (b"DZS3" + _image()[4:], "not a snapshot"),
+    (_image() + b"\x00", "trailing bytes"),
+    (_image()[:-1], "truncated"),
+    (struct.pack(">4sqqII", b"DZS2", 1, 1, 2, 0) + _ONE_FILE, "count larger than the data"),
+    (_image(rev=4), "bad revision range"),
+    (_image(files=(("/a", b"v", 0),)), "file /a has revision 0"),
+    (_image(files=(("/a", b"v", 2),)), "file /a has revision 2"),
+    (_image(files=(("/b", b"v", 1), ("/a", b"", 1))), "files out of order"),
+    (_image(files=(("/a", b"v", 1), ("/a", b"", 1))), "files out of order"),
+    (_image(files=(("/b c", b"v", 1),)), "bad path"),
+    (_image(events=(Event(2, "/", b"w", SET), Event(3, "/a", b"", DEL))), "bad path"),
+    (_image(events=(Event(3, "/b", b"w", SET), Event(2, "/a", b"", DEL))),
+     "bad event at revision 2"),
+    (_image().replace(b"\x01" + b"\x00" * 7 + b"\x02", b"\x07" + b"\x00" * 7 + b"\x02"),
+     "bad event at revision 2"),
+    (_image(events=(Event(2, "/b", b"w", SET), Event(3, "/a", b"x", DEL))),
+     "delete with a value at revision 3"),
+], ids=lambda value: "-".join(value.replace("/", "").split()) if isinstance(value, str) else "")
+def test_corrupt_snapshot_details(data, detail):
+    assert _refusal(data) == "bad snapshot: " + detail
+
+
+def test_restore_details():
+    newer = _history_store()
+    with pytest.raises(DoozerError) as e:
+        newer.restore(_image())
+    assert e.value.detail == "snapshot at 3 is older than 8"
+    errors = []
+    replica = Store()
+    replica.add_watch(ANY, 1, print, errors.append)
+    replica.restore(_image())
+    assert [e.detail for e in errors] == ["revisions up to 3 were skipped"]
+
+
+def test_an_empty_dzs1_snapshot_restores():
+    copy = Store()
+    copy.restore(_dzs1(0, []))
+    assert (copy.rev, copy.floor, copy.file_count) == (0, 0, 0)

@@ -9,7 +9,7 @@ from twisted.internet import defer
 from doozertw.errors import DoozerError, ErrCode
 from doozertw.frontends.access import Secrets
 from doozertw.frontends.web.common import NoQuorum
-from doozertw.frontends.web.testing import Client, make_site
+from doozertw.testing.web import Client, make_site
 from doozertw.limits import Limits
 from doozertw.node import Node
 from doozertw.store import Store
@@ -199,7 +199,8 @@ def test_read_only_secret_reads_but_cannot_write(secured, node):
 
 def test_read_write_secret_in_either_header(secured, node):
     assert secured.json("PUT", "/v1/keys/x", b"1", {"X-Doozer-Secret": ["rw-secret"]})[0] == 200
-    assert secured.json("PUT", "/v1/keys/x", b"2", {"Authorization": ["Bearer rw-secret"]})[0] == 200
+    bearer = {"Authorization": ["Bearer rw-secret"]}
+    assert secured.json("PUT", "/v1/keys/x", b"2", bearer)[0] == 200
     assert secured.json("PUT", "/v1/keys/x", b"3", {"Authorization": ["Bearer wrong"]})[0] == 403
     assert node.store.get("/x")[0] == b"2"
 
@@ -276,3 +277,10 @@ def test_unexpected_failure_is_a_json_500():
     client = Client(make_site(node))
     code, body = client.json("PUT", "/v1/keys/x", b"v")
     assert code == 500 and body["error"] == "OTHER" and "RuntimeError" in body["detail"]
+
+
+@pytest.mark.parametrize("body", [b'{"value":"no key"}', b'{"key":""}', b'not json'])
+def test_mostdb_missing_key_is_mostdbs_own_message(client, body):
+    # gotoeasy/mostdb web/fasthttp_crud_chan.go: MostResultNg("参数有误")
+    assert client.json("POST", "/mostdb/get", body) == (
+        200, {"code": 500, "message": "参数有误", "success": False})

@@ -11,16 +11,15 @@ import os
 import pathlib
 import shutil
 import socket
-import subprocess
-import sys
 import tempfile
-import time
 import urllib.error
 import urllib.request
 
 import pytest
 
-import doozertw
+from doozertw.testing.node_process import endpoint, free_ports
+from doozertw.testing.proxy import child_env
+from doozertw.testing.spawn import http_ok, start_twistd
 
 pytestmark = pytest.mark.e2e
 
@@ -40,71 +39,40 @@ try:
 except ImportError:  # a broken test setup, not a reason to skip: the browser fixture fails
     webdriver = None
 
-REPO = pathlib.Path(doozertw.__file__).resolve().parent.parent
 REPORTS = pathlib.Path(__file__).resolve().parent.parent / "reports"
-TWISTD = shutil.which("twistd", path=os.path.dirname(sys.executable)) or shutil.which("twistd")
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_ready(url, proc, log, timeout=20):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"twistd exited {proc.returncode}:\n{log.read_text()}")
-        try:
-            with urllib.request.urlopen(url, timeout=1) as r:
-                if r.status == 200:
-                    return
-        except (OSError, urllib.error.URLError):
-            time.sleep(0.1)
-    raise AssertionError(f"node never became ready at {url}:\n{log.read_text()}")
 
 
 def start_node(tmp_path, env_extra=None, ports=None):
-    client, web, peer = ports or (free_port(), free_port(), free_port())
-    log = tmp_path / "node.log"
-    env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    env.update(env_extra or {})
-    proc = subprocess.Popen(
-        [TWISTD, "--nodaemon", "--pidfile=", "--logfile", str(log), "doozer",
-         "--name", "web-e2e", "--listen", f"tcp:{client}:interface=127.0.0.1",
-         "--web", f"tcp:{web}:interface=127.0.0.1",
-         "--peer-listen", f"tcp:{peer}:interface=127.0.0.1"],
-        cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
-    try:
-        wait_ready(f"http://127.0.0.1:{web}/livez", proc, log)
-    except BaseException:
-        proc.terminate()
-        proc.wait(timeout=10)
-        raise
-    return proc, client, web, peer
+    """A durable node in ``tmp_path`` (its data survives a restart there);
+    returns (Twistd, client port, web port, peer port)."""
+    client, web, peer = ports or free_ports(3)
+    node = start_twistd(
+        ["--name", "web-e2e", "--listen", endpoint(client), "--web", endpoint(web),
+         "--peer-listen", endpoint(peer)],
+        tmp_path, http_ok(f"http://127.0.0.1:{web}/livez"), name="web-e2e",
+        env=child_env(dict(os.environ, **(env_extra or {}))))
+    return node, client, web, peer
 
 
 @pytest.fixture
 def node_ports(tmp_path):
     proc, client, web, _ = start_node(tmp_path)
     yield client, web
-    proc.terminate()
-    proc.wait(timeout=10)
+    proc.stop()
 
 
 @pytest.fixture
 def secured_node(tmp_path):
     proc, client, web, _ = start_node(tmp_path, {"DOOZER_RWSECRET": "e2e-secret"})
     yield client, web
-    proc.terminate()
-    proc.wait(timeout=10)
+    proc.stop()
 
 
 @pytest.fixture
 def browser():
     if webdriver is None:
-        pytest.fail("selenium is not installed; it belongs in the test extras (pip install selenium)")
+        pytest.fail("selenium is not installed; it belongs in the test extras"
+                    " (pip install selenium)")
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
     profile = tempfile.mkdtemp(prefix="doozer-chromium-")
@@ -213,8 +181,7 @@ def test_reconnects_with_backoff_after_the_node_restarts(tmp_path, browser):
         browser.get(f"http://127.0.0.1:{web}/")
         wait_live(browser)
         WebDriverWait(browser, 10).until(lambda d: row(d, "/before/restart") is not None)
-        proc.terminate()
-        proc.wait(timeout=10)
+        proc.stop()
         WebDriverWait(browser, 10).until(
             lambda d: d.find_element(By.ID, "conn").get_attribute("data-state") == "closed")
         assert "retrying" in browser.find_element(By.ID, "conn").text
@@ -225,5 +192,92 @@ def test_reconnects_with_backoff_after_the_node_restarts(tmp_path, browser):
         WebDriverWait(browser, 10).until(lambda d: row(d, "/after/restart") is not None)
         assert row(browser, "/before/restart") is not None
     finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+        proc.stop()
+
+
+def text_commands(port, lines):
+    """Pipeline one-line text-protocol commands on one connection; return
+    the reply lines, one per command, in order."""
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
+        s.sendall(b"".join(line.encode("utf-8") + b"\r\n" for line in lines))
+        buffer = b""
+        while buffer.count(b"\r\n") < len(lines):
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            buffer += chunk
+    return buffer.decode("utf-8").split("\r\n")[:len(lines)]
+
+
+def tree_keys(driver):
+    """The tree's rows in page order, those of /ctl left out: files as
+    paths, directories as 'dir/'."""
+    keys = driver.execute_script(
+        "return [...document.querySelectorAll('#tree tbody tr')].map("
+        "r => r.dataset.path || r.dataset.dir + '/');")
+    return [k for k in keys if not k.startswith("/ctl/")]
+
+
+def stats(driver):
+    return driver.execute_script("return window.doozerView.stats();")
+
+
+def test_create_and_delete_touch_only_their_rows(node_ports, browser):
+    client, web = node_ports
+    text_commands(client, ["set /keep/a 1", "set /keep/b 2", "set /z 3"])
+    browser.get(f"http://127.0.0.1:{web}/")
+    wait_live(browser)
+    WebDriverWait(browser, 10).until(lambda d: row(d, "/z") is not None)
+    kept = row(browser, "/keep/a")
+    browser.execute_script("arguments[0].dataset.tag = 'untouched';", kept)
+    before = stats(browser)
+
+    text_commands(client, ["set /keep/ab 4", "set /new/deep/file 5", "set /keep/b 22"])
+    WebDriverWait(browser, 10).until(lambda d: "22" in (row(d, "/keep/b").text or ""))
+    assert tree_keys(browser) == ["/keep/", "/keep/a", "/keep/ab", "/keep/b",
+                                  "/new/", "/new/deep/", "/new/deep/file", "/z"]
+    assert row(browser, "/keep/a") == kept
+    assert kept.get_attribute("data-tag") == "untouched"
+
+    text_commands(client, ["del /new/deep/file", "del /keep/ab"])
+    WebDriverWait(browser, 10).until(lambda d: row(d, "/keep/ab") is None)
+    assert tree_keys(browser) == ["/keep/", "/keep/a", "/keep/b", "/z"]
+    assert row(browser, "/keep/a") == kept
+    assert kept.get_attribute("data-tag") == "untouched"
+    after = stats(browser)
+    assert (after["files"], after["rows"]) == (before["files"], before["rows"])
+
+
+def test_a_failed_request_is_reported_in_the_page(tmp_path, browser):
+    proc, client, web, _ = start_node(tmp_path)
+    try:
+        browser.get(f"http://127.0.0.1:{web}/")
+        wait_live(browser)
+        problem = browser.find_element(By.ID, "problem")
+        assert not problem.is_displayed()
+        browser.find_element(By.ID, "edit-path").send_keys("/unreachable")
+        browser.find_element(By.ID, "edit-value").send_keys("lost")
+    finally:
+        proc.stop()
+    browser.find_element(By.ID, "edit-save").click()
+    WebDriverWait(browser, 10).until(lambda d: problem.is_displayed())
+    assert "PUT /v1/keys/unreachable" in problem.text and "failed" in problem.text
+    assert "UNREACHABLE" in browser.find_element(By.ID, "edit-status").text
+
+
+def test_seen_paths_stay_bounded(node_ports, browser):
+    client, web = node_ports
+    browser.get(f"http://127.0.0.1:{web}/")
+    wait_live(browser)
+    before = stats(browser)
+    limit = before["maxSeenPaths"]
+    paths = [f"/churn/p{i}" for i in range(limit + 50)]
+    replies = text_commands(client, [f"set {p} x" for p in paths] + [f"del {p}" for p in paths])
+    assert all(r.startswith("OK REV") for r in replies), replies[-1]
+    final_rev = int(replies[-1].split()[-1])
+    WebDriverWait(browser, 30).until(
+        lambda d: d.find_element(By.ID, "rev").text == str(final_rev))
+    seen = stats(browser)
+    assert seen["seenPaths"] == limit
+    assert (seen["files"], seen["rows"]) == (before["files"], before["rows"])
+    assert tree_keys(browser) == []

@@ -2,7 +2,7 @@
 
 
 from doozertw.frontends.access import Secrets
-from doozertw.frontends.web.testing import WebSocketConversation, make_site
+from doozertw.testing.web import WebSocketConversation, make_site
 from doozertw.node import Node
 from doozertw.store import Store
 
@@ -26,7 +26,8 @@ def test_snapshot_then_every_change(node):
     node.delete("/b", -1)
     events = of_type(ws.messages(), "event")
     assert events == [
-        {"type": "event", "path": "/a/x", "rev": 3, "kind": "set", "value": "2", "encoding": "utf-8"},
+        {"type": "event", "path": "/a/x", "rev": 3, "kind": "set", "value": "2",
+         "encoding": "utf-8"},
         {"type": "event", "path": "/b", "rev": 4, "kind": "del", "value": "", "encoding": "utf-8"}]
     assert site.api.connections == 1
 
@@ -133,7 +134,7 @@ def test_slow_browser_is_closed_when_its_buffer_overflows(node):
     ws = WebSocketConversation(site)
     ws.messages()
     ws.transport.producer.pauseProducing()
-    for i in range(10):
+    for _ in range(10):
         node.set("/k", -1, b"v" * 40)
     assert ws.messages() == []
     assert ws.closed_with == 4408

@@ -20,7 +20,7 @@ from doozertw.frontends.web.conn import max_body
 from doozertw.frontends.web.events import MAX_CLIENT_MESSAGE, SNAPSHOT_PAGE
 from doozertw.frontends.web.hosts import HostPolicy, split_host
 from doozertw.frontends.web.options import WebOptionError, WebOptions, parse_hosts
-from doozertw.frontends.web.testing import Conversation, WebSocketConversation, make_site
+from doozertw.testing.web import Conversation, WebSocketConversation, make_site
 from doozertw.limits import Limits
 
 KIB = 1024
@@ -201,7 +201,7 @@ def test_slowloris_headers_are_closed_after_the_header_timeout(node):
 
 def test_a_trickled_body_is_closed_after_the_request_timeout(node):
     clock = Clock()
-    site = make_site(node, limits=Limits(request_timeout=5), reactor=clock)
+    site = make_site(node, limits=Limits(request_send_timeout=5), reactor=clock)
     conv = Conversation(site)
     conv.protocol.dataReceived(b"PUT /v1/keys/k HTTP/1.1\r\nHost: doozer.test\r\n"
                                b"Content-Length: 100\r\n\r\n")

@@ -6,7 +6,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from doozertw.frontends.web import ClusterView, MemberStatus
 from doozertw.frontends.web.static import web_directory
-from doozertw.frontends.web.testing import Client, make_site
+from doozertw.testing.web import Client, make_site
 from doozertw.node import Node
 
 

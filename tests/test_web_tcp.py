@@ -67,7 +67,8 @@ def test_streamed_watch_over_tcp_and_cleanup_on_disconnect(served):
     node, site, base, _ = served
     port = int(base.rsplit(":", 1)[1])
     client = yield protocol.ClientCreator(reactor, LineCollector).connectTCP("127.0.0.1", port)
-    client.transport.write(b"GET /v1/watch?glob=/w/** HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n\r\n" % port)
+    client.transport.write(
+        b"GET /v1/watch?glob=/w/** HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n\r\n" % port)
     yield eventually(lambda: node.store.watch_count == 1)
     yield node.set("/w/a", -1, b"one")
     yield node.set("/elsewhere", -1, b"no")

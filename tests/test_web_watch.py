@@ -2,7 +2,7 @@
 
 
 from doozertw.frontends.access import Secrets
-from doozertw.frontends.web.testing import Conversation, make_site
+from doozertw.testing.web import Conversation, make_site
 from doozertw.limits import Limits
 from doozertw.node import Node
 from doozertw.store import Store
@@ -74,7 +74,7 @@ def test_slow_reader_is_cut_off_when_buffer_overflows(node):
     c.transport.producer.resumeProducing()
     assert [e["path"] for e in c.lines()] == ["/a"]
     c.transport.producer.pauseProducing()
-    for i in range(10):
+    for _ in range(10):
         node.set("/a", -1, b"y" * 30)
     c.transport.producer.resumeProducing()
     lines = c.lines()

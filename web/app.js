@@ -8,10 +8,15 @@
   const HIGHLIGHT_MS = 3000;
   const PLOT_POINTS = 120;
   const HISTORY_DEPTH = 25;
+  const EVENTS_PER_PATH = 50;   // events kept per path for the history panel
+  const MAX_SEEN_PATHS = 256;   // paths whose events are kept at most
 
   const state = {
     subtree: subtreeFromHash(),
     files: new Map(),          // path -> {rev, value, encoding}
+    rows: new Map(),           // row key (see "the tree") -> its <tr>
+    order: [],                 // row keys in display order
+    dirFiles: new Map(),       // directory row key -> files below it
     lastRev: null,             // highest revision fully seen
     epoch: null,               // the server's run of the store lastRev belongs to
     loading: null,             // a snapshot arriving in pages: {rev, epoch, files}
@@ -19,7 +24,7 @@
     backoff: 500,
     retryTimer: null,
     selected: null,
-    collected: new Map(),      // path -> [{rev, kind, value, encoding}] from events
+    collected: new Map(),      // path -> [{rev, kind, value, encoding}] from events (see collect)
     samples: [],               // [{t, reads, writes}]
     rates: [],                 // [{w, r}]
     secret: sessionStorage.getItem("doozer-secret") || "",
@@ -125,20 +130,32 @@
 
   function onEvent(ev) {
     seeRev(ev.rev);
-    const list = state.collected.get(ev.path) || [];
-    list.push({ rev: ev.rev, kind: ev.kind, value: ev.value, encoding: ev.encoding });
-    if (list.length > 50) list.shift();
-    state.collected.set(ev.path, list);
-    const existed = state.files.has(ev.path);
+    collect(ev);
     if (ev.kind === "set") {
-      state.files.set(ev.path, { path: ev.path, rev: ev.rev, value: ev.value, encoding: ev.encoding });
-      if (existed) updateRow(ev.path); else renderTree();
+      const f = { path: ev.path, rev: ev.rev, value: ev.value, encoding: ev.encoding };
+      state.files.set(ev.path, f);
+      const tr = state.rows.get(ev.path);
+      if (tr) fillRow(tr, f); else addFileRow(ev.path);
       highlight(ev.path);
-    } else {
-      state.files.delete(ev.path);
-      renderTree();
+    } else if (state.files.delete(ev.path)) {
+      removeFileRow(ev.path);
     }
     if (state.selected === ev.path) renderHistory(ev.path);
+  }
+
+  // Keeps the last EVENTS_PER_PATH events of at most MAX_SEEN_PATHS paths,
+  // for the history panel; the paths changed longest ago are forgotten
+  // first (a Map iterates in insertion order, and a path is re-inserted
+  // at each event).
+  function collect(ev) {
+    const list = state.collected.get(ev.path) || [];
+    state.collected.delete(ev.path);
+    list.push({ rev: ev.rev, kind: ev.kind, value: ev.value, encoding: ev.encoding });
+    if (list.length > EVENTS_PER_PATH) list.shift();
+    state.collected.set(ev.path, list);
+    while (state.collected.size > MAX_SEEN_PATHS) {
+      state.collected.delete(state.collected.keys().next().value);
+    }
   }
 
   function seeRev(rev) {
@@ -147,29 +164,46 @@
   }
 
   // -- the tree ------------------------------------------------------------
+  //
+  // Every row has a key: a file's path, or a directory's path with a
+  // trailing "/" (so a file and a directory never share one). comparePaths
+  // orders keys as the tree shows them: a directory just before its
+  // contents. state.order holds the keys in that order and state.rows maps
+  // each key to its <tr>, so an event finds its row in one lookup and a
+  // create or delete inserts or removes only the rows it affects.
 
   function displayValue(f) {
     return f.encoding === "base64" ? "base64:" + f.value : f.value;
   }
 
+  // The whole tree from state.files: only when a snapshot replaces it.
   function renderTree() {
-    const body = $("#tree tbody");
-    const paths = [...state.files.keys()].sort(comparePaths);
+    state.rows = new Map();
+    state.order = [];
+    state.dirFiles = new Map();
     const rows = [];
-    const dirsShown = new Set();
-    for (const p of paths) {
-      const parts = p.split("/").slice(1);
-      for (let i = 1; i < parts.length; i++) {
-        const dir = "/" + parts.slice(0, i).join("/");
-        if (!dirsShown.has(dir)) {
-          dirsShown.add(dir);
-          rows.push(dirRow(dir, i - 1, parts[i - 1]));
-        }
+    for (const p of [...state.files.keys()].sort(comparePaths)) {
+      for (const dir of ancestors(p)) {
+        const n = state.dirFiles.get(dir) || 0;
+        if (n === 0) rows.push(track(dir, dirRow(dir)));
+        state.dirFiles.set(dir, n + 1);
       }
-      rows.push(fileRow(p, parts.length - 1, parts[parts.length - 1]));
+      rows.push(track(p, fileRow(p)));
     }
-    body.replaceChildren(...rows);
-    $("#tree-empty").hidden = paths.length > 0;
+    $("#tree tbody").replaceChildren(...rows);
+    $("#tree-empty").hidden = state.files.size > 0;
+  }
+
+  function track(key, tr) {
+    state.rows.set(key, tr);
+    state.order.push(key);
+    return tr;
+  }
+
+  // Row keys of the directories above a file path, outermost first.
+  function ancestors(path) {
+    const parts = path.split("/").slice(1, -1);
+    return parts.map((_, i) => "/" + parts.slice(0, i + 1).join("/") + "/");
   }
 
   function comparePaths(a, b) {
@@ -180,6 +214,56 @@
     return pa.length - pb.length;
   }
 
+  // Index of the first key in state.order not before ``key``.
+  function position(key) {
+    let lo = 0, hi = state.order.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >> 1;
+      if (comparePaths(state.order[mid], key) < 0) lo = mid + 1; else hi = mid;
+    }
+    return lo;
+  }
+
+  function insertRow(key, tr) {
+    const i = position(key);
+    const next = i < state.order.length ? state.rows.get(state.order[i]) : null;
+    $("#tree tbody").insertBefore(tr, next);
+    state.order.splice(i, 0, key);
+    state.rows.set(key, tr);
+  }
+
+  function removeRow(key) {
+    const tr = state.rows.get(key);
+    if (!tr) return;
+    tr.remove();
+    state.rows.delete(key);
+    const i = position(key);
+    if (state.order[i] === key) state.order.splice(i, 1);
+  }
+
+  // A new file: its row, and rows for directories that had no file yet.
+  function addFileRow(path) {
+    for (const dir of ancestors(path)) {
+      const n = state.dirFiles.get(dir) || 0;
+      if (n === 0) insertRow(dir, dirRow(dir));
+      state.dirFiles.set(dir, n + 1);
+    }
+    insertRow(path, fileRow(path));
+    $("#tree-empty").hidden = true;
+  }
+
+  // A deleted file: its row, and rows of directories left with no file.
+  function removeFileRow(path) {
+    removeRow(path);
+    for (const dir of ancestors(path)) {
+      const n = (state.dirFiles.get(dir) || 1) - 1;
+      if (n > 0) { state.dirFiles.set(dir, n); continue; }
+      state.dirFiles.delete(dir);
+      removeRow(dir);
+    }
+    $("#tree-empty").hidden = state.files.size > 0;
+  }
+
   function indent(depth, name) {
     const td = document.createElement("td");
     td.style.paddingLeft = (0.5 + depth * 1.2) + "em";
@@ -187,19 +271,21 @@
     return td;
   }
 
-  function dirRow(path, depth, name) {
+  function dirRow(key) {
+    const parts = key.split("/").slice(1, -1);
     const tr = document.createElement("tr");
     tr.className = "dir";
-    tr.dataset.dir = path;
-    tr.append(indent(depth, name + "/"), cell("", "num"), cell(""));
+    tr.dataset.dir = key.slice(0, -1);
+    tr.append(indent(parts.length - 1, parts[parts.length - 1] + "/"), cell("", "num"), cell(""));
     return tr;
   }
 
-  function fileRow(path, depth, name) {
+  function fileRow(path) {
+    const parts = path.split("/").slice(1);
     const tr = document.createElement("tr");
     tr.className = "file" + (state.selected === path ? " selected" : "");
     tr.dataset.path = path;
-    tr.append(indent(depth, name), cell("", "num rev"), cell("", "value"));
+    tr.append(indent(parts.length - 1, parts[parts.length - 1]), cell("", "num rev"), cell("", "value"));
     tr.title = path;
     tr.addEventListener("click", () => select(path));
     fillRow(tr, state.files.get(path));
@@ -221,12 +307,7 @@
   }
 
   function rowFor(path) {
-    return [...document.querySelectorAll("#tree tr.file")].find((r) => r.dataset.path === path);
-  }
-
-  function updateRow(path) {
-    const tr = rowFor(path);
-    if (tr) fillRow(tr, state.files.get(path)); else renderTree();
+    return state.rows.get(path);
   }
 
   function highlight(path) {
@@ -310,13 +391,35 @@
 
   // -- API calls with secrets ------------------------------------------------
 
+  // Resolves to {status, data}; never rejects. A request that gets no
+  // answer (status 0) or an answer that is not JSON is also reported in
+  // the page's problem line, which the next JSON answer clears.
   async function api(method, path, body) {
     const headers = { "Accept": "application/json" };
     if (state.secret) headers["Authorization"] = "Bearer " + state.secret;
     if (body !== undefined) headers["Content-Type"] = "application/json";
-    const res = await fetch(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
-    const data = await res.json().catch(() => ({ error: "OTHER", detail: res.statusText }));
+    let res;
+    try {
+      res = await fetch(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
+    } catch (e) {
+      const detail = "no answer from the node (" + (e && e.message ? e.message : e) + ")";
+      showProblem(method + " " + path + " failed: " + detail);
+      return { status: 0, data: { error: "UNREACHABLE", detail } };
+    }
+    const data = await res.json().catch(() => null);
+    if (data === null) {
+      const detail = "HTTP " + res.status + (res.statusText ? " " + res.statusText : "");
+      showProblem(method + " " + path + " failed: " + detail);
+      return { status: res.status, data: { error: "OTHER", detail } };
+    }
+    showProblem("");
     return { status: res.status, data };
+  }
+
+  function showProblem(text) {
+    const el = $("#problem");
+    el.textContent = text;
+    el.hidden = !text;
   }
 
   function needsSecret(res, retry) {
@@ -437,6 +540,18 @@
     });
     $("#history tbody").replaceChildren(...rows);
   }
+
+  // -- what tests and curious users may read ---------------------------------
+
+  // Sizes of the page's own state, for checking that it stays bounded.
+  window.doozerView = Object.freeze({
+    stats: () => ({
+      files: state.files.size,
+      rows: state.rows.size,
+      seenPaths: state.collected.size,
+      maxSeenPaths: MAX_SEEN_PATHS,
+    }),
+  });
 
   // -- start -----------------------------------------------------------------
 

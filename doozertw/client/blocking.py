@@ -26,7 +26,7 @@ import ssl
 import time
 
 from doozertw.client import plans
-from doozertw.client.core import ConnectionLost, FrameReader, Tags, WaitTimeout, call, result_of
+from doozertw.client.core import ConnectionLost, ResponseReader, Tags, WaitTimeout, call, result_of
 from doozertw.client.uri import resolve
 from doozertw.client.verbs import Verbs
 from doozertw.errors import DoozerError
@@ -40,7 +40,7 @@ CLOSED = "closed"
 class _Pending:
     """One request until its answer: the Call, its tag, and its outcome."""
 
-    __slots__ = ("call", "tag", "done", "result", "error", "abandoned")
+    __slots__ = ("call", "tag", "done", "result", "error", "abandoned", "response")
 
     def __init__(self, call_):
         self.call = call_
@@ -49,6 +49,7 @@ class _Pending:
         self.result = None
         self.error = None
         self.abandoned = False
+        self.response = None    # the server's Response, once it came
 
     def finish(self, result=None, error=None):
         self.done = True
@@ -76,7 +77,7 @@ class BlockingClient(Verbs):
         self.address = None
         self._listeners = []
         self._sock = None
-        self._reader = FrameReader()
+        self._reader = ResponseReader()
         self._tags = Tags()
         self._by_tag = {}
         self._orphans = []
@@ -159,7 +160,7 @@ class BlockingClient(Verbs):
             sock = self._wrap_tls(sock, address)
         sock.settimeout(None)
         self._sock = sock
-        self._reader = FrameReader()
+        self._reader = ResponseReader()
         self._by_tag = {}
         self._tags = Tags()
         if self._secret:
@@ -286,6 +287,7 @@ class BlockingClient(Verbs):
             if pending is None:
                 continue
             self._tags.release(response.tag)
+            pending.response = response
             try:
                 pending.finish(result=result_of(pending.call.verb, response))
             except DoozerError as e:
@@ -297,6 +299,15 @@ class BlockingClient(Verbs):
         if pending.error is not None:
             raise pending.error
         return pending.result
+
+    def exchange(self, call_, timeout=None):
+        """The server's raw Response to one Call, error codes included
+        (for tests and tools that inspect the wire); raises ConnectionLost
+        or WaitTimeout as ``request`` does."""
+        pending = self._await(self._send(call_), timeout)
+        if pending.response is None:
+            raise pending.error
+        return pending.response
 
     def many(self, calls):
         """Outcomes (result or exception) of calls sent pipelined."""

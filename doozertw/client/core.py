@@ -9,15 +9,23 @@ detail of the protocol:
   (``retriable``: every read and WAIT; never SET, DEL or NOP, whose effect
   may already have happened).
 - ``Tags`` hands out tags not in use on one connection.
-- ``FrameReader`` turns received bytes into ``Response`` messages.
+- ``ResponseReader`` turns received bytes into ``Response`` messages
+  (through doozertw.wire's frame reader).
 - ``result_of`` turns a Response into the verb's result, or raises
   DoozerError with the server's code and detail.
 """
 
+from __future__ import annotations
+
+import functools
+from typing import Any, Callable, cast
+
 import attrs
 
 from doozertw.errors import DoozerError, ErrCode
-from doozertw.frontends.msg import FLAG_DEL, FLAG_SET, LENGTH, VERBS, Request, Response, frame
+from doozertw.wire import (
+    FLAG_DEL, FLAG_SET, VERBS, FrameError, FrameReader, Request, RequestMessage, ResponseMessage,
+    frame_tagged, read_responses)
 from doozertw.store import DEL, SET, Event
 
 MAX_RESPONSE = 64 * 1024 * 1024
@@ -29,11 +37,11 @@ READ_VERBS = frozenset({"GET", "REV", "WAIT", "WALK", "GETDIR", "STAT", "SELF"})
 class ClientError(DoozerError):
     """An error the client itself detected (code OTHER); prints as its detail."""
 
-    def __init__(self, detail):
+    def __init__(self, detail: str) -> None:
         super().__init__(ErrCode.OTHER, detail)
 
-    def __str__(self):
-        return self.detail
+    def __str__(self) -> str:
+        return str(self.detail)
 
 
 class ConnectionLost(ClientError):
@@ -43,14 +51,14 @@ class ConnectionLost(ClientError):
     and for every request once the client gave up reconnecting.
     """
 
-    def __init__(self, detail="connection lost"):
+    def __init__(self, detail: str = "connection lost") -> None:
         super().__init__(detail)
 
 
 class WaitTimeout(ClientError):
     """A wait or watch saw no matching change within its timeout."""
 
-    def __init__(self, detail="wait timeout"):
+    def __init__(self, detail: str = "wait timeout") -> None:
         super().__init__(detail)
 
 
@@ -69,13 +77,15 @@ class Call:
     offset: int | None = None
 
     @property
-    def retriable(self):
+    def retriable(self) -> bool:
         """True if sending it again after a lost connection cannot change the store."""
         return self.verb in READ_VERBS or self.verb == "ACCESS"
 
-    def request(self, tag):
-        """The protobuf Request for this call under ``tag``."""
-        request = Request(tag=tag, verb=VERBS[self.verb])
+    def request(self, tag: int | None = None) -> RequestMessage:
+        """The protobuf Request for this call under ``tag`` (None: no tag)."""
+        request = cast(RequestMessage, Request(verb=VERBS[self.verb]))
+        if tag is not None:
+            request.tag = tag
         if self.path is not None:
             request.path = self.path
         if self.rev is not None:
@@ -86,12 +96,17 @@ class Call:
             request.offset = self.offset
         return request
 
-    def encode(self, tag):
-        """The framed bytes of this call under ``tag``."""
-        return frame(self.request(tag))
+    @functools.cached_property
+    def _untagged(self) -> bytes:
+        return self.request().SerializeToString()
+
+    def encode(self, tag: int) -> bytes:
+        """The framed bytes of this call under ``tag`` (serialized once per Call)."""
+        return frame_tagged(tag, self._untagged)
 
 
-def call(verb, path=None, rev=None, value=None, offset=None):
+def call(verb: str, path: str | None = None, rev: int | None = None,
+         value: bytes | str | None = None, offset: int | None = None) -> Call:
     """Build a Call, checking argument types the server would reject."""
     if verb not in VERBS:
         raise ValueError(f"unknown verb {verb!r}")
@@ -109,17 +124,17 @@ class Tags:
 
     MAX = 2 ** 31 - 1
 
-    def __init__(self):
-        self._used = set()
+    def __init__(self) -> None:
+        self._used: set[int] = set()
         self._next = 0
 
-    def __contains__(self, tag):
+    def __contains__(self, tag: object) -> bool:
         return tag in self._used
 
-    def __len__(self):
+    def __len__(self) -> int:
         return len(self._used)
 
-    def take(self):
+    def take(self) -> int:
         tag = self._next
         while tag in self._used:
             tag = 0 if tag >= self.MAX else tag + 1
@@ -127,45 +142,29 @@ class Tags:
         self._next = 0 if tag >= self.MAX else tag + 1
         return tag
 
-    def release(self, tag):
+    def release(self, tag: int) -> None:
         self._used.discard(tag)
 
 
-class FrameReader:
+class ResponseReader:
     """Accumulates bytes; ``feed`` returns the complete Responses in them.
 
-    Raises ProtocolViolation for an oversized or unparsable frame; the
-    caller must then drop the connection.
+    The framing is doozertw.wire's FrameReader; this only names its
+    errors for clients. Raises ProtocolViolation for an oversized or
+    unparsable frame; the caller must then drop the connection.
     """
 
-    def __init__(self, max_frame=MAX_RESPONSE):
-        self._buffer = bytearray()
-        self._max = max_frame
+    def __init__(self, max_frame: int = MAX_RESPONSE) -> None:
+        self._frames = FrameReader(max_frame)
 
-    def feed(self, data):
-        buf = self._buffer
-        buf += data
-        out = []
-        pos = 0
-        while len(buf) - pos >= LENGTH.size:
-            (length,) = LENGTH.unpack_from(buf, pos)
-            if length > self._max:
-                raise ProtocolViolation(f"response frame of {length} bytes")
-            end = pos + LENGTH.size + length
-            if end > len(buf):
-                break
-            response = Response()
-            try:
-                response.ParseFromString(bytes(buf[pos + LENGTH.size:end]))
-            except Exception:
-                raise ProtocolViolation("malformed response frame") from None
-            out.append(response)
-            pos = end
-        del buf[:pos]
-        return out
+    def feed(self, data: bytes) -> list[ResponseMessage]:
+        try:
+            return read_responses(self._frames, data)
+        except FrameError as e:
+            raise ProtocolViolation(f"bad response: {e}") from None
 
 
-def error_of(response):
+def error_of(response: ResponseMessage) -> DoozerError | None:
     """The DoozerError a response carries, or None."""
     if not response.HasField("err_code"):
         return None
@@ -176,13 +175,13 @@ def error_of(response):
     return DoozerError(code, response.err_detail)
 
 
-def event_of(response):
+def event_of(response: ResponseMessage) -> Event:
     """A store Event from a WAIT or WALK response."""
     kind = DEL if response.flags & FLAG_DEL and not response.flags & FLAG_SET else SET
     return Event(response.rev, response.path, bytes(response.value), kind)
 
 
-_RESULTS = {
+_RESULTS: dict[str, Callable[[ResponseMessage], Any]] = {
     "GET": lambda r: (bytes(r.value), r.rev),
     "SET": lambda r: r.rev,
     "DEL": lambda r: r.rev,
@@ -197,7 +196,7 @@ _RESULTS = {
 }
 
 
-def result_of(verb, response):
+def result_of(verb: str, response: ResponseMessage) -> Any:
     """The result of ``verb`` from its response; raises its DoozerError."""
     error = error_of(response)
     if error is not None:

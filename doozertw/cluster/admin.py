@@ -107,7 +107,8 @@ def main(argv=None):
             elif args.command == "demote":
                 print(f"freed {', '.join(demote(client, args.name)) or 'no slot'}")
             else:
-                print(f"removing {args.name}; freed {', '.join(remove(client, args.name)) or 'no slot'}")
+                freed = ", ".join(remove(client, args.name)) or "no slot"
+                print(f"removing {args.name}; freed {freed}")
         except DoozerError as e:
             print(f"error: {e}", file=sys.stderr)
             return 1

@@ -45,12 +45,15 @@ Receiver (``ChunkAssembler``), one reassembly per sending peer:
 from __future__ import annotations
 
 import os
-from typing import Callable, Hashable
+from typing import TYPE_CHECKING, Callable, Hashable
 
 import attrs
 from twisted.logger import Logger
 
 from doozertw.cluster.envelope import SnapshotChunk
+
+if TYPE_CHECKING:
+    from doozertw.peer.transport import PeerTransport
 
 MIB = 1024 * 1024
 GIB = 1024 * MIB
@@ -73,7 +76,8 @@ class LinkView:
     epoch: int
 
 
-def transport_link_view(get_transport: Callable[[], object]) -> Callable[[str], LinkView | None]:
+def transport_link_view(
+        get_transport: Callable[[], PeerTransport | None]) -> Callable[[str], LinkView | None]:
     """A ``link_view`` for ChunkSender backed by a PeerTransport.
 
     ``get_transport()`` returns the transport or None (it may be built

@@ -74,7 +74,7 @@ class AppliedProposals:
                 pos += size
                 (n,) = _U32.unpack_from(data, pos)
                 pos += _U32.size
-                pids = collections.OrderedDict()
+                pids: collections.OrderedDict[int, None] = collections.OrderedDict()
                 for _ in range(n):
                     pids[_U64.unpack_from(data, pos)[0]] = None
                     pos += _U64.size

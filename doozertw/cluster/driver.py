@@ -49,6 +49,7 @@ from doozertw.consensus import (
 )
 from doozertw.consensus.codec import CodecError
 from doozertw.errors import DoozerError
+from doozertw.limits import DEFAULT_QUORUM_TIMEOUT
 from doozertw.consensus.messages import InstallSnapshot
 from doozertw.peer import PayloadTooLarge
 
@@ -58,12 +59,12 @@ class Timing:
     """Clock settings: a tick is ``tick`` seconds; elections time out after
     ``election_ticks``..2x ticks; the leader heartbeats every
     ``heartbeat_ticks``; writes and linearizable reads give up after
-    ``request_timeout`` seconds with "no quorum"."""
+    ``quorum_timeout`` seconds with "no quorum"."""
 
     tick: float = 0.05
     election_ticks: int = 10
     heartbeat_ticks: int = 2
-    request_timeout: float = 5.0
+    quorum_timeout: float = DEFAULT_QUORUM_TIMEOUT
     compact_every: int = 10_000
     compact_bytes: int = 64 * 1024 * 1024
     retry_delay: float = 1.0
@@ -129,7 +130,7 @@ class ClusterDriver:
                              heartbeat_ticks=t.heartbeat_ticks)
         self.log.info("raft member {member} started with voters {voters} at index {index}",
                       member=self.member_id, voters=sorted(self.raft.conf.voters),
-                      index=self.raft.log.last_index())
+                      index=self.raft.status().last_index)
         self._ticker = task.LoopingCall(self._tick)
         self._ticker.clock = self.reactor
         self._ticker.start(t.tick, now=False)
@@ -228,12 +229,11 @@ class ClusterDriver:
             return
         self.last_heard[message.src] = self.reactor.seconds()
         if self.raft is not None and not self._processing:
-            dropped = self.raft.dropped
-            self.call(RaftNode.step, message)
-            if self.raft is not None and self.raft.dropped != dropped:
-                kind, src, reason = self.raft.last_dropped
+            dropped = self.call(RaftNode.step, message)
+            if dropped is not None:
                 self.log.warn("dropped {kind} from {peer} ({src}): {reason}",
-                              kind=kind, peer=from_name, src=src, reason=reason)
+                              kind=dropped.kind, peer=from_name, src=dropped.src,
+                              reason=dropped.reason)
 
     def _snapshot_chunk(self, from_name, chunk):
         try:
@@ -417,9 +417,12 @@ class ClusterDriver:
         """Snapshot the store every ``compact_every`` applied entries or
         ``compact_bytes`` of applied entry data, and truncate the log
         behind it (in memory now, on disk in order with the saves)."""
-        if self.raft is None or self.applied <= self.raft.log.snapshot.index:
+        if self.raft is None:
             return
-        if (self.applied - self.raft.log.snapshot.index < self.timing.compact_every
+        snapshot_index = self.raft.status().snapshot_index
+        if self.applied <= snapshot_index:
+            return
+        if (self.applied - snapshot_index < self.timing.compact_every
                 and self._applied_bytes < self.timing.compact_bytes):
             return
         self._applied_bytes = 0

@@ -6,7 +6,8 @@ an application envelope defined here. Envelopes are attrs frozen classes
 encoded field by field (no pickle):
 
 - int: u64 big-endian; str: u16 length + UTF-8; bytes: u32 length + raw;
-  bool: one byte, 0 or 1 (any other value is malformed);
+  bool: one byte, 0 or 1 (any other value is malformed) -- the primitives
+  of doozertw.wire.binary;
 - ``items``: u32 count, then per item (u64, bytes) for Forward or
   (u64, u64, u64) for ForwardAck.
 
@@ -19,20 +20,15 @@ proposal id, mutation bytes) and member-id helpers (``name~incarnation``).
 
 from __future__ import annotations
 
-import struct
-
 import attrs
 
 from doozertw.consensus import codec as raft_codec
 from doozertw.consensus.codec import CodecError
+from doozertw.wire.binary import Reader, Writer
 
 RAFT = b"R"
 APP = b"A"
 INCARNATION_SEP = "~"
-
-_U64 = struct.Struct(">Q")
-_U32 = struct.Struct(">I")
-_U16 = struct.Struct(">H")
 
 
 class EnvelopeError(CodecError):
@@ -128,59 +124,16 @@ class SnapshotChunk:
 ENVELOPE_TYPES = (Probe, ProbeReply, JoinRequest, Forward, ForwardAck, ForwardReject,
                   SnapshotChunk)
 
-_KINDS = {"str": "text", "int": "u64", "tuple": None, "bytes": "blob", "bool": "flag"}
+_KINDS = {"str": "text", "int": "u64", "tuple": None, "bytes": "blob", "bool": "boolean"}
 _ITEM_KINDS = {Forward: ("u64", "blob"), ForwardAck: ("u64", "u64", "u64"),
                ForwardReject: ("u64",)}
 
 
-class _Writer:
-    def __init__(self):
-        self.parts = []
+class _Reader(Reader):
+    """doozertw.wire's primitives; raises EnvelopeError."""
 
-    def u64(self, v):
-        self.parts.append(_U64.pack(v))
-
-    def text(self, v):
-        raw = v.encode("utf-8")
-        self.parts.append(_U16.pack(len(raw)) + raw)
-
-    def blob(self, v):
-        self.parts.append(_U32.pack(len(v)) + bytes(v))
-
-    def flag(self, v):
-        self.parts.append(b"\x01" if v else b"\x00")
-
-
-class _Reader:
-    def __init__(self, data, pos):
-        self.data = data
-        self.pos = pos
-
-    def take(self, n):
-        if self.pos + n > len(self.data):
-            raise EnvelopeError("truncated envelope")
-        chunk = self.data[self.pos:self.pos + n]
-        self.pos += n
-        return chunk
-
-    def u64(self):
-        return _U64.unpack(self.take(8))[0]
-
-    def text(self):
-        size = _U16.unpack(self.take(2))[0]
-        try:
-            return self.take(size).decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise EnvelopeError("bad UTF-8 in envelope") from exc
-
-    def blob(self):
-        return bytes(self.take(_U32.unpack(self.take(4))[0]))
-
-    def flag(self):
-        value = self.take(1)[0]
-        if value > 1:
-            raise EnvelopeError(f"bad boolean byte {value} in envelope")
-        return value == 1
+    error = EnvelopeError
+    what = "envelope"
 
 
 def _fields(cls):
@@ -192,19 +145,20 @@ def encode_envelope(envelope) -> bytes:
     cls = type(envelope)
     if cls not in ENVELOPE_TYPES:
         raise TypeError(f"not an envelope: {cls.__name__}")
-    w = _Writer()
-    w.parts.append(APP + bytes([ENVELOPE_TYPES.index(cls)]))
+    w = Writer()
+    w.raw(APP)
+    w.u8(ENVELOPE_TYPES.index(cls))
     for name, kind in _fields(cls):
         value = getattr(envelope, name)
         if kind is None:
-            w.parts.append(_U32.pack(len(value)))
+            w.u32(len(value))
             for item in value:
                 item = item if isinstance(item, tuple) else (item,)
                 for part_kind, part in zip(_ITEM_KINDS[cls], item, strict=True):
                     getattr(w, part_kind)(part)
         else:
             getattr(w, kind)(value)
-    return b"".join(w.parts)
+    return w.getvalue()
 
 
 def _decode_envelope(data):
@@ -215,7 +169,7 @@ def _decode_envelope(data):
     values = {}
     for name, kind in _fields(cls):
         if kind is None:
-            count = _U32.unpack(r.take(4))[0]
+            count = r.u32()
             if count > len(data):
                 raise EnvelopeError("item count exceeds payload")
             parts = _ITEM_KINDS[cls]
@@ -223,8 +177,7 @@ def _decode_envelope(data):
             values[name] = [i[0] for i in items] if len(parts) == 1 else items
         else:
             values[name] = getattr(r, kind)()
-    if r.pos != len(data):
-        raise EnvelopeError("trailing bytes in envelope")
+    r.expect_end()
     return cls(**values)
 
 
@@ -257,15 +210,20 @@ class Proposal:
     mutation: bytes
 
     def encode(self) -> bytes:
-        raw = self.origin.encode("utf-8")
-        return _U16.pack(len(raw)) + raw + _U64.pack(self.pid) + self.mutation
+        """origin (u16 length + UTF-8), pid u64, then the mutation bytes."""
+        w = Writer()
+        w.text(self.origin)
+        w.u64(self.pid)
+        w.raw(self.mutation)
+        return w.getvalue()
 
     @classmethod
     def decode(cls, data: bytes) -> Proposal:
-        r = _Reader(bytes(data), 0)
+        """Inverse of encode; raises EnvelopeError if malformed."""
+        r = _Reader(data)
         origin = r.text()
         pid = r.u64()
-        return cls(origin, pid, bytes(data[r.pos:]))
+        return cls(origin, pid, r.rest())
 
 
 __all__ = [

@@ -46,7 +46,9 @@ def new_incarnation(rng=None):
 
 class ClusterMember:
     """See the module docstring. ``voters`` are the configured voter names
-    (this node's included; empty to join with ``--attach``)."""
+    (this node's included; empty to join with ``--attach``); ``peer_stats``
+    (a zero-argument callable returning {name: PeerStats}) feeds the
+    cluster view's link health and round trips."""
 
     log = Logger()
 
@@ -55,7 +57,7 @@ class ClusterMember:
                  timing=Timing(), timeout=None, incarnation=None,
                  applied_every=None, hostname=None, probe_interval=0.2,
                  membership_interval=0.25, storage_provider=None, on_fatal=None,
-                 link_view=None):
+                 link_view=None, peer_stats=None):
         self.name = name
         self.reactor = reactor
         self.peer_addr = peer_addr
@@ -70,12 +72,12 @@ class ClusterMember:
         self.membership = Membership(self.driver, self.proposer.propose, add_peer,
                                      reactor, interval=membership_interval,
                                      timeout=timeout)
+        self.cluster_status = ClusterStatus(self, peer_stats=peer_stats)
         self.node = Node(name=name, store=store, proposer=self.proposer,
                          cluster_name=cluster_name, limits=limits,
-                         read_barrier=self.reads, reactor=reactor)
-        self.cluster_status = ClusterStatus(self)
-        self.node.cluster_status = self.cluster_status
-        self.node.raft_position = self._raft_position
+                         read_barrier=self.reads, reactor=reactor,
+                         cluster_status=self.cluster_status,
+                         raft_position=self._raft_position)
         self.driver.on_role.append(self._role_changed)
         self.voters = frozenset(voters)
         self.bootstrap = Bootstrapper(
@@ -93,17 +95,33 @@ class ClusterMember:
         raft = self.driver.raft
         if raft is None:
             return 0, 0
-        return self.driver.applied, raft.log.term(self.driver.applied) or 0
+        return self.driver.applied, raft.term_at(self.driver.applied) or 0
 
     def receive(self, from_name, payload):
         """A peer's payload; False if it did not decode."""
         return self.driver.receive(from_name, payload)
 
-    def start(self):
+    def start(self, dialed_peers=None):
         """Resume from stored Raft state if there is any, else found or
-        join (raises DataDirError for a data directory not of this node)."""
+        join (raises DataDirError for a data directory not of this node).
+        ``dialed_peers`` ({name: endpoint}) are peers the transport already
+        dials: membership will not dial them again."""
+        for name, endpoint in sorted((dialed_peers or {}).items()):
+            if name != self.name:
+                self.membership.remember(name, endpoint)
         self.bootstrap.start(resume_as=self.driver.storage_provider.existing())
         self.membership.start()
+
+    def set_client_addr(self, address):
+        """The client address to publish, once the client port listens: sent
+        in join requests and, for a member, written to /ctl now."""
+        self.client_addr = self.bootstrap.client_addr = address
+        if self.driver.started and self.driver.is_member():
+            self.describe()
+
+    def set_peer_addr(self, address):
+        """The peer address to publish, once the peer port listens."""
+        self.peer_addr = self.bootstrap.peer_addr = address
 
     def stop(self):
         self.bootstrap.stop()
@@ -123,10 +141,11 @@ class ClusterMember:
             "pending_writes": self.proposer.pending_count,
         }
         if raft is not None:
+            st = raft.status()
             summary.update({
-                "role": raft.role.value, "term": raft.term, "leader": raft.leader,
-                "commit": raft.log.committed, "voters": sorted(raft.conf.voters),
-                "learners": sorted(raft.conf.learners),
+                "role": st.role.value, "term": st.term, "leader": st.leader,
+                "commit": st.commit, "voters": sorted(st.conf.voters),
+                "learners": sorted(st.conf.learners),
             })
         return summary
 
@@ -136,11 +155,11 @@ class ClusterMember:
         driver = self.driver
         if not driver.is_leader:
             return False
-        raft = driver.raft
-        others = sorted(raft.conf.voters - {driver.member_id})
+        st = driver.raft.status()
+        others = sorted(st.conf.voters - {driver.member_id})
         if not others:
             return False
-        best = max(others, key=lambda m: raft.progress[m].match if m in raft.progress else 0)
+        best = max(others, key=lambda m: st.progress[m].match if m in st.progress else 0)
         try:
             return bool(driver.call(RaftNode.transfer_leadership, best))
         except RaftError:
@@ -151,7 +170,7 @@ class ClusterMember:
 
     def add_known_peer(self, name, endpoint):
         """A peer learned outside the store (``--attach`` discovery)."""
-        self.membership._dial(name, endpoint)
+        self.membership.dial(name, endpoint)
 
     # -- /ctl/node/<name> -------------------------------------------------------------
 

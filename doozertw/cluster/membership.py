@@ -1,4 +1,4 @@
-"""Membership from the /ctl tree: joins, promotion, removal, --timeout.
+"""Membership from the /ctl tree: joins, promotion, removal, --silent-voter-timeout.
 
 The store describes the cluster as doozer does, plus two keys of ours:
 
@@ -124,9 +124,17 @@ class Membership:
             name = _name_in(event.path)
             endpoint = event.value.decode("utf-8", "replace")
             if name != self.driver.name and self.known_peers.get(name) != endpoint:
-                self._dial(name, endpoint)
+                self.dial(name, endpoint)
 
-    def _dial(self, name, endpoint):
+    def remember(self, name, endpoint):
+        """Peer ``name`` is already dialed at ``endpoint`` by someone else:
+        do not dial it again unless /ctl says it moved."""
+        self.known_peers.setdefault(name, endpoint)
+
+    def dial(self, name, endpoint):
+        """Connect to peer ``name`` at ``endpoint`` (through ``add_peer``)
+        and remember it in ``known_peers``; an unusable endpoint is logged,
+        not raised."""
         try:
             self.add_peer(name, endpoint)
         except (ValueError, RuntimeError) as exc:
@@ -166,7 +174,7 @@ class Membership:
         if from_name == self.driver.name:
             return
         if self.known_peers.get(from_name) != request.peer_addr:
-            self._dial(from_name, request.peer_addr)
+            self.dial(from_name, request.peer_addr)
         registered = self.registered().get(from_name)
         if registered == request.member:
             return
@@ -182,18 +190,18 @@ class Membership:
             self._leader_since = self.reactor.seconds()
 
     def _reconcile(self):
-        raft = self.driver.raft
-        if not raft.committed_in_term() or self._in_flight:
+        st = self.driver.raft.status()
+        if not st.committed_in_term or self._in_flight:
             return
         slots = self.slots()
         if not slots:
-            self._initialise(raft.conf)
+            self._initialise(st.conf)
             return
-        change = self._next_change(raft, slots, self.registered())
+        change = self._next_change(st, slots, self.registered())
         if change is not None:
             self._change(change)
         elif self.timeout is not None:
-            self._expire_silent(raft, slots)
+            self._expire_silent(st, slots)
 
     def _initialise(self, conf):
         for n, member in enumerate(sorted(conf.voters)):
@@ -201,27 +209,29 @@ class Membership:
             self._write(SetFile(f"{CAL}/{n}", 0, name.encode("utf-8")))
             self._write(SetFile(member_path(name), 0, member.encode("utf-8")))
 
-    def _next_change(self, raft, slots, registered):
-        conf = raft.conf
+    def _next_change(self, st, slots, registered):
+        """The next ConfChange that brings the configuration of Status
+        ``st`` closer to the calendar and registrations, or None."""
+        conf = st.conf
         cal_names = {name for name, _ in slots.values() if name}
         for member in sorted(conf.members()):
             if registered.get(env.name_of(member)) != member and len(conf.voters - {member}):
                 return ConfChange(ConfChangeOp.REMOVE_NODE, member)
-        for name, member in sorted(registered.items()):
+        for _name, member in sorted(registered.items()):
             if member not in conf.members():
                 return ConfChange(ConfChangeOp.ADD_LEARNER, member)
         for name in sorted(cal_names):
             member = registered.get(name)
-            if member in conf.learners and self._caught_up(raft, member):
+            if member in conf.learners and self._caught_up(st, member):
                 return ConfChange(ConfChangeOp.ADD_VOTER, member)
         for member in sorted(conf.voters):
             if env.name_of(member) not in cal_names and len(conf.voters) > 1:
                 return ConfChange(ConfChangeOp.REMOVE_NODE, member)
         return None
 
-    def _caught_up(self, raft, member):
-        progress = raft.progress.get(member)
-        return progress is not None and progress.match + self.catch_up_slack >= raft.log.committed
+    def _caught_up(self, st, member):
+        progress = st.progress.get(member)
+        return progress is not None and progress.match + self.catch_up_slack >= st.commit
 
     def _change(self, change):
         try:
@@ -233,9 +243,9 @@ class Membership:
         self.log.info("proposed {op} {member}", op=change.op.name, member=change.node_id)
         self.changes.append(change)
 
-    def _expire_silent(self, raft, slots):
+    def _expire_silent(self, st, slots):
         now = self.reactor.seconds()
-        for member in sorted(raft.conf.voters - {self.driver.member_id}):
+        for member in sorted(st.conf.voters - {self.driver.member_id}):
             heard = max(self.driver.last_heard.get(member, 0), self._leader_since or now)
             if now - heard < self.timeout:
                 continue

@@ -60,7 +60,7 @@ class ReplicatedProposer:
     def __init__(self, driver, reactor, timeout=None):
         self.driver = driver
         self.reactor = reactor
-        self.timeout = timeout if timeout is not None else driver.timing.request_timeout
+        self.timeout = timeout if timeout is not None else driver.timing.quorum_timeout
         # A node keeps its member id across restarts, so proposal ids must
         # not repeat across its lives (the applied-proposals table would
         # take a new proposal for a copy of an old one): each life numbers

@@ -41,7 +41,7 @@ class ReadBarrier:
         self.driver = driver
         self.reactor = reactor
         t = driver.timing
-        self.timeout = timeout if timeout is not None else t.request_timeout
+        self.timeout = timeout if timeout is not None else t.quorum_timeout
         self.round_timeout = (round_timeout if round_timeout is not None
                               else t.tick * t.election_ticks)
         self._seq = itertools.count(1)

@@ -43,7 +43,7 @@ from doozertw.persist.backup import Backup
 from doozertw.persist.errors import DataDirError
 from doozertw.persist.meta import FORMAT_VERSION, DataDirMeta
 from doozertw.persist.storage import DiskStorage
-from doozertw.store import CLOBBER, DeleteFile, Glob, SetFile, Store
+from doozertw.store import CLOBBER, DeleteFile, Glob, Mutation, SetFile, Store
 
 RESTORE_INDEX = 1
 RESTORE_TERM = 1
@@ -96,7 +96,7 @@ def adopt_membership(store: Store, voters: dict[str, str], cluster: str) -> int:
     """Make /ctl describe a cluster of ``voters`` ({node name: member id})
     named ``cluster`` (see the module docstring); deterministic for the
     same store and arguments. Returns the number of changes applied."""
-    changes = []
+    changes: list[Mutation] = []
     for event in sorted(store.files(_NODE_FILES), key=lambda e: e.path):
         name = event.path.split("/")[3]
         if name not in voters or event.path == peer_path(name):

@@ -29,6 +29,7 @@ from __future__ import annotations
 import os
 import random
 import socket
+import sys
 
 from twisted.application import service
 from twisted.internet import defer
@@ -38,6 +39,7 @@ from twisted.logger import Logger
 from doozertw.cluster import envelope as env
 from doozertw.cluster.chunks import transport_link_view
 from doozertw.cluster.driver import Timing
+from doozertw.limits import DEFAULT_QUORUM_TIMEOUT
 from doozertw.cluster.member import ClusterMember
 from doozertw.consensus import messages as msg
 from doozertw.consensus.messages import MESSAGE_TYPES
@@ -75,10 +77,10 @@ def sender_allowed(payload, sender, members, self_is_member):
     return not self_is_member or sender in members
 
 
-def _timing(request_timeout, snapshot_entries):
+def _timing(quorum_timeout, snapshot_entries):
     if snapshot_entries is None:
-        return Timing(request_timeout=request_timeout)
-    return Timing(request_timeout=request_timeout, compact_every=snapshot_entries)
+        return Timing(quorum_timeout=quorum_timeout)
+    return Timing(quorum_timeout=quorum_timeout, compact_every=snapshot_entries)
 
 
 def dial_endpoint(address, default_host="127.0.0.1"):
@@ -109,13 +111,17 @@ class ClusterService(service.Service):
     """One cluster node under twistd; see the module docstring.
 
     ``voters``: {name: peer address} of the configured voters (this node
-    included); ``attach``: a member's client address, or None.
+    included); ``attach``: a member's client address, or None;
+    ``quorum_timeout``: seconds a write or linearizable read waits for a
+    quorum; ``silent_voter_timeout``: seconds after which the leader demotes
+    a voter it has not heard from (None: never).
     """
 
     log = Logger()
 
     def __init__(self, name, voters, peer_listen, store, *, cluster_name="local",
-                 limits=None, reactor=None, timeout=None, request_timeout=5.0,
+                 limits=None, reactor=None, silent_voter_timeout=None,
+                 quorum_timeout=DEFAULT_QUORUM_TIMEOUT,
                  attach=None, secret=None, peer_advertise=None, applied_every=None,
                  storage_provider=None, snapshot_entries=None, on_fatal=None,
                  peer_security=None):
@@ -138,12 +144,12 @@ class ClusterService(service.Service):
             name, () if attach else voters, store=store, reactor=reactor,
             rng=random.Random(), send=self._send, add_peer=self._add_peer,
             peer_addr=dial_endpoint(advertised or peer_listen), cluster_name=cluster_name,
-            limits=limits, timing=_timing(request_timeout, snapshot_entries),
-            timeout=timeout, applied_every=applied_every,
+            limits=limits, timing=_timing(quorum_timeout, snapshot_entries),
+            timeout=silent_voter_timeout, applied_every=applied_every,
             storage_provider=storage_provider, on_fatal=on_fatal or self._fatal,
-            link_view=transport_link_view(lambda: self.transport))
+            link_view=transport_link_view(lambda: self.transport),
+            peer_stats=self._peer_stats)
         self._advertised = advertised is not None
-        self.member.cluster_status.peer_stats = self._peer_stats
 
     @property
     def node(self):
@@ -162,10 +168,7 @@ class ClusterService(service.Service):
 
     def set_client_addr(self, address):
         """The client address to publish in /ctl/node/<name>/addr."""
-        self.member.client_addr = address
-        self.member.bootstrap.client_addr = address
-        if self.member.driver.started and self.member.driver.is_member():
-            self.member.describe()
+        self.member.set_client_addr(address)
 
     # -- transport -----------------------------------------------------------------
 
@@ -218,27 +221,32 @@ class ClusterService(service.Service):
                 "who can reach its peer port can join, write and disrupt the cluster; "
                 "see docs/security.md", node=self.name)
         d = self._start()
-        d.addErrback(self._failed)
+        early, started = [], []
+        d.addErrback(lambda failure: self._failed(failure) if started else
+                     early.append(failure))
+        started.append(True)
+        if early:  # before the reactor runs (peer port in use, bad data dir):
+            early[0].raiseException()  # twistd's caller reports it and exits
         return d
 
     @defer.inlineCallbacks
     def _start(self):
         cluster_name = self.cluster_name
         if self.attach:
-            cluster_name, peers = yield self._discover(self.attach)
+            found, peers = yield self._discover(self.attach)
+            if found != cluster_name:  # nodes of another cluster are refused
+                raise ValueError(f"--attach {self.attach}: that node is in cluster "
+                                 f"{found!r}, not {cluster_name!r}")
             self._queued_peers.update(peers)
         self._build_transport(cluster_name)
         port = yield self.transport.listen(self.peer_listen)
         if not self._advertised:
             host = port.getHost()
             address = dial_endpoint(f"{host.host}:{host.port}")
-            self.member.peer_addr = self.member.bootstrap.peer_addr = address
-        for name, endpoint in self._queued_peers.items():
-            if name != self.name:
-                self.member.membership.known_peers.setdefault(name, endpoint)
+            self.member.set_peer_addr(address)
         self.log.info("cluster node {node} peer address {address}", node=self.name,
                       address=self.member.peer_addr)
-        self.member.start()
+        self.member.start(dialed_peers=self._queued_peers)
 
     @defer.inlineCallbacks
     def _discover(self, address):
@@ -273,10 +281,18 @@ class ClusterService(service.Service):
         os._exit(70)
 
     def _failed(self, failure):
-        self.log.failure("cluster node {node} failed to start", failure, node=self.name)
+        """Starting failed with the reactor running (an --attach node's peer
+        port in use, say): under twistd, one line on stderr and exit
+        status 1 (a failure before the reactor runs raises from
+        startService instead)."""
+        reason = " ".join(failure.getErrorMessage().split()) or failure.type.__name__
+        self.log.critical("cluster node {node} failed to start: {reason}", node=self.name,
+                          reason=reason)
         from twisted.internet import reactor as global_reactor
         if self.reactor is global_reactor and global_reactor.running:
-            global_reactor.stop()
+            sys.__stderr__.write(f"doozer: cannot start: {reason}\n")
+            sys.__stderr__.flush()
+            os._exit(1)
 
     def stopService(self):
         """Hand leadership to the most caught-up voter (so clients wait

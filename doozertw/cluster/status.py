@@ -107,31 +107,32 @@ class ClusterStatus:
 
     def __call__(self):
         member, driver = self.member, self.member.driver
-        raft = driver.raft
+        st = driver.raft.status() if driver.raft is not None else None
         stats = self._stats()
-        leader = name_of(raft.leader) if raft is not None and raft.leader else ""
-        term = raft.term if raft is not None else 0
-        members = () if raft is None else tuple(
-            self._member(mid, raft, stats) for mid in self._member_ids(raft))
+        leader = name_of(st.leader) if st is not None and st.leader else ""
+        term = st.term if st is not None else 0
+        members = () if st is None else tuple(
+            self._member(mid, st, stats) for mid in self._member_ids(st))
         if not any(m.name == member.name for m in members):
             members = (self._outsider(term),) + members
-        rtt = tuple((name, st.rtt) for name, st in sorted(stats.items()) if st.rtt is not None)
+        rtt = tuple((name, link.rtt) for name, link in sorted(stats.items())
+                    if link.rtt is not None)
         return ClusterView(name=member.node.cluster_name, self_name=member.name,
                            leader=leader, term=term, has_quorum=self.has_quorum(),
                            members=members, leader_changes=self.leader_changes,
-                           peer_rtt=rtt, storage=self._storage())
+                           peer_rtt=rtt, storage=self._storage(st))
 
-    def _storage(self):
+    def _storage(self, st):
+        """``st``: the Raft node's Status, or None before it starts."""
         driver = self.member.driver
         storage = driver.storage
         stats = getattr(storage, "stats", None)
-        raft = driver.raft
         return StorageView(
             durable=driver.storage_provider.durable,
             fsyncs=stats.fsyncs if stats is not None else 0,
             bytes_written=stats.bytes_written if stats is not None else 0,
-            snapshot_index=raft.log.snapshot.index if raft is not None else 0,
-            last_index=raft.log.last_index() if raft is not None else 0,
+            snapshot_index=st.snapshot_index if st is not None else 0,
+            last_index=st.last_index if st is not None else 0,
             writes_refused=driver.write_refusal() or "")
 
     def has_quorum(self):
@@ -147,21 +148,22 @@ class ClusterStatus:
             return False
         return self._heard(raft.leader)
 
-    def _member_ids(self, raft):
-        """Voters then learners, each sorted; the leader first."""
-        voters, learners = sorted(raft.conf.voters), sorted(raft.conf.learners)
+    def _member_ids(self, st):
+        """Voters then learners of Status ``st``, each sorted; the leader
+        first."""
+        voters, learners = sorted(st.conf.voters), sorted(st.conf.learners)
         ordered = voters + learners
-        if raft.leader in ordered:
-            ordered.remove(raft.leader)
-            ordered.insert(0, raft.leader)
+        if st.leader in ordered:
+            ordered.remove(st.leader)
+            ordered.insert(0, st.leader)
         return ordered
 
-    def _member(self, mid, raft, stats):
+    def _member(self, mid, st, stats):
         name = name_of(mid)
-        is_self = mid == raft.id
+        is_self = mid == st.id
         return MemberStatus(
-            name=name, role=self._role(mid, raft), term=raft.term,
-            applied=self.member.store.rev if is_self else self._applied_of(mid, raft),
+            name=name, role=self._role(mid, st), term=st.term,
+            applied=self.member.store.rev if is_self else self._applied_of(mid, st),
             healthy=is_self or self._heard(mid) or self._link_up(stats.get(name)),
             addr=self._addr(name))
 
@@ -175,21 +177,21 @@ class ClusterStatus:
                             addr=self._addr(self.member.name))
 
     @staticmethod
-    def _role(mid, raft):
-        if mid == raft.id:
-            if raft.role == Role.LEADER:
+    def _role(mid, st):
+        if mid == st.id:
+            if st.role == Role.LEADER:
                 return LEADER
-            if raft.role in (Role.CANDIDATE, Role.PRE_CANDIDATE):
+            if st.role in (Role.CANDIDATE, Role.PRE_CANDIDATE):
                 return CANDIDATE
-            return LEARNER if mid in raft.conf.learners else FOLLOWER
-        if mid == raft.leader:
+            return LEARNER if mid in st.conf.learners else FOLLOWER
+        if mid == st.leader:
             return LEADER
-        return LEARNER if mid in raft.conf.learners else FOLLOWER
+        return LEARNER if mid in st.conf.learners else FOLLOWER
 
-    def _applied_of(self, mid, raft):
-        if raft.role != Role.LEADER or mid not in raft.progress:
+    def _applied_of(self, mid, st):
+        if st.role != Role.LEADER or mid not in st.progress:
             return None
-        return self.revisions.rev_at(raft.progress[mid].match)
+        return self.revisions.rev_at(st.progress[mid].match)
 
     def _heard(self, mid):
         driver = self.member.driver

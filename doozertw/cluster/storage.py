@@ -18,11 +18,15 @@ from __future__ import annotations
 import errno
 import os
 import shutil
+from typing import TYPE_CHECKING
 
 from twisted.logger import Logger
 
 from doozertw.cluster.persister import InlinePersister, ThreadPersister
 from doozertw.consensus import HardState, MemoryStorage
+
+if TYPE_CHECKING:
+    from doozertw.persist.storage import DiskStorage
 
 
 def is_disk_full(exc: BaseException) -> bool:
@@ -88,9 +92,9 @@ class DiskProvider:
         self.threaded = threaded
         self.reserve_bytes = reserve_bytes
         self._free_bytes = free_bytes or self._statvfs_free
-        self._opened = None
+        self._opened: DiskStorage | None = None
         self._checked = False
-        self._member_id = None
+        self._member_id: str | None = None
 
     def _statvfs_free(self) -> int:
         target = self.path if os.path.exists(self.path) else os.path.dirname(self.path) or "."

@@ -9,14 +9,16 @@ from doozertw.consensus.messages import (
 from doozertw.consensus.raft import RaftNode
 from doozertw.consensus.storage import Storage
 from doozertw.consensus.ready import (
-    ConfChangeInProgress, InvalidConfChange, NotLeader, RaftError, ReadState,
-    Ready, Role, SoftState, early_send_allowed, is_leader_early_message,
+    ConfChangeInProgress, Dropped, InvalidConfChange, NotLeader, PeerStatus,
+    RaftError, ReadState, Ready, Role, SoftState, Status, early_send_allowed,
+    is_leader_early_message,
 )
 
 __all__ = [
     "ConfChange", "ConfChangeInProgress", "ConfChangeOp", "ConfState",
-    "Entry", "EntryKind", "HardState", "InvalidConfChange", "LogError",
-    "MemoryStorage", "NotLeader", "RaftError", "RaftLog", "RaftNode",
-    "ReadState", "Ready", "Role", "Snapshot", "SnapshotMeta", "SoftState", "Storage",
+    "Dropped", "Entry", "EntryKind", "HardState", "InvalidConfChange",
+    "LogError", "MemoryStorage", "NotLeader", "PeerStatus", "RaftError",
+    "RaftLog", "RaftNode", "ReadState", "Ready", "Role", "Snapshot",
+    "SnapshotMeta", "SoftState", "Status", "Storage",
     "early_send_allowed", "is_leader_early_message",
 ]

@@ -1,7 +1,8 @@
 """Compact, deterministic binary codec for Raft peer messages.
 
 Layout: one byte naming the message type (its position in MESSAGE_TYPES),
-then each attrs field in declaration order:
+then each attrs field in declaration order, in doozertw.wire.binary's
+primitives:
 
 - int: unsigned 64-bit big-endian; bool: one byte 0/1
 - str: u16 length + UTF-8; bytes: u32 length + raw bytes
@@ -24,9 +25,8 @@ import attrs
 
 from doozertw.consensus import messages as m
 
-_U64 = struct.Struct(">Q")
-_U32 = struct.Struct(">I")
-_U16 = struct.Struct(">H")
+from doozertw.wire.binary import U16, U32, Reader, Writer
+
 _ENTRY_HEAD = struct.Struct(">QQB")
 MAX_DECODED = 2 ** 63 - 1
 
@@ -35,34 +35,20 @@ class CodecError(ValueError):
     """The bytes are not a valid encoded message."""
 
 
-class _Writer:
-    def __init__(self):
-        self.parts = []
+class _Writer(Writer):
+    """doozertw.wire's primitives plus Raft's entries, node sets, snapshots."""
 
-    def u64(self, v):
-        self.parts.append(_U64.pack(v))
-
-    def boolean(self, v):
-        self.parts.append(b"\x01" if v else b"\x00")
-
-    def text(self, v):
-        raw = v.encode("utf-8")
-        self.parts.append(_U16.pack(len(raw)))
-        self.parts.append(raw)
-
-    def blob(self, v):
-        self.parts.append(_U32.pack(len(v)))
-        self.parts.append(bytes(v))
+    __slots__ = ()
 
     def entries(self, entries):
-        self.parts.append(_U32.pack(len(entries)))
+        self.parts.append(U32.pack(len(entries)))
         for e in entries:
             self.parts.append(_ENTRY_HEAD.pack(e.term, e.index, int(e.kind)))
             self.blob(e.data)
 
     def node_set(self, ids):
         ordered = sorted(ids)
-        self.parts.append(_U16.pack(len(ordered)))
+        self.parts.append(U16.pack(len(ordered)))
         for nid in ordered:
             self.text(nid)
 
@@ -74,44 +60,22 @@ class _Writer:
         self.blob(snap.data)
 
 
-class _Reader:
-    def __init__(self, data):
-        self.data = memoryview(data)
-        self.pos = 0
+class _Reader(Reader):
+    """doozertw.wire's primitives (integers capped at MAX_DECODED) plus
+    Raft's composite fields; raises CodecError."""
 
-    def take(self, n):
-        if self.pos + n > len(self.data):
-            raise CodecError("truncated message")
-        chunk = self.data[self.pos:self.pos + n]
-        self.pos += n
-        return chunk
+    error = CodecError
+    what = "message"
 
     def u64(self):
-        return _in_range(_U64.unpack(self.take(8))[0])
-
-    def boolean(self):
-        b = self.take(1)[0]
-        if b > 1:
-            raise CodecError("bad boolean")
-        return b == 1
-
-    def text(self):
-        n = _U16.unpack(self.take(2))[0]
-        try:
-            return bytes(self.take(n)).decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise CodecError("bad utf-8") from exc
-
-    def blob(self):
-        n = _U32.unpack(self.take(4))[0]
-        return bytes(self.take(n))
+        return _in_range(super().u64())
 
     def entries(self):
-        count = _U32.unpack(self.take(4))[0]
+        count = self.u32()
         return tuple(_read_entry(self) for _ in range(count))
 
     def node_set(self):
-        count = _U16.unpack(self.take(2))[0]
+        count = self.u16()
         ids = frozenset(self.text() for _ in range(count))
         if len(ids) != count or "" in ids:
             raise CodecError("duplicate or empty node id")
@@ -136,7 +100,7 @@ _KIND_BY_ANNOTATION = {
 
 def _layout(cls):
     return tuple(
-        (f.name, _KIND_BY_ANNOTATION[f.type]) for f in attrs.fields(cls)
+        (f.name, _KIND_BY_ANNOTATION[str(f.type).split("[", 1)[0]]) for f in attrs.fields(cls)
     )
 
 
@@ -150,13 +114,13 @@ def encode(message) -> bytes:
     except KeyError:
         raise TypeError(f"not a raft message: {type(message).__name__}")
     w = _Writer()
-    w.parts.append(bytes([tag]))
+    w.u8(tag)
     try:
         for name, kind in layout:
             getattr(w, kind)(getattr(message, name))
     except struct.error as exc:
         raise CodecError(f"value out of range: {exc}") from exc
-    return b"".join(w.parts)
+    return w.getvalue()
 
 
 def decode(data: bytes):
@@ -167,11 +131,9 @@ def decode(data: bytes):
     if tag >= len(m.MESSAGE_TYPES):
         raise CodecError(f"unknown message type {tag}")
     cls = m.MESSAGE_TYPES[tag]
-    r = _Reader(data)
-    r.pos = 1
+    r = _Reader(data, 1)
     values = {name: getattr(r, kind)() for name, kind in _LAYOUTS[cls][1]}
-    if r.pos != len(data):
-        raise CodecError("trailing bytes")
+    r.expect_end()
     return cls(**values)
 
 
@@ -184,8 +146,7 @@ def _decode_whole(data, read):
         value = read(r)
     except struct.error as exc:
         raise CodecError(f"malformed record: {exc}") from exc
-    if r.pos != len(data):
-        raise CodecError("trailing bytes")
+    r.expect_end()
     return value
 
 
@@ -209,7 +170,7 @@ def encode_entry(entry: m.Entry) -> bytes:
     w = _Writer()
     w.parts.append(_ENTRY_HEAD.pack(entry.term, entry.index, int(entry.kind)))
     w.blob(entry.data)
-    return b"".join(w.parts)
+    return w.getvalue()
 
 
 def decode_entry(data: bytes) -> m.Entry:
@@ -221,7 +182,7 @@ def encode_snapshot(snapshot: m.Snapshot) -> bytes:
     """A Snapshot in the same layout as inside InstallSnapshot."""
     w = _Writer()
     w.snapshot(snapshot)
-    return b"".join(w.parts)
+    return w.getvalue()
 
 
 def decode_snapshot(data: bytes) -> m.Snapshot:
@@ -235,7 +196,7 @@ def encode_hard_state(hs: m.HardState) -> bytes:
     w.u64(hs.term)
     w.text(hs.vote)
     w.u64(hs.commit)
-    return b"".join(w.parts)
+    return w.getvalue()
 
 
 def decode_hard_state(data: bytes) -> m.HardState:

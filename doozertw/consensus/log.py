@@ -12,9 +12,16 @@ in a Ready.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
 from doozertw.consensus.messages import (
-    ConfState, EntryKind, HardState, Snapshot, SnapshotMeta,
+    ConfState, Entry, EntryKind, HardState, Snapshot, SnapshotMeta,
 )
+
+if TYPE_CHECKING:
+    from doozertw.consensus.ready import Ready
+    from doozertw.consensus.storage import Storage
 
 
 class LogError(Exception):
@@ -24,17 +31,17 @@ class LogError(Exception):
 class MemoryStorage:
     """Durable state model: hard state, snapshot, entries after it."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.hard_state = HardState()
         self.snapshot = Snapshot()
-        self.entries = []
+        self.entries: list[Entry] = []
 
-    def last_index(self):
+    def last_index(self) -> int:
         if self.entries:
             return self.entries[-1].index
         return self.snapshot.index
 
-    def append(self, entries):
+    def append(self, entries: Sequence[Entry]) -> None:
         """Persist ``entries``, replacing any stored suffix they overlap."""
         if not entries:
             return
@@ -50,14 +57,14 @@ class MemoryStorage:
         del self.entries[keep:]
         self.entries.extend(entries)
 
-    def apply_snapshot(self, snapshot):
+    def apply_snapshot(self, snapshot: Snapshot) -> None:
         """Replace everything with ``snapshot`` (a received snapshot)."""
         if snapshot.index < self.snapshot.index:
             return
         self.snapshot = snapshot
         self.entries = []
 
-    def compact(self, snapshot):
+    def compact(self, snapshot: Snapshot) -> None:
         """Keep ``snapshot`` and drop stored entries it covers."""
         if snapshot.index <= self.snapshot.index:
             return
@@ -67,7 +74,7 @@ class MemoryStorage:
         self.entries = self.entries[drop:]
         self.snapshot = snapshot
 
-    def save(self, ready):
+    def save(self, ready: Ready) -> None:
         """Make a Ready's snapshot, entries and hard state durable."""
         if ready.snapshot is not None:
             self.apply_snapshot(ready.snapshot)
@@ -79,13 +86,14 @@ class MemoryStorage:
 class RaftLog:
     """In-memory log: snapshot point, entries, commit/applied/stable marks."""
 
-    def __init__(self, snapshot=None, entries=(), committed=0):
+    def __init__(self, snapshot: Snapshot | None = None,
+                 entries: Sequence[Entry] = (), committed: int = 0) -> None:
         self.snapshot = snapshot or Snapshot()
         self.entries = list(entries)
         self.committed = max(committed, self.snapshot.index)
         self.applied = self.snapshot.index
         self.stable = self.last_index()
-        self.unstable_snapshot = None
+        self.unstable_snapshot: Snapshot | None = None
         self.conf_dirty = False
         if self.entries and self.entries[0].index != self.snapshot.index + 1:
             raise LogError("entries do not follow the snapshot")
@@ -93,22 +101,22 @@ class RaftLog:
             raise LogError("commit index beyond the log")
 
     @classmethod
-    def from_storage(cls, storage):
+    def from_storage(cls, storage: Storage) -> RaftLog:
         return cls(storage.snapshot, storage.entries,
                    storage.hard_state.commit)
 
     # -- queries -----------------------------------------------------------
 
-    def first_index(self):
+    def first_index(self) -> int:
         return self.snapshot.index + 1
 
-    def last_index(self):
+    def last_index(self) -> int:
         return self.snapshot.index + len(self.entries)
 
-    def last_term(self):
-        return self.term(self.last_index())
+    def last_term(self) -> int:
+        return self.entries[-1].term if self.entries else self.snapshot.term
 
-    def term(self, index):
+    def term(self, index: int) -> int | None:
         """Term of the entry at ``index``, or None if compacted or absent."""
         if index == self.snapshot.index:
             return self.snapshot.term
@@ -116,10 +124,11 @@ class RaftLog:
             return None
         return self.entries[index - self.snapshot.index - 1].term
 
-    def matches(self, index, term):
+    def matches(self, index: int, term: int) -> bool:
         return self.term(index) == term
 
-    def slice(self, lo, hi, max_count=None, max_bytes=None):
+    def slice(self, lo: int, hi: int, max_count: int | None = None,
+              max_bytes: int | None = None) -> list[Entry]:
         """Entries with lo <= index < hi, bounded by count and bytes (always
         at least one entry if any is in range). ``lo`` must not be compacted.
         """
@@ -139,14 +148,15 @@ class RaftLog:
             out = out[:n]
         return out
 
-    def is_up_to_date(self, last_index, last_term):
+    def is_up_to_date(self, last_index: int, last_term: int) -> bool:
         """§5.4.1: is a log ending at (last_index, last_term) at least as
         up to date as ours?"""
         my_term = self.last_term()
         return last_term > my_term or (
             last_term == my_term and last_index >= self.last_index())
 
-    def find_conflict_by_term(self, index, term):
+    def find_conflict_by_term(self, index: int,
+                              term: int) -> tuple[int, int | None]:
         """Largest i <= index whose term is <= ``term`` (or the snapshot)."""
         index = min(index, self.last_index())
         while index > self.snapshot.index:
@@ -156,10 +166,10 @@ class RaftLog:
             index -= 1
         return index, self.term(index)
 
-    def unstable_entries(self):
+    def unstable_entries(self) -> list[Entry]:
         return self.entries[self.stable - self.snapshot.index:]
 
-    def next_committed(self, max_count=None):
+    def next_committed(self, max_count: int | None = None) -> list[Entry]:
         """Committed entries not yet applied."""
         lo = max(self.applied + 1, self.first_index())
         if lo > self.committed:
@@ -168,14 +178,15 @@ class RaftLog:
 
     # -- mutations ---------------------------------------------------------
 
-    def append(self, entries):
+    def append(self, entries: Sequence[Entry]) -> int:
         """Leader append: entries must directly follow the last index."""
         if entries and entries[0].index != self.last_index() + 1:
             raise LogError("leader append must extend the log")
         self.entries.extend(entries)
         return self.last_index()
 
-    def maybe_append(self, prev_index, prev_term, entries):
+    def maybe_append(self, prev_index: int, prev_term: int,
+                     entries: Sequence[Entry]) -> int | None:
         """Follower append (§5.3). Returns the index up to which our log now
         matches the leader's, or None if (prev_index, prev_term) does not
         match. Conflicting entries and all that follow them are removed;
@@ -189,7 +200,7 @@ class RaftLog:
         self._merge(entries)
         return last_new
 
-    def _merge(self, entries):
+    def _merge(self, entries: Sequence[Entry]) -> None:
         for i, e in enumerate(entries):
             existing = self.term(e.index)
             if existing == e.term:
@@ -200,7 +211,7 @@ class RaftLog:
             self.entries.extend(entries[i:])
             break
 
-    def truncate_after(self, index):
+    def truncate_after(self, index: int) -> None:
         """Drop entries after ``index`` (never committed ones)."""
         if index < self.committed:
             raise LogError("truncating committed entries")
@@ -208,33 +219,34 @@ class RaftLog:
         self.stable = min(self.stable, index)
         self.conf_dirty = True
 
-    def commit_to(self, index):
+    def commit_to(self, index: int) -> None:
         if index > self.committed:
             if index > self.last_index():
                 raise LogError(f"commit {index} beyond last {self.last_index()}")
             self.committed = index
 
-    def applied_to(self, index):
+    def applied_to(self, index: int) -> None:
         if index > self.committed or index < self.applied:
             raise LogError(f"bad applied index {index}")
         self.applied = index
 
-    def stable_to(self, index, term):
+    def stable_to(self, index: int, term: int) -> None:
         if self.term(index) == term and index > self.stable:
             self.stable = index
 
-    def compact(self, index, data, conf):
+    def compact(self, index: int, data: bytes, conf: ConfState) -> Snapshot:
         """Drop entries up to ``index`` (<= applied), keeping a snapshot."""
         if index <= self.snapshot.index:
             raise LogError(f"index {index} already compacted")
-        if index > self.applied:
+        term = self.term(index)
+        if index > self.applied or term is None:
             raise LogError(f"cannot compact unapplied index {index}")
-        snap = Snapshot(SnapshotMeta(index, self.term(index), conf), data)
+        snap = Snapshot(SnapshotMeta(index, term, conf), data)
         self.entries = self.entries[index - self.snapshot.index:]
         self.snapshot = snap
         return snap
 
-    def restore(self, snapshot):
+    def restore(self, snapshot: Snapshot) -> None:
         """Replace the log with a received snapshot (§7)."""
         self.snapshot = snapshot
         self.entries = []
@@ -242,7 +254,7 @@ class RaftLog:
         self.stable = snapshot.index
         self.unstable_snapshot = snapshot
 
-    def conf_at(self, index=None) -> ConfState:
+    def conf_at(self, index: int | None = None) -> ConfState:
         """Configuration in force at ``index`` (default: the last entry):
         the snapshot's plus every conf entry up to there (configurations
         take effect when appended, Raft dissertation §4.1)."""
@@ -254,7 +266,7 @@ class RaftLog:
                 conf = conf.apply(e.conf_change())
         return conf
 
-    def has_conf_change_after(self, index):
+    def has_conf_change_after(self, index: int) -> bool:
         return any(e.kind == EntryKind.CONF_CHANGE and e.index > index
                    for e in self.entries)
 

@@ -15,7 +15,7 @@ from doozertw.consensus.messages import (
 from doozertw.consensus.ready import InvalidConfChange
 
 
-def bootstrap_entries(conf: ConfState):
+def bootstrap_entries(conf: ConfState) -> list[Entry]:
     """The committed entries every founding member starts with: one conf
     change per member, sorted, at term 1 (identical on every founder), so a
     node that joins later learns the founding configuration from the log."""

@@ -10,6 +10,8 @@ campaign in).
 from __future__ import annotations
 
 import enum
+from collections.abc import Iterable
+from typing import Union
 
 import attrs
 
@@ -29,14 +31,22 @@ class ConfChangeOp(enum.IntEnum):
     REMOVE_NODE = 2
 
 
+def _ids(ids: Iterable[str]) -> frozenset[str]:
+    return frozenset(ids)
+
+
+def _entries(entries: Iterable[Entry]) -> tuple[Entry, ...]:
+    return tuple(entries)
+
+
 @attrs.frozen
 class ConfState:
     """A cluster configuration: who votes and who only receives the log."""
 
-    voters: frozenset = attrs.field(converter=frozenset, factory=frozenset)
-    learners: frozenset = attrs.field(converter=frozenset, factory=frozenset)
+    voters: frozenset[str] = attrs.field(converter=_ids, factory=frozenset)
+    learners: frozenset[str] = attrs.field(converter=_ids, factory=frozenset)
 
-    def members(self):
+    def members(self) -> frozenset[str]:
         return self.voters | self.learners
 
     def apply(self, change: ConfChange) -> ConfState:
@@ -103,11 +113,11 @@ class Snapshot:
     data: bytes = b""
 
     @property
-    def index(self):
+    def index(self) -> int:
         return self.meta.index
 
     @property
-    def term(self):
+    def term(self) -> int:
         return self.meta.term
 
 
@@ -173,7 +183,8 @@ class AppendEntries:
     prev_index: int
     prev_term: int
     commit: int
-    entries: tuple = attrs.field(converter=tuple, factory=tuple)
+    # The codec reads this annotation's text ("tuple"), so no parameters.
+    entries: tuple = attrs.field(converter=_entries, factory=tuple)  # type: ignore[type-arg]
 
 
 @attrs.frozen
@@ -274,3 +285,11 @@ MESSAGE_TYPES = (
     ReadIndexResponse,
     TimeoutNow,
 )
+
+Message = Union[
+    RequestVote, RequestVoteResponse, PreVote, PreVoteResponse,
+    AppendEntries, AppendEntriesResponse, Heartbeat, HeartbeatResponse,
+    InstallSnapshot, InstallSnapshotResponse, ReadIndexRequest,
+    ReadIndexResponse, TimeoutNow,
+]
+"""Any peer message (one of MESSAGE_TYPES)."""

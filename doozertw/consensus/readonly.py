@@ -16,22 +16,22 @@ class PendingRead:
     ctx: bytes
     index: int
     requester: str
-    acks: set = attrs.field(factory=set)
+    acks: set[str] = attrs.field(factory=set)
 
 
 class ReadOnly:
     """Pending ReadIndex requests of one leader term, oldest first."""
 
-    def __init__(self):
-        self.pending = {}
-        self.queue = []
+    def __init__(self) -> None:
+        self.pending: dict[bytes, PendingRead] = {}
+        self.queue: list[bytes] = []
 
-    def add(self, ctx, index, requester):
+    def add(self, ctx: bytes, index: int, requester: str) -> None:
         if ctx not in self.pending:
             self.pending[ctx] = PendingRead(ctx, index, requester)
             self.queue.append(ctx)
 
-    def ack(self, ctx, voter):
+    def ack(self, ctx: bytes, voter: str) -> set[str] | None:
         """Record ``voter``'s ack; returns the ack set or None if unknown."""
         read = self.pending.get(ctx)
         if read is None:
@@ -39,7 +39,7 @@ class ReadOnly:
         read.acks.add(voter)
         return read.acks
 
-    def release_through(self, ctx):
+    def release_through(self, ctx: bytes) -> list[PendingRead]:
         """Remove and return every request up to and including ``ctx``."""
         if ctx not in self.pending:
             return []
@@ -48,8 +48,8 @@ class ReadOnly:
         del self.queue[:pos]
         return released
 
-    def last_ctx(self):
+    def last_ctx(self) -> bytes:
         return self.queue[-1] if self.queue else b""
 
-    def __len__(self):
+    def __len__(self) -> int:
         return len(self.queue)

@@ -28,8 +28,13 @@ node then re-delivers committed entries after the snapshot. Compaction:
 from __future__ import annotations
 
 import enum
+from collections.abc import Mapping
 
 import attrs
+
+from doozertw.consensus.messages import (
+    ConfState, Entry, HardState, Message, Snapshot,
+)
 
 
 class Role(enum.Enum):
@@ -58,15 +63,17 @@ class ReadState:
 
 @attrs.frozen
 class Ready:
-    messages: tuple = ()
-    entries: tuple = ()
-    hard_state: object = None
-    committed_entries: tuple = ()
-    snapshot: object = None
-    read_states: tuple = ()
+    """One batch of work for the driver (see the module docstring)."""
+
+    messages: tuple[Message, ...] = ()
+    entries: tuple[Entry, ...] = ()
+    hard_state: HardState | None = None
+    committed_entries: tuple[Entry, ...] = ()
+    snapshot: Snapshot | None = None
+    read_states: tuple[ReadState, ...] = ()
     soft_state: SoftState | None = None
 
-    def __bool__(self):
+    def __bool__(self) -> bool:
         return bool(self.messages or self.entries or self.hard_state
                     or self.committed_entries or self.snapshot
                     or self.read_states or self.soft_state)
@@ -74,7 +81,9 @@ class Ready:
 
 @attrs.frozen
 class PeerStatus:
-    """The leader's view of one member's replication."""
+    """The leader's view of one member's replication: ``match`` is the
+    highest index known to be in its log, ``next`` the next one to send,
+    ``state`` "probe", "replicate" or "snapshot"."""
 
     match: int
     next: int
@@ -83,9 +92,23 @@ class PeerStatus:
 
 
 @attrs.frozen
+class Dropped:
+    """The last message ``RaftNode.step`` refused: its type name, sender
+    and why (for the driver to log)."""
+
+    kind: str
+    src: str
+    reason: str
+
+
+@attrs.frozen
 class Status:
-    """Snapshot of a RaftNode's state for monitoring; ``progress`` is
-    filled only on the leader."""
+    """A copy of a RaftNode's state (RaftNode.status()); later calls on the
+    node do not change it. ``progress`` is filled only on the leader;
+    ``committed_in_term`` says whether the commit index is at an entry of
+    the current term (a new leader's first commit; membership changes and
+    reads wait for it); ``dropped`` counts the messages ``step`` refused,
+    ``last_dropped`` describes the latest."""
 
     id: str
     term: int
@@ -96,11 +119,18 @@ class Status:
     applied: int
     last_index: int
     snapshot_index: int
-    conf: object
-    progress: dict
+    conf: ConfState
+    progress: Mapping[str, PeerStatus] = attrs.field(factory=dict)
+    committed_in_term: bool = False
+    dropped: int = 0
+    last_dropped: Dropped | None = None
+
+    @property
+    def is_leader(self) -> bool:
+        return self.role == Role.LEADER
 
 
-def is_leader_early_message(message) -> bool:
+def is_leader_early_message(message: Message) -> bool:
     """Messages a leader may send before its own fsync (see the module
     docstring): replication and heartbeats, which depend on no durable
     state of the sender beyond its term."""
@@ -110,7 +140,8 @@ def is_leader_early_message(message) -> bool:
 _LEADER_EARLY_NAMES = frozenset({"AppendEntries", "Heartbeat", "InstallSnapshot"})
 
 
-def early_send_allowed(ready: Ready, persisted_hard_state) -> bool:
+def early_send_allowed(ready: Ready,
+                       persisted_hard_state: HardState | None) -> bool:
     """May ``ready``'s leader messages go out before it is persisted? Only
     if it changes neither the term nor the vote that is already durable
     (``persisted_hard_state``): messages of a new term, or sent on the
@@ -129,7 +160,7 @@ class RaftError(Exception):
 class NotLeader(RaftError):
     """Only the leader accepts this; ``leader`` is the known leader or None."""
 
-    def __init__(self, leader):
+    def __init__(self, leader: str | None) -> None:
         super().__init__(f"not the leader (leader is {leader!r})")
         self.leader = leader
 

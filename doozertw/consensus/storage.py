@@ -29,8 +29,11 @@ class Storage(Protocol):
         """Index of the last saved entry (the snapshot's if none)."""
 
     def save(self, ready) -> None:
-        """Make ``ready``'s snapshot (it replaces the log), entries (they
-        replace any saved suffix they overlap) and hard state durable."""
+        """Make ``ready``'s snapshot, entries and hard state durable. A
+        snapshot not older than the saved one replaces the whole saved log: no
+        entry saved before it remains, not even one after its index (the
+        node's own log was divergent there). Entries replace any saved
+        suffix they overlap."""
 
     def compact(self, snapshot: Snapshot) -> None:
         """Keep ``snapshot`` and drop the saved entries it covers."""

@@ -26,6 +26,9 @@ Checked:
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import attrs
 
 from doozertw.consensus import messages as m
@@ -34,40 +37,41 @@ MAX_NUMBER = 2 ** 62
 """Largest term or index a message may carry (the codec allows 2^63 - 1)."""
 
 _TYPES = frozenset(m.MESSAGE_TYPES)
-_INT_FIELDS = {
+_INT_FIELDS: dict[type, tuple[str, ...]] = {
     cls: tuple(f.name for f in attrs.fields(cls) if f.type == "int")
     for cls in m.MESSAGE_TYPES
 }
 
 
-def problem(message) -> str | None:
+def problem(message: object) -> str | None:
     """Why ``message`` cannot come from a correct peer, or None if it can."""
     cls = type(message)
     if cls not in _TYPES:
         return "not a raft message"
+    msg: Any = message  # one of MESSAGE_TYPES from here on
     for name in _INT_FIELDS[cls]:
-        value = getattr(message, name)
+        value = getattr(msg, name)
         if type(value) is not int or not 0 <= value <= MAX_NUMBER:
             return f"{name} out of range"
-    if not _good_id(message.src) or not _good_id(message.dst):
+    if not _good_id(msg.src) or not _good_id(msg.dst):
         return "empty node id"
-    if message.src == message.dst:
+    if msg.src == msg.dst:
         return "message to itself"
     check = _CHECKS.get(cls)
-    return check(message) if check is not None else None
+    return check(msg) if check is not None else None
 
 
-def _good_id(nid):
+def _good_id(nid: object) -> bool:
     return isinstance(nid, str) and nid != ""
 
 
-def _vote(v):
+def _vote(v: m.PreVote | m.RequestVote) -> str | None:
     if v.last_term > v.term:
         return "last_term above term"
     return None
 
 
-def _append(a):
+def _append(a: m.AppendEntries) -> str | None:
     if a.prev_term > a.term or (a.prev_index == 0 and a.prev_term != 0):
         return "bad prev_term"
     floor = max(a.prev_term, 1)
@@ -82,20 +86,20 @@ def _append(a):
     return None
 
 
-def _good_conf_change(data):
+def _good_conf_change(data: bytes) -> bool:
     try:
         return _good_id(m.ConfChange.decode(data).node_id)
     except ValueError:  # UnicodeDecodeError is a ValueError
         return False
 
 
-def _append_response(r):
+def _append_response(r: m.AppendEntriesResponse) -> str | None:
     if r.reject and (r.hint_index > r.index or r.hint_term > r.term):
         return "hint beyond the rejected index"
     return None
 
 
-def _snapshot(s):
+def _snapshot(s: m.InstallSnapshot) -> str | None:
     meta = s.snapshot.meta
     if not 0 <= meta.term <= s.term or not 0 <= meta.index <= MAX_NUMBER:
         return "snapshot term or index out of range"
@@ -107,7 +111,7 @@ def _snapshot(s):
     return None
 
 
-_CHECKS = {
+_CHECKS: dict[type, Callable[[Any], str | None]] = {
     m.PreVote: _vote,
     m.RequestVote: _vote,
     m.AppendEntries: _append,

@@ -26,7 +26,7 @@ Per-connection contract:
   dropped). A connection therefore holds at most about OUTPUT_BATCH + the
   transport's buffer + ``max_unsent`` + one reply of output, and
   ``max_frame`` + one read of input.
-- A frame begun but not completed within ``limits.request_timeout`` seconds
+- A frame begun but not completed within ``limits.request_send_timeout`` seconds
   closes the connection.
 - When the connection is lost, pending WAITs and reads pinned to a future
   revision are cancelled (nothing of them stays in the store) and late
@@ -43,12 +43,12 @@ from twisted.logger import Logger
 
 from doozertw.errors import PERMISSION_DENIED, DoozerError, ErrCode
 from doozertw.frontends.access import Access, AccessThrottle
-from doozertw.frontends.msg import FLAG_DEL, FLAG_SET, LENGTH, VERBS, Request, Response
-from doozertw.store import SET
-
-_HEADER = LENGTH.size
-_unpack_length = LENGTH.unpack_from
-_pack_length = LENGTH.pack
+from doozertw.frontends.connection import (
+    IN_FLIGHT, WRITES, ClientConnection, ConnectionStateView)
+from doozertw.wire import (
+    FLAG_DEL, FLAG_SET, VERBS, FrameReader, FrameTooLarge, MalformedFrame, Response, frame,
+    parse_request)
+from doozertw.frontends.interface import SET
 
 _OTHER = int(ErrCode.OTHER)
 
@@ -57,21 +57,22 @@ OUTPUT_BATCH = 64 * 1024
 
 ABANDONED = "abandoned: the client closed its side"
 
-IN_FLIGHT, WRITES, OUTPUT, TURN = "in-flight", "writes", "output", "turn"
 
 
-def _encode(response):
-    body = response.SerializeToString()
-    return _pack_length(len(body)) + body
+_encode = frame
 
 
 @implementer(IHalfCloseableProtocol, IPushProducer)
-class DoozerProtocol(Protocol):
+class DoozerProtocol(ConnectionStateView, Protocol):
     """Serves doozer's protobuf protocol on one connection for one Node.
 
     After the client half-closes, every request it sent is still answered,
     except WAITs and reads pinned to a future revision, which are abandoned
     (answered with an error) at once; then the connection closes.
+
+    ``node`` is a doozertw.frontends.interface.NodeAPI. The connection's
+    states, read gate and output measure are a ClientConnection
+    (doozertw.frontends.connection), of which this is the ConnectionOwner.
     """
 
     log = Logger()
@@ -81,7 +82,7 @@ class DoozerProtocol(Protocol):
         self.limits = limits
         self.clock = clock
         self.access = Access(secrets, AccessThrottle(clock, limits))
-        self._buffer = bytearray()
+        self._frames = FrameReader(limits.max_frame)
         self._pending = {}          # tag -> Deferred of an unanswered request
         self._cancellable = set()   # tags of pending WAITs and reads (cancelled on close)
         self._parked = set()        # tags of WAITs and future reads (abandoned on half-close)
@@ -89,32 +90,17 @@ class DoozerProtocol(Protocol):
         self._out = None            # replies batched while parsing, else None
         self._out_bytes = 0
         self._parsing = False
-        self._paused_by = set()     # why reading is paused: IN_FLIGHT, WRITES, OUTPUT, TURN
-        self._unsent = 0            # bytes written since the transport said it was full
-        self._turn_call = None
-        self._closed = False
-        self._counted = False
         self._stall_timer = None
-        self._input_ended = False
+        self._conn = ClientConnection("doozer", self, node, limits, clock)
 
-    # -- connection life ---------------------------------------------------
+    # -- connection life (doozertw.frontends.connection) ----------------------
 
     def connectionMade(self):
-        self.node.stats.connections += 1
-        self._counted = True
-        try:
-            self.transport.registerProducer(self, True)
-        except RuntimeError:
-            self.log.warn("doozer client: transport already has a producer; "
-                          "no output back-pressure for {peer}", peer=self._peer())
+        self._conn.made(self.transport)
 
     def connectionLost(self, reason=None):
-        self._closed = True
+        self._conn.lost()
         self._cancel_stall_timer()
-        self._cancel_turn()
-        if self._counted:
-            self._counted = False
-            self.node.stats.connections -= 1
         cancellable = [self._pending[tag] for tag in self._cancellable if tag in self._pending]
         self._cancellable.clear()
         self._parked.clear()
@@ -122,11 +108,14 @@ class DoozerProtocol(Protocol):
         for d in cancellable:
             d.cancel()
         self._pending.clear()
-        self._buffer = bytearray()
+        self._frames.clear()
 
     def readConnectionLost(self):
         """The client sends no more: abandon what may wait forever, answer the rest."""
-        self._input_ended = True
+        self._conn.half_closed()
+
+    def abandon_parked(self):
+        """Answer WAITs and reads of future revisions with ABANDONED; cancel them."""
         self._cancel_stall_timer()
         parked = [(tag, self._pending.pop(tag)) for tag in self._parked if tag in self._pending]
         self._parked.clear()
@@ -134,19 +123,19 @@ class DoozerProtocol(Protocol):
             self._cancellable.discard(tag)
             self._error(tag, _OTHER, ABANDONED)
             d.cancel()
-        self._finish_if_done()
 
     def writeConnectionLost(self):
         self._close()
 
     def _finish_if_done(self):
-        if (self._input_ended and not self._pending and not self._parsing
-                and not (self._paused_by and self._has_frame())):
-            self._close()
+        self._conn.settle()
+
+    def all_answered(self):
+        return (not self._pending and not self._parsing
+                and not (self._paused_by and self._has_frame()))
 
     def _has_frame(self):
-        buf = self._buffer
-        return len(buf) >= _HEADER and len(buf) - _HEADER >= _unpack_length(buf, 0)[0]
+        return self._frames.has_frame()
 
     def _violation(self, why, **fields):
         """Close the connection for breaking the framing; log why."""
@@ -156,30 +145,25 @@ class DoozerProtocol(Protocol):
 
     def _close(self):
         """Send the replies already made, then close (the buffer is dropped)."""
-        if self._closed:
-            return
+        self._conn.close("closed by the server")
+
+    def before_close(self):
         out = self._out
         if out:
             self.transport.writeSequence(out)
             out.clear()
-        self._closed = True
         self._cancel_stall_timer()
-        self._cancel_turn()
-        self._buffer = bytearray()
-        self.transport.loseConnection()
+        self._frames.clear()
 
     def _peer(self):
-        try:
-            return str(self.transport.getPeer())
-        except Exception:
-            return "?"
+        return self._conn.peer()
 
     # -- framing -----------------------------------------------------------
 
     def dataReceived(self, data):
         if self._closed:
             return
-        self._buffer += data
+        self._frames.feed(data)
         if not self._paused_by:
             self._parse()
 
@@ -201,47 +185,39 @@ class DoozerProtocol(Protocol):
             self._finish_if_done()
 
     def _parse_frames(self):
-        buf = self._buffer
-        max_frame = self.limits.max_frame
+        frames = self._frames
         budget = self.limits.max_batch
-        pos = 0
-        end_of_data = len(buf)
-        with memoryview(buf) as view:
-            while not self._paused_by and not self._closed:
-                if end_of_data - pos < _HEADER:
-                    break
-                (length,) = _unpack_length(buf, pos)
-                if length > max_frame:
-                    self._violation("frame too long", length=length, limit=max_frame)
-                    return
-                start = pos + _HEADER
-                end = start + length
-                if end > end_of_data:
-                    break
-                if budget <= 0 or self._out_bytes >= OUTPUT_BATCH:
+        progressed = False
+        while not self._paused_by and not self._closed:
+            if budget <= 0 or self._out_bytes >= OUTPUT_BATCH:
+                if frames.has_frame():
                     self._end_turn()
+                break
+            try:
+                body = frames.next_frame()
+                if body is None:
                     break
-                request = Request()
-                try:
-                    request.ParseFromString(view[start:end])
-                except Exception:
-                    self._violation("malformed request frame", length=length)
-                    return
-                pos = end
-                budget -= 1
-                self._handle(request)
+                request = parse_request(body)
+            except FrameTooLarge as e:
+                self._violation("frame too long", length=e.length, limit=e.limit)
+                return
+            except MalformedFrame:
+                self._violation("malformed request frame", length=len(body))
+                return
+            progressed = True
+            budget -= 1
+            self._handle(request)
         if self._closed:
             return
-        if pos:
-            del buf[:pos]
+        if progressed:
             self._cancel_stall_timer()
-        if buf and not self._paused_by and not self._input_ended:
+        if frames.buffered and not self._paused_by and not self._input_ended:
             self._start_stall_timer()
 
     def _start_stall_timer(self):
         if self._stall_timer is None:
             self._stall_timer = self.clock.callLater(
-                self.limits.request_timeout, self._stalled)
+                self.limits.request_send_timeout, self._stalled)
 
     def _cancel_stall_timer(self):
         timer, self._stall_timer = self._stall_timer, None
@@ -251,40 +227,26 @@ class DoozerProtocol(Protocol):
     def _stalled(self):
         self._stall_timer = None
         self._violation("request not completed in time",
-                        timeout=self.limits.request_timeout, buffered=len(self._buffer))
+                        timeout=self.limits.request_send_timeout, buffered=self._frames.buffered)
 
     # -- flow control ------------------------------------------------------
 
     def _pause(self, reason):
-        if not self._paused_by and not self._closed:
-            self.transport.pauseProducing()
-        self._paused_by.add(reason)
+        self._conn.pause(reason)
         self._cancel_stall_timer()
 
     def _resume(self, reason):
         """Read again once nothing else holds reading; parse what is buffered."""
-        if reason not in self._paused_by:
-            return
-        self._paused_by.discard(reason)
-        if self._paused_by or self._closed:
-            return
-        self.transport.resumeProducing()
-        self._parse()
+        if self._conn.release(reason):
+            self._parse()
 
     def _end_turn(self):
         """Stop reading until the next reactor turn (the others go first)."""
-        self._pause(TURN)
-        if self._turn_call is None:
-            self._turn_call = self.clock.callLater(0, self._next_turn)
+        self._cancel_stall_timer()
+        self._conn.end_turn()
 
-    def _next_turn(self):
-        self._turn_call = None
-        self._resume(TURN)
-
-    def _cancel_turn(self):
-        call, self._turn_call = self._turn_call, None
-        if call is not None and call.active():
-            call.cancel()
+    def read_more(self):
+        self._parse()
 
     # -- IPushProducer: the transport's output side ----------------------------
 
@@ -294,13 +256,12 @@ class DoozerProtocol(Protocol):
         A transport calls this on every write while its buffer is full; only
         the first starts counting unsent bytes.
         """
-        if OUTPUT not in self._paused_by:
-            self._unsent = 0
-            self._pause(OUTPUT)
+        self._conn.output_paused()
+        self._cancel_stall_timer()
 
     def resumeProducing(self):
-        self._unsent = 0
-        self._resume(OUTPUT)
+        if self._conn.output_resumed():
+            self._parse()
 
     def stopProducing(self):
         """The transport is going away; connectionLost follows and cleans up."""
@@ -316,23 +277,19 @@ class DoozerProtocol(Protocol):
             self._out_bytes += len(data)
         else:
             self.transport.write(data)
-        if OUTPUT in self._paused_by:
-            self._unsent += len(data)
-            if self._unsent > self.limits.max_unsent:
-                self._overflow()
+        if self._conn.wrote(len(data)):
+            self._overflow()
 
     def _overflow(self):
         """The client does not read its replies: drop them and the connection."""
         self.log.warn("doozer client {peer} disconnected: {unsent} bytes of replies "
                       "unread (max_unsent {limit})", peer=self._peer(),
-                      unsent=self._unsent, limit=self.limits.max_unsent)
-        self._closed = True
+                      unsent=self._conn.unsent, limit=self.limits.max_unsent)
         if self._out is not None:
             self._out.clear()
         self._cancel_stall_timer()
-        self._cancel_turn()
-        self._buffer = bytearray()
-        self.transport.abortConnection()
+        self._frames.clear()
+        self._conn.abort("replies unread")
 
     def _error(self, tag, code, detail=""):
         response = Response(tag=tag, err_code=code)
@@ -422,7 +379,7 @@ class DoozerProtocol(Protocol):
 
     def _future(self, rev):
         """True if ``rev`` is a revision this node has not applied yet."""
-        return rev is not None and rev > self.node.store.rev
+        return rev is not None and rev > self.node.applied_rev
 
     def _need_read(self):
         if not self.access.can_read:

@@ -74,9 +74,9 @@ class FaultInjector:
     def __init__(self, rng: random.Random | None = None):
         self.rng = rng if rng is not None else random.Random()
         self._rules: dict[tuple[str, Direction], FaultRule] = {}
-        self.dropped = collections.Counter()
-        self.duplicated = collections.Counter()
-        self.delayed = collections.Counter()
+        self.dropped: collections.Counter[tuple[str, Direction]] = collections.Counter()
+        self.duplicated: collections.Counter[tuple[str, Direction]] = collections.Counter()
+        self.delayed: collections.Counter[tuple[str, Direction]] = collections.Counter()
 
     def set_rule(self, peer: str, rule: FaultRule,
                  direction: Direction | None = None) -> None:
@@ -139,9 +139,9 @@ def partition(injectors: dict[str, FaultInjector], *groups) -> None:
     ``injectors`` maps each node name to its transport's FaultInjector;
     each group is an iterable of node names.
     """
-    groups = [set(g) for g in groups]
-    for i, group in enumerate(groups):
-        others = set().union(*(g for j, g in enumerate(groups) if j != i))
+    sets = [set(g) for g in groups]
+    for i, group in enumerate(sets):
+        others = set().union(*(g for j, g in enumerate(sets) if j != i))
         for name in group:
             for other in others:
                 injectors[name].block(other)

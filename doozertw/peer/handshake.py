@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import enum
 import struct
+from typing import Any
 
 import attrs
 
@@ -108,7 +109,7 @@ class Hello:
         cluster, offset = _get_text(data, offset)
         sender, offset = _get_text(data, offset)
         recipient, offset = _get_text(data, offset)
-        extra = {}
+        extra: dict[str, Any] = {}
         if version >= AUTH_VERSION:
             if len(data) < offset + 1:
                 raise HandshakeError("truncated HELLO")
@@ -178,7 +179,7 @@ def auth_mismatch(hello: Hello, auth: int) -> str | None:
 def _flags_text(flags: int) -> str:
     if not flags:
         return "none (--insecure-peers)"
-    return "+".join(f.name.lower() for f in AuthFlags if f and f & flags) or str(flags)
+    return "+".join(str(f.name).lower() for f in AuthFlags if f and f & flags) or str(flags)
 
 
 def judge_reply(reply: Hello, cluster: str, local_name: str,

@@ -24,6 +24,7 @@ but REFUSE carries a tag (auth.FrameMac); a bad tag aborts the connection.
 from __future__ import annotations
 
 import struct
+from typing import Any
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IPushProducer
@@ -50,6 +51,10 @@ class PeerConnection(Protocol):
     ``closed`` fires (with None) when the connection is lost.
     ``peer_name`` is set once the handshake succeeds.
     """
+
+    # An ITCPTransport while connected (the only time it is used); zope
+    # interfaces are opaque to mypy, hence Any.
+    transport: Any
 
     def __init__(self, local_name, cluster, limits, clock, registry, security=None):
         self.local_name = local_name

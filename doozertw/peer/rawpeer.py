@@ -28,8 +28,8 @@ class RawPeer:
     def __init__(self, host: str, port: int, timeout: float = 5.0):
         self.sock = socket.create_connection((host, port), timeout=timeout)
         self.decoder = FrameDecoder(1 << 27)
-        self.mac_out = None
-        self.mac_in = None
+        self.mac_out: auth.FrameMac | None = None
+        self.mac_in: auth.FrameMac | None = None
         self.sent = bytearray()      # every byte written, for replay tests
 
     def close(self) -> None:

@@ -20,7 +20,7 @@ class SendQueue:
             raise ValueError("queue bounds must be positive")
         self.max_messages = max_messages
         self.max_bytes = max_bytes
-        self._items = collections.deque()
+        self._items: collections.deque[bytes] = collections.deque()
         self.bytes = 0
         self.dropped = 0
 

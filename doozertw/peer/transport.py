@@ -139,7 +139,8 @@ class PeerTransport:
         """Queue ``payload`` for ``to_name`` without blocking.
 
         Returns False (and counts ``unknown_dropped``) if ``to_name`` is not
-        a peer or the transport is stopped; raises PayloadTooLarge if it exceeds ``limits.max_payload``.
+        a peer or the transport is stopped; raises PayloadTooLarge if it
+        exceeds ``limits.max_payload``.
         Loss after this point is silent, as on a network.
         """
         if len(payload) > self.limits.max_payload:

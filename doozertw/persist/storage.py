@@ -116,7 +116,7 @@ class DiskStorage:
         except BaseException:
             lock.release()
             raise
-        state = (HardState(), Snapshot(), [])
+        state: tuple[HardState, Snapshot, list[Entry]] = (HardState(), Snapshot(), [])
         return cls(fs, path, meta, lock, log_, state, stats)
 
     @classmethod

@@ -314,7 +314,8 @@ def replay(fs, directory: str, stats) -> tuple[Replay, list]:
             raise CorruptLog(f"{directory}/{segment_name(a + 1)}: segment "
                              f"missing (have {segment_name(a)} and "
                              f"{segment_name(b)}) at byte offset 0")
-    replayer, segments = None, []
+    replayer: _Replayer | None = None
+    segments: list[_Segment] = []
     for seq, path in zip(seqs, paths):
         is_last = path == paths[-1]
         data = fs.read_file(path)
@@ -345,6 +346,8 @@ def replay(fs, directory: str, stats) -> tuple[Replay, list]:
                 segment.max_index = max(segment.max_index,
                                         replayer.last_index())
         segments.append(segment)
+    if replayer is None:  # the first segment always has a header (checked above)
+        raise CorruptLog(f"{paths[0]}: no segment header at byte offset 0")
     replayer.check_end(paths[0])
     return replayer.state, segments
 

@@ -5,15 +5,15 @@ synchronously.
 """
 
 from doozertw.store.mutation import (
-    CLOBBER, DEL, DIR, MISSING, SET, DeleteFile, Event, Nop, Outcome, SetFile,
-    decode, encode)
+    CLOBBER, DEL, DIR, MISSING, SET, DeleteFile, Event, Mutation, Nop, Outcome,
+    SetFile, decode, encode)
 from doozertw.store.paths import ANY, Glob, check_path, is_valid_path
 from doozertw.store.store import DEFAULT_HISTORY, DEFAULT_HISTORY_BYTES, Store
 from doozertw.store.watches import Watch
 
 __all__ = [
     "ANY", "CLOBBER", "DEL", "DEFAULT_HISTORY", "DEFAULT_HISTORY_BYTES", "DIR",
-    "DeleteFile", "Event", "Glob", "MISSING", "Nop", "Outcome", "SET",
+    "DeleteFile", "Event", "Glob", "MISSING", "Mutation", "Nop", "Outcome", "SET",
     "SetFile", "Store", "Watch", "check_path", "decode", "encode",
     "is_valid_path",
 ]

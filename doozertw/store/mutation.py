@@ -7,6 +7,7 @@ applies exactly the same change.
 """
 
 import struct
+from typing import TypeAlias
 
 import attrs
 
@@ -52,7 +53,7 @@ class Event:
     kind: str
 
     @property
-    def is_set(self):
+    def is_set(self) -> bool:
         return self.kind == SET
 
 
@@ -65,10 +66,13 @@ class Outcome:
     event: Event | None = None
 
 
+Mutation: TypeAlias = SetFile | DeleteFile | Nop
+"""Anything ``Store.apply`` accepts."""
+
 _HEADER = struct.Struct(">cqH")
 
 
-def encode(mutation):
+def encode(mutation: Mutation) -> bytes:
     """Serialize a mutation to bytes (tag, rev, path length, path, value)."""
     if isinstance(mutation, SetFile):
         path = mutation.path.encode("ascii")
@@ -81,7 +85,7 @@ def encode(mutation):
     raise TypeError(f"not a mutation: {mutation!r}")
 
 
-def decode(data):
+def decode(data: bytes) -> Mutation:
     """Inverse of ``encode``; raises DoozerError(OTHER) on malformed bytes."""
     if data == b"N":
         return Nop()

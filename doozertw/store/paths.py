@@ -22,6 +22,7 @@ depth limit replays unchanged on every replica.
 """
 
 import re
+from collections.abc import Callable
 
 from doozertw.errors import DoozerError, ErrCode
 
@@ -35,7 +36,8 @@ _GLOB_RE = re.compile(r"(?:/[A-Za-z0-9._\-*?]+)+\Z")
 _GLOB_TOKEN = re.compile(r"\*\*|\*|\?|[^*?]+")
 
 
-def is_valid_path(path, max_bytes=MAX_PATH_BYTES, max_depth=None):
+def is_valid_path(path: object, max_bytes: int = MAX_PATH_BYTES,
+                  max_depth: int | None = None) -> bool:
     """True if ``path`` is a well-formed path no longer than ``max_bytes``
     and (unless ``max_depth`` is None) of at most ``max_depth`` components."""
     if not isinstance(path, str) or len(path) > max_bytes:
@@ -45,7 +47,8 @@ def is_valid_path(path, max_bytes=MAX_PATH_BYTES, max_depth=None):
     return path == ROOT or _PATH_RE.match(path) is not None
 
 
-def check_path(path, max_bytes=MAX_PATH_BYTES, max_depth=MAX_DEPTH):
+def check_path(path: str, max_bytes: int = MAX_PATH_BYTES,
+               max_depth: int | None = MAX_DEPTH) -> str:
     """Return ``path`` if valid, else raise DoozerError(BAD_PATH).
 
     Beyond ``max_depth`` components (``/a/b`` has 2) the detail says so.
@@ -57,33 +60,17 @@ def check_path(path, max_bytes=MAX_PATH_BYTES, max_depth=MAX_DEPTH):
     return path
 
 
-def depth(path):
+def depth(path: str) -> int:
     """Components in a path string: 0 for ``/``, 2 for ``/a/b``."""
     return 0 if path == ROOT else path.count("/")
 
 
-def _describe(path):
+def _describe(path: object) -> str:
     text = repr(path)
     return text if len(text) <= 80 else text[:77] + "..."
 
 
-def parent_and_name(path):
-    """Split ``/a/b/c`` into (``/a/b``, ``c``); the parent of ``/a`` is ``/``."""
-    cut = path.rindex("/")
-    return (path[:cut] or ROOT), path[cut + 1:]
-
-
-def ancestors(path):
-    """The directories above ``path``, nearest last, excluding ``/``: ``/a``, ``/a/b``."""
-    out = []
-    cut = path.find("/", 1)
-    while cut != -1:
-        out.append(path[:cut])
-        cut = path.find("/", cut + 1)
-    return out
-
-
-def dir_links(path):
+def dir_links(path: str) -> list[tuple[str, str]]:
     """(directory, entry name) for every directory on the way to ``path``.
 
     ``/a/b/c`` gives (``/``, ``a``), (``/a``, ``b``), (``/a/b``, ``c``).
@@ -92,7 +79,7 @@ def dir_links(path):
     return [("/".join(parts[:i]) or ROOT, parts[i]) for i in range(1, len(parts))]
 
 
-def sort_key(path):
+def sort_key(path: str) -> list[str]:
     """Order files the way a depth-first walk with sorted names visits them."""
     return path.split("/")
 
@@ -106,29 +93,31 @@ class Glob:
 
     __slots__ = ("pattern", "literal", "_match")
 
-    def __init__(self, pattern, max_bytes=MAX_PATH_BYTES):
+    def __init__(self, pattern: str, max_bytes: int = MAX_PATH_BYTES) -> None:
         if not isinstance(pattern, str) or len(pattern) > max_bytes:
             raise DoozerError(ErrCode.BAD_PATH, "bad glob")
         if pattern != ROOT and _GLOB_RE.match(pattern) is None:
             raise DoozerError(ErrCode.BAD_PATH, f"bad glob {_describe(pattern)}")
-        self.pattern = pattern
+        self.pattern: str = pattern
         wild = "*" in pattern or "?" in pattern
-        self.literal = None if wild else pattern
-        tokens = _GLOB_TOKEN.findall(pattern)
+        self.literal: str | None = None if wild else pattern
+        tokens: list[str] = _GLOB_TOKEN.findall(pattern)
+        self._match: Callable[[str], bool]
         if _regex_is_safe(tokens):
             regex = re.compile(_translate(tokens) + r"\Z").match
             self._match = lambda path: regex(path) is not None
         else:
             self._match = _Nfa(tokens).match
 
-    def match(self, path):
+    def match(self, path: str) -> bool:
+        """True when the whole of ``path`` matches the pattern."""
         return self._match(path)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"Glob({self.pattern!r})"
 
 
-def _regex_is_safe(tokens):
+def _regex_is_safe(tokens: list[str]) -> bool:
     """True if ``re`` matches these tokens without super-linear backtracking:
     ``**`` only as the last token, every ``*`` followed by ``/`` or the end."""
     for i, token in enumerate(tokens):
@@ -146,11 +135,12 @@ class _Nfa:
 
     __slots__ = ("_chars", "_one", "_star", "_dstar", "_accept", "_runs")
 
-    def __init__(self, tokens):
-        items = []
+    def __init__(self, tokens: list[str]) -> None:
+        items: list[str] = []
         for token in tokens:
             items.extend([token] if token in ("*", "**", "?") else token)
-        self._chars, self._one, self._star, self._dstar = {}, 0, 0, 0
+        self._chars: dict[str, int] = {}
+        self._one, self._star, self._dstar = 0, 0, 0
         run = longest = 0
         for i, item in enumerate(items):
             bit = 1 << i
@@ -167,14 +157,15 @@ class _Nfa:
         self._accept = 1 << len(items)
         self._runs = longest
 
-    def _close(self, state):
+    def _close(self, state: int) -> int:
         """Add the states reachable by letting wildcards match nothing."""
         loops = self._star | self._dstar
         for _ in range(self._runs):
             state |= (state & loops) << 1
         return state
 
-    def match(self, path):
+    def match(self, path: str) -> bool:
+        """True when the whole of ``path`` matches."""
         state = self._close(1)
         for c in path:
             if c == "/":
@@ -187,7 +178,7 @@ class _Nfa:
         return bool(state & self._accept)
 
 
-def _translate(tokens):
+def _translate(tokens: list[str]) -> str:
     parts = []
     for token in tokens:
         if token == "**":

@@ -34,6 +34,7 @@ tree rules that need the store (an event must apply cleanly) are checked by
 from __future__ import annotations
 
 import struct
+from typing import Any
 
 import attrs
 
@@ -99,38 +100,38 @@ def decode(data: bytes) -> SnapshotImage:
 class _Reader:
     """Sequential reads from a buffer; ValueError when the bytes run out."""
 
-    def __init__(self, data):
+    def __init__(self, data: bytes) -> None:
         self._data = memoryview(data).cast("B")
         self._pos = 0
 
-    def left(self):
+    def left(self) -> int:
         return len(self._data) - self._pos
 
-    def peek(self, size):
+    def peek(self, size: int) -> memoryview:
         return self._data[self._pos:self._pos + size]
 
-    def take(self, size):
+    def take(self, size: int) -> memoryview:
         if size > self.left():
             raise ValueError("truncated")
         start, self._pos = self._pos, self._pos + size
         return self._data[start:self._pos]
 
-    def unpack(self, layout):
+    def unpack(self, layout: struct.Struct) -> tuple[Any, ...]:
         return layout.unpack(self.take(layout.size))
 
-    def ensure(self, count, record):
+    def ensure(self, count: int, record: struct.Struct) -> None:
         """Refuse a count that the remaining bytes cannot hold (bounds the loops)."""
         if count * record.size > self.left():
             raise ValueError("count larger than the data")
 
-    def path(self, size):
+    def path(self, size: int) -> str:
         path = bytes(self.take(size)).decode("ascii")
         if path == paths.ROOT or not paths.is_valid_path(path):
             raise ValueError("bad path")
         return path
 
 
-def _decode_v1(reader):
+def _decode_v1(reader: _Reader) -> SnapshotImage:
     _, rev, count = reader.unpack(_HEAD_V1)
     if rev < 0:
         raise ValueError("negative revision")
@@ -138,7 +139,7 @@ def _decode_v1(reader):
     return SnapshotImage(rev=rev, floor=rev, files=files, events=())
 
 
-def _decode_v2(reader):
+def _decode_v2(reader: _Reader) -> SnapshotImage:
     _, rev, floor, file_count, event_count = reader.unpack(_HEAD_V2)
     if not 0 <= floor <= rev or event_count != rev - floor:
         raise ValueError("bad revision range")
@@ -148,7 +149,8 @@ def _decode_v2(reader):
     return SnapshotImage(rev=rev, floor=floor, files=files, events=events)
 
 
-def _read_files(reader, count, at_rev):
+def _read_files(reader: _Reader, count: int,
+                at_rev: int) -> tuple[tuple[str, bytes, int], ...]:
     """``count`` files of a tree at ``at_rev``: strictly sorted, revs in 1..at_rev."""
     reader.ensure(count, _FILE)
     files, previous = [], ""
@@ -165,7 +167,7 @@ def _read_files(reader, count, at_rev):
     return tuple(files)
 
 
-def _read_event(reader, expected_rev):
+def _read_event(reader: _Reader, expected_rev: int) -> Event:
     code, rev, path_len, value_len = reader.unpack(_EVENT)
     kind = _CODE_KINDS.get(code)
     if kind is None or rev != expected_rev:

@@ -15,71 +15,82 @@ the current one is the caller's to wait for (``call_when_applied``); reading
 it here raises ValueError.
 """
 
+from __future__ import annotations
+
 import heapq
 from bisect import bisect_right
 from collections import deque
+from collections.abc import Callable
+from typing import TypeAlias
 
 from doozertw.errors import DoozerError, ErrCode
 from doozertw.store import paths
 from doozertw.store import snapshot as _snapshot
 from doozertw.store.mutation import (
-    CLOBBER, DEL, DIR, SET, DeleteFile, Event, Nop, Outcome, SetFile)
+    CLOBBER, DEL, DIR, SET, DeleteFile, Event, Mutation, Nop, Outcome, SetFile)
+from doozertw.store.paths import Glob
 from doozertw.store.tree import Tree
-from doozertw.store.watches import Watch, WatchRegistry
+from doozertw.store.watches import Reporter, Watch, WatchRegistry
 
 DEFAULT_HISTORY = 10_000
 DEFAULT_HISTORY_BYTES = 64 * 1024 * 1024
 _EVENT_OVERHEAD = 64
 
+_File: TypeAlias = tuple[bytes, int]
+"""A file's (value, rev)."""
+_Version: TypeAlias = tuple[int, bytes | None]
+"""(rev, value) of one change to a path; value None: deleted at rev."""
 
-def _first_key(entry):
+
+def _first_key(entry: _Version) -> int:
     return entry[0]
 
 
 class Store:
     """Files, directories, revisions, history and watches."""
 
-    def __init__(self, history=DEFAULT_HISTORY, history_bytes=DEFAULT_HISTORY_BYTES):
+    def __init__(self, history: int = DEFAULT_HISTORY,
+                 history_bytes: int = DEFAULT_HISTORY_BYTES) -> None:
         if history < 1:
             raise ValueError("history must keep at least one revision")
         self.history = history
         self.history_bytes = history_bytes
         self.rev = 0
         self.floor = 0
-        self._files = {}
+        self._files: dict[str, _File] = {}
         self._tree = Tree()
-        self._versions = {}
-        self._log = deque()
+        self._versions: dict[str, list[_Version]] = {}
+        self._log: deque[Event] = deque()
         self._log_bytes = 0
-        self._sorted_files = None
+        self._sorted_files: list[str] | None = None
         self._watches = WatchRegistry()
-        self._rev_waiters = []
+        self._rev_waiters: list[tuple[int, int, RevWaiter]] = []
         self._waiter_seq = 0
         self._pending_waiters = 0
 
     # -- sizes -------------------------------------------------------------
 
     @property
-    def file_count(self):
+    def file_count(self) -> int:
         return len(self._files)
 
     @property
-    def watch_count(self):
+    def watch_count(self) -> int:
         return len(self._watches)
 
-    def report_failures_to(self, report):
+    def report_failures_to(self, report: Reporter) -> None:
         """``report(what, watch, exc)`` hears of every watch or revision
         waiter that raised (they are ended, never allowed to reach apply)."""
         self._watches.report = report
 
     @property
-    def watch_failures(self):
+    def watch_failures(self) -> int:
         """Watches ended because their callback raised (see watches.py)."""
         return self._watches.failures
 
     # -- mutations ---------------------------------------------------------
 
-    def apply(self, mutation):
+    def apply(self, mutation: Mutation) -> Outcome:
         """Apply one mutation; notify watches; return its Outcome.
 
         Raises only TypeError for a non-mutation: a watch callback or a
@@ -98,7 +109,7 @@ class Store:
             self._record(outcome.event)
         return outcome
 
-    def _check_write(self, path, rev):
+    def _check_write(self, path: str, rev: int) -> ErrCode | None:
         if not paths.is_valid_path(path):
             return ErrCode.BAD_PATH
         if self._tree.is_dir(path):
@@ -108,7 +119,7 @@ class Store:
             return ErrCode.REV_MISMATCH
         return None
 
-    def _apply_set(self, m):
+    def _apply_set(self, m: SetFile) -> Outcome:
         error = self._check_write(m.path, m.rev)
         if error is None and self._tree.under_file(m.path):
             error = ErrCode.NOTDIR
@@ -122,7 +133,7 @@ class Store:
         self._versions[m.path].append((rev, m.value))
         return Outcome(rev=rev, event=Event(rev, m.path, m.value, SET))
 
-    def _apply_del(self, m):
+    def _apply_del(self, m: DeleteFile) -> Outcome:
         error = self._check_write(m.path, m.rev)
         if error is not None:
             return Outcome(rev=self.rev, error=error)
@@ -133,21 +144,21 @@ class Store:
         self._versions[m.path].append((rev, None))
         return Outcome(rev=rev, event=Event(rev, m.path, b"", DEL))
 
-    def _remember(self, path):
+    def _remember(self, path: str) -> None:
         """Make sure the path's version list starts from its current state."""
         if path not in self._versions:
             current = self._files.get(path)
             self._versions[path] = [(current[1], current[0])] if current else []
 
-    def _link(self, path):
+    def _link(self, path: str) -> None:
         self._sorted_files = None
         self._tree.link(path)
 
-    def _unlink(self, path):
+    def _unlink(self, path: str) -> None:
         self._sorted_files = None
         self._tree.unlink(path)
 
-    def _record(self, event):
+    def _record(self, event: Event) -> None:
         self.rev = event.rev
         self._log.append(event)
         self._log_bytes += len(event.value) + len(event.path) + _EVENT_OVERHEAD
@@ -155,7 +166,7 @@ class Store:
         self._watches.notify(event)
         self._wake_rev_waiters()
 
-    def _prune(self):
+    def _prune(self) -> None:
         while len(self._log) > 1 and (
                 len(self._log) > self.history or self._log_bytes > self.history_bytes):
             old = self._log.popleft()
@@ -169,7 +180,7 @@ class Store:
 
     # -- reads -------------------------------------------------------------
 
-    def _at(self, rev):
+    def _at(self, rev: int | None) -> int:
         if rev is None:
             return self.rev
         if rev > self.rev:
@@ -178,33 +189,33 @@ class Store:
             raise DoozerError(ErrCode.TOO_LATE, f"revision {rev} is older than {self.floor}")
         return rev
 
-    def _lookup(self, path, rev):
+    def _lookup(self, path: str, rev: int) -> _File | None:
         if rev >= self.rev:
             return self._files.get(path)
         versions = self._versions.get(path)
         if versions is None:
             return self._files.get(path)
         i = bisect_right(versions, rev, key=_first_key) - 1
-        if i < 0 or versions[i][1] is None:
+        if i < 0:
             return None
         found_rev, value = versions[i]
-        return value, found_rev
+        return None if value is None else (value, found_rev)
 
-    def _entries(self, path, rev):
+    def _entries(self, path: str, rev: int) -> list[str]:
         """Sorted names in directory ``path`` at ``rev``; empty if not a directory."""
         if rev >= self.rev:
             return self._tree.entries(path)
         prefix = path if path == paths.ROOT else path + "/"
-        names = set()
+        names: set[str] = set()
         for p in self._candidates():
             if p.startswith(prefix) and self._lookup(p, rev) is not None:
                 names.add(p[len(prefix):].split("/", 1)[0])
         return sorted(names)
 
-    def _candidates(self):
+    def _candidates(self) -> set[str]:
         return self._files.keys() | self._versions.keys()
 
-    def get(self, path, rev=None):
+    def get(self, path: str, rev: int | None = None) -> tuple[bytes, int]:
         """(value, rev) of a file; (b"", 0) if missing; ISDIR for a directory."""
         paths.check_path(path, max_depth=None)
         rev = self._at(rev)
@@ -215,7 +226,7 @@ class Store:
             raise DoozerError(ErrCode.ISDIR, path)
         return b"", 0
 
-    def stat(self, path, rev=None):
+    def stat(self, path: str, rev: int | None = None) -> tuple[int, int]:
         """(length, rev): a file's size and revision; a directory's entry count and DIR."""
         paths.check_path(path, max_depth=None)
         rev = self._at(rev)
@@ -227,7 +238,7 @@ class Store:
             return len(entries), DIR
         return 0, 0
 
-    def getdir(self, path, rev=None, offset=0):
+    def getdir(self, path: str, rev: int | None = None, offset: int = 0) -> str:
         """The ``offset``-th name (sorted) in directory ``path``."""
         paths.check_path(path, max_depth=None)
         rev = self._at(rev)
@@ -240,7 +251,7 @@ class Store:
             raise DoozerError(ErrCode.RANGE, f"offset {offset}")
         return entries[offset]
 
-    def walk(self, glob, rev=None, offset=0):
+    def walk(self, glob: Glob, rev: int | None = None, offset: int = 0) -> Event:
         """The ``offset``-th file matching ``glob`` in depth-first order, as a SET Event."""
         rev = self._at(rev)
         if offset < 0:
@@ -254,7 +265,7 @@ class Store:
             offset -= 1
         raise DoozerError(ErrCode.RANGE, "no more matches")
 
-    def _matching(self, glob, rev):
+    def _matching(self, glob: Glob, rev: int) -> list[str]:
         if glob.literal is not None:
             return [glob.literal]
         if rev >= self.rev:
@@ -265,7 +276,7 @@ class Store:
             candidates = sorted(self._candidates(), key=paths.sort_key)
         return [p for p in candidates if glob.match(p)]
 
-    def files(self, glob=paths.ANY, rev=None):
+    def files(self, glob: Glob = paths.ANY, rev: int | None = None) -> list[Event]:
         """Every file matching ``glob`` at ``rev`` as SET Events, in walk order."""
         rev = self._at(rev)
         out = []
@@ -277,7 +288,7 @@ class Store:
 
     # -- snapshots ---------------------------------------------------------
 
-    def snapshot(self):
+    def snapshot(self) -> bytes:
         """The files, revision and history window as bytes (no watches).
 
         The encoding is ``snapshot.py``'s DZS2: the tree at ``floor`` plus
@@ -289,7 +300,7 @@ class Store:
             events=tuple(self._log))
         return _snapshot.encode(image)
 
-    def _files_at_floor(self):
+    def _files_at_floor(self) -> tuple[tuple[str, bytes, int], ...]:
         """(path, value, rev) of every file as it was at ``floor``, sorted by path."""
         tree = {p: f for p, f in self._files.items() if p not in self._versions}
         for path in self._versions:
@@ -298,7 +309,7 @@ class Store:
                 tree[path] = found
         return tuple((p, tree[p][0], tree[p][1]) for p in sorted(tree))
 
-    def restore(self, data):
+    def restore(self, data: bytes) -> None:
         """Replace the contents with a snapshot, history window included.
 
         Afterwards reads at any revision in [floor, rev] and watches from
@@ -328,7 +339,7 @@ class Store:
         self.rev, self.floor = loaded.rev, loaded.floor
         self._wake_rev_waiters()
 
-    def _load(self, image):
+    def _load(self, image: _snapshot.SnapshotImage) -> None:
         """Fill this new, empty store from a decoded snapshot by replaying its log.
 
         The replay runs the ordinary apply path, so versions, byte counts
@@ -352,7 +363,8 @@ class Store:
 
     # -- waiting -----------------------------------------------------------
 
-    def add_watch(self, glob, from_rev, callback, on_error=None):
+    def add_watch(self, glob: Glob, from_rev: int, callback: Callable[[Event], object],
+                  on_error: Callable[[DoozerError], object] | None = None) -> Watch:
         """Deliver every event matching ``glob`` with rev >= ``from_rev`` to ``callback``.
 
         Events already in the history are replayed synchronously before this
@@ -376,7 +388,7 @@ class Store:
             self._watches.add(watch)
         return watch
 
-    def first_event(self, glob, from_rev):
+    def first_event(self, glob: Glob, from_rev: int) -> Event | None:
         """The first event in history matching ``glob`` with rev >= ``from_rev``.
 
         None if there is none yet (a live watch would be next); TOO_LATE if
@@ -389,14 +401,14 @@ class Store:
                 return event
         return None
 
-    def _check_watch_start(self, from_rev):
+    def _check_watch_start(self, from_rev: int) -> int:
         from_rev = max(from_rev, 1)
         if from_rev <= self.floor:
             raise DoozerError(
                 ErrCode.TOO_LATE, f"revision {from_rev} is older than {self.floor + 1}")
         return from_rev
 
-    def call_when_applied(self, rev, callback):
+    def call_when_applied(self, rev: int, callback: Callable[[], object]) -> RevWaiter:
         """Call ``callback()`` once the store reaches ``rev`` (now, if it has).
 
         Returns a RevWaiter whose ``cancel()`` drops the callback; cancelled
@@ -413,16 +425,16 @@ class Store:
         return waiter
 
     @property
-    def rev_waiter_count(self):
+    def rev_waiter_count(self) -> int:
         return self._pending_waiters
 
-    def _waiter_cancelled(self):
+    def _waiter_cancelled(self) -> None:
         self._pending_waiters -= 1
         if len(self._rev_waiters) > 64 and len(self._rev_waiters) > 2 * self._pending_waiters:
             self._rev_waiters = [w for w in self._rev_waiters if w[2].callback is not None]
             heapq.heapify(self._rev_waiters)
 
-    def _wake_rev_waiters(self):
+    def _wake_rev_waiters(self) -> None:
         waiters = self._rev_waiters
         while waiters and waiters[0][0] <= self.rev:
             waiter = heapq.heappop(waiters)[2]
@@ -440,12 +452,13 @@ class RevWaiter:
 
     __slots__ = ("rev", "callback", "_store")
 
-    def __init__(self, rev, callback):
+    def __init__(self, rev: int, callback: Callable[[], object]) -> None:
         self.rev = rev
-        self.callback = callback
-        self._store = None
+        self.callback: Callable[[], object] | None = callback
+        self._store: Store | None = None
 
-    def cancel(self):
+    def cancel(self) -> None:
+        """Drop the callback (idempotent); it will not be called."""
         if self.callback is not None:
             self.callback = None
             if self._store is not None:

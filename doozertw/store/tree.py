@@ -10,11 +10,18 @@ Directories exist only while something is below them: unlinking the last
 file under a directory removes it (the root stays).
 """
 
+from __future__ import annotations
+
+from typing import TypeAlias
+
 FILE = "file"
 """The marker stored for a file entry (directories are dicts)."""
 
+Dir: TypeAlias = "dict[str, Dir | str]"
+"""A directory: entry name -> a directory or FILE."""
 
-def _components(path):
+
+def _components(path: str) -> list[str]:
     """``/a/b`` -> ["a", "b"]; ``/`` -> []."""
     return path.split("/")[1:] if path != "/" else []
 
@@ -29,41 +36,42 @@ class Tree:
 
     __slots__ = ("root",)
 
-    def __init__(self):
-        self.root = {}
+    def __init__(self) -> None:
+        self.root: Dir = {}
 
-    def _find(self, path):
+    def _find(self, path: str) -> Dir | str | None:
         """The node at ``path`` (a dict or FILE), or None if absent."""
-        node = self.root
+        node: Dir | str | None = self.root
         for name in _components(path):
-            if node is FILE:
+            if not isinstance(node, dict):
                 return None
             node = node.get(name)
             if node is None:
                 return None
         return node
 
-    def is_dir(self, path):
+    def is_dir(self, path: str) -> bool:
         """True if ``path`` is the root or a directory with something below it."""
         return isinstance(self._find(path), dict)
 
-    def under_file(self, path):
+    def under_file(self, path: str) -> bool:
         """True if a proper ancestor of ``path`` is a file."""
         node = self.root
         for name in _components(path)[:-1]:
-            node = node.get(name)
-            if node is None:
+            child = node.get(name)
+            if child is None:
                 return False
-            if node is FILE:
+            if not isinstance(child, dict):
                 return True
+            node = child
         return False
 
-    def entries(self, path):
+    def entries(self, path: str) -> list[str]:
         """Sorted names in directory ``path``; [] if it is not a directory."""
         node = self._find(path)
         return sorted(node) if isinstance(node, dict) else []
 
-    def link(self, path):
+    def link(self, path: str) -> None:
         """Record a new file at ``path``.
 
         Precondition (the store checks it): ``path`` is not the root, not a
@@ -72,15 +80,19 @@ class Tree:
         names = _components(path)
         node = self.root
         for name in names[:-1]:
-            node = node.setdefault(name, {})
+            child = node.setdefault(name, {})
+            assert isinstance(child, dict)
+            node = child
         node[names[-1]] = FILE
 
-    def unlink(self, path):
+    def unlink(self, path: str) -> None:
         """Forget the file at ``path`` and every directory left empty."""
         names = _components(path)
         trail = [self.root]
         for name in names[:-1]:
-            trail.append(trail[-1][name])
+            child = trail[-1][name]
+            assert isinstance(child, dict)
+            trail.append(child)
         level = len(names) - 1
         del trail[level][names[level]]
         while level > 0 and not trail[level]:

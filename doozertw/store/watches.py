@@ -18,14 +18,23 @@ and must not block: a consumer that cannot keep up must buffer or cancel
 (the front ends cancel watches whose output exceeds ``max_output_buffer``).
 """
 
+from __future__ import annotations
+
 import itertools
+from collections.abc import Callable
+from typing import TypeAlias
 
 from doozertw.errors import DoozerError, ErrCode
+from doozertw.store.mutation import Event
+from doozertw.store.paths import Glob
 
 _ids = itertools.count(1)
 
+Reporter: TypeAlias = "Callable[[str, Watch | None, Exception], object]"
+"""``report(what, watch, exc)``: told of a failed callback (watch None: not a watch's)."""
 
-def _ignore(what, watch, exc):
+
+def _ignore(what: str, watch: Watch | None, exc: Exception) -> None:
     """The default reporter: failures are only counted."""
 
 
@@ -34,22 +43,24 @@ class Watch:
 
     __slots__ = ("id", "glob", "callback", "from_rev", "on_error", "active", "_registry")
 
-    def __init__(self, glob, callback, from_rev=1, on_error=None):
+    def __init__(self, glob: Glob, callback: Callable[[Event], object], from_rev: int = 1,
+                 on_error: Callable[[DoozerError], object] | None = None) -> None:
         self.id = next(_ids)
         self.glob = glob
         self.callback = callback
         self.from_rev = from_rev
         self.on_error = on_error
         self.active = True
-        self._registry = None
+        self._registry: WatchRegistry | None = None
 
-    def cancel(self):
+    def cancel(self) -> None:
+        """Stop delivery at once (idempotent)."""
         if self.active:
             self.active = False
             if self._registry is not None:
                 self._registry.remove(self)
 
-    def fail(self, error):
+    def fail(self, error: DoozerError) -> None:
         """End the watch and tell its owner why (``on_error(error)``), if it is active.
 
         An exception from ``on_error`` is reported, never raised.
@@ -64,7 +75,7 @@ class Watch:
                     if registry is not None:
                         registry.report("on_error failed", self, exc)
 
-    def deliver(self, event):
+    def deliver(self, event: Event) -> bool:
         """Call the callback; if it raises, fail this watch (see module doc).
 
         Returns False if the callback raised. Never raises Exception.
@@ -80,23 +91,24 @@ class Watch:
             return False
         return True
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"<Watch {self.id} {self.glob.pattern}>"
 
 
 class WatchRegistry:
     """Watches indexed by exact path where the glob has no wildcard."""
 
-    def __init__(self, report=_ignore):
-        self._exact = {}
-        self._wild = {}
+    def __init__(self, report: Reporter = _ignore) -> None:
+        self._exact: dict[str, dict[int, Watch]] = {}
+        self._wild: dict[int, Watch] = {}
         self.failures = 0
         self.report = report
 
-    def __len__(self):
+    def __len__(self) -> int:
         return len(self._wild) + sum(len(ws) for ws in self._exact.values())
 
-    def add(self, watch):
+    def add(self, watch: Watch) -> None:
+        """Register ``watch``; it hears events from now on."""
         watch._registry = self
         literal = watch.glob.literal
         if literal is None:
@@ -104,7 +116,8 @@ class WatchRegistry:
         else:
             self._exact.setdefault(literal, {})[watch.id] = watch
 
-    def remove(self, watch):
+    def remove(self, watch: Watch) -> None:
+        """Forget ``watch`` (a no-op if it is not registered)."""
         literal = watch.glob.literal
         if literal is None:
             self._wild.pop(watch.id, None)
@@ -115,11 +128,11 @@ class WatchRegistry:
             if not ws:
                 del self._exact[literal]
 
-    def all(self):
+    def all(self) -> list[Watch]:
         """Every registered watch."""
         return list(self._wild.values()) + [w for ws in self._exact.values() for w in ws.values()]
 
-    def notify(self, event):
+    def notify(self, event: Event) -> None:
         """Deliver ``event`` to every active watch whose glob matches its path.
 
         Never raises Exception: a failing watch is ended (``Watch.deliver``).

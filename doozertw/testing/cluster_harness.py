@@ -1,9 +1,10 @@
 """Real ``twistd doozer`` node processes on loopback, for fault tests.
 
 ``Cluster(size)`` writes one cluster YAML file into a scratch directory and
-runs each node as ``twistd -n --pidfile= --logfile - doozer --config
-cluster.yaml --name nK``, its log (stdout and stderr, appended across
-restarts) in ``<dir>/nK/node.log``. Ports are free loopback ports picked at
+runs each node as ``twistd ... doozer --config cluster.yaml --name nK``
+through a ``doozertw.testing.spawn.Twistd`` (in its own process group),
+its log (stdout and stderr, appended across restarts) in
+``<dir>/nK/node.log``. Ports are free loopback ports picked at
 construction. The nodes run the doozertw found next to this module (its
 directory goes first on PYTHONPATH), so the harness tests the code it is
 imported with.
@@ -11,7 +12,7 @@ imported with.
 With ``proxy=True`` (default) every node's peer address in the file is a
 listener of a ``doozertw.testing.proxy`` process and the node listens on a
 private port (``--peer-listen``) while advertising the proxy's;
-``isolate``/``partition``/``heal`` cut and restore links there.
+``isolate``/``cut``/``partition``/``heal`` cut and restore links there.
 
 Faults: ``pause`` (SIGSTOP), ``resume`` (SIGCONT), ``kill`` (SIGKILL),
 ``restart`` (the same command again: the node resumes from its data
@@ -23,39 +24,44 @@ doozer's way, and waits until it votes), ``kill_all``/``restart_all``
 ``isolate``/``partition``/``heal``; ``add_node`` (``--attach``) and
 ``remove`` for replacing nodes.
 
-Observation: ``view(name)`` is a node's (role, leader): from ``GET
-/v1/cluster`` when the web port reports a replicated cluster, else from the
-role changes the node logs. ``leader()`` is the node that says it leads and
-that a majority confirms; ``wait_for_leader``, ``wait_voter``,
-``wait_formed`` and ``wait_writable`` poll.
+Observation (``doozertw.testing.observation``, mixed in): ``view(name)``
+is a node's (role, leader) from its ``GET /v1/cluster``; ``leader()`` is
+the node that says it leads and that a majority confirms; ``is_voter``,
+``member_id`` (from the node's JSON log events, ``node_events``),
+``wait_for_leader``, ``wait_voter``, ``wait_formed`` and ``wait_writable``
+poll. Each node runs with ``--logger doozertw.testing.node_events.observer``:
+text into ``node.log``, JSON events into ``<dir>/nK/events.jsonl``.
 
-The per-node record and log parsing live in ``doozertw.testing.node_process``;
-this module re-exports its names (``NodeProcess``, ``LogWatcher``,
-``name_of``, ``describe_exit``, ``HarnessError``, the states, ...).
+The per-node record lives in ``doozertw.testing.node_process``; this module
+re-exports its names (``NodeProcess``, ``describe_exit``, ``HarnessError``,
+the states, ...).
 """
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal
-import socket
-import subprocess
-import sys
 import tempfile
 import time
-import urllib.request
 
 import yaml
 
 from doozertw.testing.node_process import (
-    DEAD, PAUSED, RUNNING, START_LINE, HarnessError, LogWatcher, NodeProcess,
-    describe_exit, endpoint, free_ports, name_of, twistd_path)
+    DEAD, PAUSED, RUNNING, START_LINE, HarnessError, NodeProcess,
+    describe_exit, endpoint, free_ports)
+from doozertw.testing.node_events import EVENTS_FILE, EventWatcher, start_marker
+from doozertw.testing.observation import ClusterObservation
 from doozertw.testing.proxy import (
-    BLACKHOLE, ProxyProcess, Route, child_env, tap_has_option)
+    BLACKHOLE, ProxyControl, ProxyProcess, Route, child_env)
+from doozertw.testing.spawn import Twistd, listening, twistd_command
 from doozertw.testing.workload import (
     Timeout, WireClient, WireError, claim_voter_slot, remove_member)
+
+
+# the harness log observer (text on stdout, JSON events in the node directory)
+NODE_LOGGER = "doozertw.testing.node_events.observer"
+NODE_LOG = "node.log"
 
 
 def write_peer_secret(directory: str) -> str:
@@ -69,7 +75,7 @@ def write_peer_secret(directory: str) -> str:
     return path
 
 
-class Cluster:
+class Cluster(ClusterObservation):
     """N node processes from one generated YAML file (with a generated
     peer secret file, ``peer_secret_file``)."""
 
@@ -93,17 +99,13 @@ class Cluster:
         for i in range(size):
             node = f"n{i + 1}"
             client, web_port, peer, proxied = ports[4 * i:4 * i + 4]
-            path = os.path.join(self.directory, node)
-            os.makedirs(path, exist_ok=True)
-            self.nodes[node] = NodeProcess(
-                name=node, client_port=client, web_port=web_port if web else 0,
-                peer_port=peer, peer_address=proxied if proxy else peer,
-                directory=path, watcher=LogWatcher(os.path.join(path, "node.log")))
+            self.nodes[node] = self._new_node(
+                node, client, web_port if web else 0, peer, proxied if proxy else peer)
         self.config_path = os.path.join(self.directory, "cluster.yaml")
         self.peer_secret_file = write_peer_secret(self.directory)
         self._write_config()
-        self.proxy = None
-        self.control = None
+        self.proxy: ProxyProcess | None = None
+        self.control: ProxyControl | None = None
         if proxy:
             self.proxy = ProxyProcess(
                 [Route(n.name, n.peer_address, n.peer_port)
@@ -111,6 +113,20 @@ class Cluster:
                 self.directory, mode=proxy_mode, env=self.env)
 
     # --- configuration --------------------------------------------------
+
+    def _new_node(self, name: str, client_port: int, web_port: int,
+                  peer_port: int, peer_address: int) -> NodeProcess:
+        """A node record with its scratch directory, event watcher and
+        (not yet started) process: ``twistd`` with the harness log
+        observer, in its own process group; options are set at each start."""
+        path = os.path.join(self.directory, name)
+        os.makedirs(path, exist_ok=True)
+        twistd = Twistd((), path, name, env=self.env, logger=NODE_LOGGER,
+                        log_file=NODE_LOG, detach=True)
+        return NodeProcess(
+            name=name, client_port=client_port, web_port=web_port,
+            peer_port=peer_port, peer_address=peer_address, directory=path,
+            twistd=twistd, watcher=EventWatcher(os.path.join(path, EVENTS_FILE)))
 
     def _write_config(self) -> None:
         nodes = {}
@@ -126,24 +142,21 @@ class Cluster:
                             "nodes": nodes}, f)
 
     def command(self, name: str, extra: tuple = ()) -> list[str]:
-        """The twistd command line that runs node ``name``.
+        """The twistd command line that runs node ``name``."""
+        return twistd_command(self.node_options(name, extra), NODE_LOGGER)
+
+    def node_options(self, name: str, extra: tuple = ()) -> list[str]:
+        """The ``doozer`` options that run node ``name`` from the file.
 
         Behind the proxy a node listens on its private peer port but must
         advertise the proxy's address (the one in the file) in
         /ctl/node/<name>/peer, or its peers would learn the private port and
-        bypass the proxy. ``twistd doozer`` has no option for that yet, so
-        the node then runs under ``proxy.peer_advertise_twistd``."""
+        bypass the proxy (``--peer-advertise``)."""
         node = self.nodes[name]
-        head = [twistd_path()]
-        if self.use_proxy and not tap_has_option("peer-advertise"):
-            head = [sys.executable, "-m", "doozertw.testing.proxy",
-                    "--peer-advertise", endpoint(node.peer_address)]
-        args = head + ["--nodaemon", "--pidfile=", "--logfile", "-",
-                       "doozer", "--config", self.config_path, "--name", name]
+        args = ["--config", self.config_path, "--name", name]
         if self.use_proxy:
-            args += ["--peer-listen", endpoint(node.peer_port)]
-            if tap_has_option("peer-advertise"):
-                args += ["--peer-advertise", endpoint(node.peer_address)]
+            args += ["--peer-listen", endpoint(node.peer_port),
+                     "--peer-advertise", endpoint(node.peer_address)]
         return args + list(self.extra_args) + list(extra)
 
     # --- lifecycle --------------------------------------------------------
@@ -160,38 +173,33 @@ class Cluster:
 
     def spawn(self, name: str, extra: tuple = ()) -> NodeProcess:
         """Start node ``name``'s process (not waiting for it)."""
-        return self._launch(self.nodes[name], self.command(name, extra))
+        return self._launch(self.nodes[name], self.node_options(name, extra))
 
-    def _launch(self, node: NodeProcess, command: list[str]) -> NodeProcess:
+    def _launch(self, node: NodeProcess, options: list[str]) -> NodeProcess:
+        """Start ``node`` with ``options``, after marking the start in its
+        text log (``START_LINE``) and its events file."""
         if node.state != DEAD:
             raise HarnessError(f"{node.name} is already {node.state}")
-        with open(node.log_path, "ab") as log:
-            log.write(f"{START_LINE}{node.starts + 1} of {node.name}: "
-                      f"{' '.join(command)}\n".encode())
-            log.flush()
-            node.process = subprocess.Popen(
-                command, cwd=node.directory, env=self.env, stdout=log,
-                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        node.twistd.options = tuple(options)
+        node.twistd.note(f"{START_LINE}{node.starts + 1} of {node.name}: "
+                         f"{' '.join(node.twistd.command())}")
+        with open(node.events().path, "a", encoding="utf-8") as events:
+            events.write(start_marker(node.starts + 1))
+        node.twistd.launch()
         node.state = RUNNING
         node.starts += 1
         return node
 
     def wait_listening(self, name: str, timeout: float = 30.0) -> None:
+        """Wait until node ``name`` accepts on its client port; HarnessError
+        (the node stopped and dead) if it exits or ``timeout`` passes."""
         node = self.nodes[name]
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if node.process.poll() is not None:
-                node.state = DEAD
-                raise HarnessError(f"{name} exited with {node.process.returncode}:"
-                                   f"\n{node.log_text()[-4000:]}")
-            try:
-                socket.create_connection(("127.0.0.1", node.client_port),
-                                         timeout=1).close()
-                return
-            except OSError:
-                time.sleep(0.05)
-        raise HarnessError(f"{name} never listened on {node.client_port}:\n"
-                           f"{node.log_text()[-4000:]}")
+        try:
+            node.twistd.wait_ready(listening(node.client_port), timeout=timeout)
+        except HarnessError:
+            node.twistd.stop()
+            node.state = DEAD
+            raise
 
     def stop(self) -> None:
         """Stop every node and the proxy (paused nodes are resumed first).
@@ -199,12 +207,10 @@ class Cluster:
         its log (see ``unexpected_exits``)."""
         self.unexpected_exits()
         for node in self.nodes.values():
-            if node.process is not None and node.process.poll() is None:
-                if node.state == PAUSED:
-                    node.process.send_signal(signal.SIGCONT)
-                node.process.terminate()
+            node.twistd.terminate()
         for node in self.nodes.values():
-            self._reap(node, graceful=True)
+            node.twistd.reap(timeout=5)
+            node.state = DEAD
         if self.proxy is not None:
             self.proxy.stop()
             self.control = None
@@ -220,27 +226,6 @@ class Cluster:
     def __exit__(self, *exc) -> None:
         self.stop()
 
-    def _reap(self, node: NodeProcess, graceful: bool) -> None:
-        """Wait for the process to end. One that ignores SIGTERM is hung:
-        SIGABRT makes it write every thread's stack into its log (the
-        harness sets PYTHONFAULTHANDLER) before it is killed."""
-        if node.process is None:
-            return
-        try:
-            node.process.wait(timeout=5 if graceful else 10)
-        except subprocess.TimeoutExpired:
-            if graceful:
-                self._note(node, f"{node.name} ignored SIGTERM for 5s: SIGABRT "
-                                 "(its Python stacks follow)")
-                node.process.send_signal(signal.SIGABRT)
-                try:
-                    node.process.wait(timeout=3)
-                except subprocess.TimeoutExpired:
-                    pass
-            node.process.kill()
-            node.process.wait(timeout=10)
-        node.state = DEAD
-
     def unexpected_exits(self) -> dict[str, str]:
         """Nodes the harness holds running or paused whose process has
         ended anyway: {name: how, e.g. "killed by SIGKILL"}. Each is marked
@@ -249,44 +234,37 @@ class Cluster:
         killed) node from a hung one."""
         ended = {}
         for node in self.nodes.values():
-            if node.state == DEAD or node.process is None:
-                continue
-            code = node.process.poll()
-            if code is None:
+            code = node.twistd.exit_code()
+            if node.state == DEAD or code is None:
                 continue
             how = describe_exit(code)
             node.state = DEAD
-            self._note(node, f"{node.name} ended on its own: {how}")
+            node.twistd.note(f"--- harness: {node.name} ended on its own: {how}")
             ended[node.name] = how
         return ended
-
-    @staticmethod
-    def _note(node: NodeProcess, text: str) -> None:
-        with open(node.log_path, "ab") as log:
-            log.write(f"--- harness: {text}\n".encode())
 
     # --- faults -------------------------------------------------------------
 
     def pause(self, name: str) -> None:
+        """SIGSTOP running node ``name``."""
         node = self._running(name)
-        node.process.send_signal(signal.SIGSTOP)
+        node.twistd.pause()
         node.state = PAUSED
 
     def resume(self, name: str) -> None:
         node = self.nodes[name]
         if node.state != PAUSED:
             raise HarnessError(f"{name} is {node.state}, not paused")
-        node.process.send_signal(signal.SIGCONT)
+        node.twistd.resume()
         node.state = RUNNING
 
     def kill(self, name: str) -> None:
+        """SIGKILL node ``name`` (running or paused) and reap it."""
         node = self.nodes[name]
         if node.state == DEAD:
             raise HarnessError(f"{name} is already dead")
-        node.process.kill()
-        if node.state == PAUSED:
-            node.process.send_signal(signal.SIGCONT)
-        self._reap(node, graceful=False)
+        node.twistd.kill()
+        node.state = DEAD
 
     def restart(self, name: str, promote: bool = True,
                 timeout: float = 30.0) -> None:
@@ -308,11 +286,10 @@ class Cluster:
         before any is reaped); returns their names."""
         victims = [n for n in self.nodes.values() if n.state != DEAD]
         for node in victims:
-            node.process.kill()
+            node.twistd.send(signal.SIGKILL)
         for node in victims:
-            if node.state == PAUSED:
-                node.process.send_signal(signal.SIGCONT)
-            self._reap(node, graceful=False)
+            node.twistd.kill()
+            node.state = DEAD
         return [node.name for node in victims]
 
     def restart_all(self, names=None, timeout: float = 30.0) -> None:
@@ -384,15 +361,9 @@ class Cluster:
         if name in self.nodes or not live:
             raise HarnessError(f"cannot add {name}: exists, or no live node")
         client, web_port, peer = free_ports(3)
-        path = os.path.join(self.directory, name)
-        os.makedirs(path, exist_ok=True)
-        node = NodeProcess(name=name, client_port=client, web_port=web_port,
-                           peer_port=peer, peer_address=peer, directory=path)
-        node.watcher = LogWatcher(node.log_path)
-        self.nodes[name] = node
+        node = self.nodes[name] = self._new_node(name, client, web_port, peer, peer)
         self._launch(node, [
-            twistd_path(), "--nodaemon", "--pidfile=", "--logfile", "-",
-            "doozer", "--name", name, "--cluster", self.cluster_name,
+            "--name", name, "--cluster", self.cluster_name,
             "--listen", endpoint(client), "--web", endpoint(web_port),
             "--peer-listen", endpoint(peer),
             "--peer-secret-file", self.peer_secret_file,
@@ -405,26 +376,32 @@ class Cluster:
 
     def isolate(self, name: str) -> None:
         """Cut every link to and from ``name`` (peer traffic only)."""
-        self._require_proxy()
-        self.control.block(name, "*")
-        self.control.block("*", name)
+        control = self._require_proxy()
+        control.block(name, "*")
+        control.block("*", name)
+
+    def cut(self, src: str, dst: str) -> None:
+        """Cut the directed link ``src -> dst`` (``*`` is any node): what
+        ``src`` sends its peer ``dst`` is lost; the reverse link works."""
+        self._require_proxy().block(src, dst)
 
     def partition(self, *groups) -> None:
         """Cut every link between nodes of different groups."""
-        self._require_proxy()
+        control = self._require_proxy()
         where = {n: i for i, g in enumerate(groups) for n in g}
         for a in self.nodes:
             for b in self.nodes:
                 if a != b and where.get(a, -1) != where.get(b, -2):
-                    self.control.block(a, b)
+                    control.block(a, b)
 
     def heal(self) -> None:
-        self._require_proxy()
-        self.control.heal()
+        self._require_proxy().heal()
 
-    def _require_proxy(self) -> None:
+    def _require_proxy(self) -> ProxyControl:
+        """The proxy's control client; HarnessError without a proxy."""
         if self.control is None:
             raise HarnessError("partitions need the cluster started with proxy=True")
+        return self.control
 
     # --- observation ----------------------------------------------------------
 
@@ -448,104 +425,6 @@ class Cluster:
         if node.state != RUNNING:
             raise HarnessError(f"{name} is {node.state}, not running")
         return node
-
-    def status(self, name: str, timeout: float = 1.0) -> dict | None:
-        """The node's ``/v1/cluster`` view, or None if it does not answer."""
-        node = self.nodes[name]
-        if node.state != RUNNING or not node.web_port:
-            return None
-        url = f"http://127.0.0.1:{node.web_port}/v1/cluster"
-        try:
-            with urllib.request.urlopen(url, timeout=timeout) as resp:
-                return json.loads(resp.read())
-        except (OSError, ValueError):
-            return None
-
-    def view(self, name: str) -> tuple[str | None, str | None]:
-        """(role, leader's name) as running node ``name`` sees them: from
-        ``/v1/cluster`` when it describes a replicated cluster, else from
-        the role changes the node logs."""
-        node = self.nodes[name]
-        if node.state != RUNNING:
-            return None, None
-        status = self.status(name) if node.web_port else None
-        if status and (status.get("term", 0) > 0 or self.size == 1):
-            me = next((m for m in status.get("nodes", ()) if m.get("name") == name), {})
-            return me.get("role"), name_of(status.get("leader"))
-        watcher = node.watcher.poll()
-        return watcher.role, watcher.leader
-
-    def leader(self, among=None) -> str | None:
-        """The running node that says it leads and whose leadership a
-        majority of the configured voters confirm."""
-        names = self.running() if among is None else [
-            n for n in among if self.nodes[n].state == RUNNING]
-        views = {n: self.view(n) for n in names}
-        for n, (role, leader) in views.items():
-            if role != "leader" or leader != n:
-                continue
-            confirms = sum(1 for _, seen in views.values() if seen == n)
-            if confirms > self.size // 2:
-                return n
-        return None
-
-    def wait_for_leader(self, timeout: float = 10.0, among=None,
-                        exclude=()) -> str:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            leader = self.leader(among)
-            if leader is not None and leader not in exclude:
-                return leader
-            time.sleep(0.05)
-        raise HarnessError(f"no leader within {timeout}s; views: "
-                           f"{ {n: self.view(n) for n in self.running()} }")
-
-    def member_id(self, name: str) -> str | None:
-        """The Raft member id of node ``name``'s current life."""
-        return self.nodes[name].watcher.poll().member
-
-    def wait_member(self, name: str, timeout: float = 10.0) -> str:
-        """Wait until node ``name`` has started Raft; returns its member id."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            member = self.member_id(name)
-            if member is not None:
-                return member
-            time.sleep(0.05)
-        raise HarnessError(f"{name} never started Raft within {timeout}s:\n"
-                           f"{self.nodes[name].log_text()[-3000:]}")
-
-    def is_voter(self, name: str) -> bool:
-        """True once ``name``'s current life votes: founders do from the
-        start; a node that joined once some leader proposed it as voter."""
-        member = self.member_id(name)
-        if member is None:
-            return False
-        if "~" not in member:
-            return True
-        return any(member in n.watcher.poll().voters_proposed
-                   for n in self.nodes.values())
-
-    def wait_formed(self, timeout: float = 30.0) -> str:
-        """Wait until every running node votes, a leader is confirmed and a
-        write commits (a node that started late joins as a learner and is
-        promoted: until then the cluster is smaller than configured).
-        Returns the leader."""
-        deadline = time.monotonic() + timeout
-        for name in self.running() if self.size > 1 else ():
-            self.wait_voter(name, max(0.5, deadline - time.monotonic()))
-        leader = self.wait_for_leader(max(0.5, deadline - time.monotonic()))
-        self.wait_writable(max(0.5, deadline - time.monotonic()))
-        return leader
-
-    def wait_voter(self, name: str, timeout: float = 10.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.is_voter(name):
-                return
-            time.sleep(0.05)
-        raise HarnessError(f"{name} ({self.member_id(name)}) not a voter "
-                           f"within {timeout}s")
 
     def write(self, name: str, path: str, value: bytes,
               timeout: float = 2.0) -> int:
@@ -597,11 +476,14 @@ class Cluster:
                     time.sleep(0.05)
 
     def collect_logs(self, target: str) -> None:
-        """Copy every node log (and the proxy's) into ``target``."""
+        """Copy every node log and JSON events file (and the proxy's log)
+        into ``target``."""
         os.makedirs(target, exist_ok=True)
         for node in self.nodes.values():
-            if os.path.exists(node.log_path):
-                shutil.copy(node.log_path, os.path.join(target, f"{node.name}.log"))
+            for path, copy in ((node.log_path, f"{node.name}.log"),
+                               (node.events().path, f"{node.name}.{EVENTS_FILE}")):
+                if os.path.exists(path):
+                    shutil.copy(path, os.path.join(target, copy))
         for extra in ("proxy.log", "cluster.yaml"):
             path = os.path.join(self.directory, extra)
             if os.path.exists(path):

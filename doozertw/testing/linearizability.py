@@ -281,6 +281,7 @@ class _PartitionSearch:
             frames.append([*self._children(state), 0, state, w, rel, unk, e])
         if w == known_count:  # unknown ops left over: they never happened
             return None
+        assert best is not None  # w < known_count: some frame was the deepest
         blocker, path, at_state = best
         return Violation(partition=self.key, op=self.ops[opidx[blocker]],
                          linearized=tuple(self.ops[opidx[e]] for e in path),

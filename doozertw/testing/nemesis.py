@@ -8,18 +8,30 @@ per round.
 ``Nemesis(target, plan)`` applies the plan. The target is anything with the
 ``Cluster`` fault and observation methods (``wait_for_leader``, ``running``,
 ``pause``/``resume``, ``kill``/``restart``, ``kill_all``/``restart_all``,
-``isolate``/``heal``, ``wait_writable``, ``wait_serving``); time comes from injected ``clock`` and ``sleep``, so a
-test drives it with a fake clock. Each fault is healed in a ``finally``
-before the next is injected, and after healing the nemesis waits until the
-cluster takes writes again, has a leader and every running node answers
-reads (``recover_timeout``): a cluster that does not recover fails the run
-with ``NemesisError``. Every step is appended to
+``isolate``/``cut``/``heal``, ``wait_writable``, ``wait_serving``); time comes
+from injected ``clock`` and ``sleep``, so a test drives it with a fake clock.
+Each fault is healed in a ``finally`` before the next is injected, and after
+healing the nemesis waits until the cluster takes writes again, has a leader
+and every running node answers reads (``recover_timeout``): a cluster that
+does not recover fails the run with ``NemesisError``. Every step is appended to
 ``timeline`` as ``Injection`` records, written into failure reports.
 
 ``KILL_ALL`` (``kill-all``) is ``kill -9`` of every node at once, held,
 then every node started again with its command (data directories kept):
 durable nodes must come back with everything they acknowledged. It is not
 part of the default ``ALL_KINDS``; ask for it (``KNOWN_KINDS`` has it).
+
+``STALE_READ_KINDS`` cut the leader's peer links one way or both while its
+client port keeps working (the target needs ``cut(src, dst)``): ``mute-leader``
+(the leader hears the others but is not heard), ``deafen-leader`` (it is
+heard but hears no one), ``asymmetric-leader`` (seeded: some followers do
+not hear it, it does not hear the rest), ``isolate-leader`` held long, and
+``linger-leader``: the leader is cut off both ways and paused (SIGSTOP) for
+the hold, so the others elect a leader and commit while it cannot count
+time; it is then resumed still cut off and left to serve clients for
+``linger`` seconds before the links heal. docs/testing.md ("Fault runs
+that can see stale reads") explains which of them give a broken ReadIndex
+a window to serve a stale read.
 """
 
 from __future__ import annotations
@@ -37,15 +49,24 @@ KILL_FOLLOWER = "kill-follower"
 ISOLATE_LEADER = "isolate-leader"
 ISOLATE_FOLLOWER = "isolate-follower"
 
+MUTE_LEADER = "mute-leader"
+DEAFEN_LEADER = "deafen-leader"
+ASYMMETRIC_LEADER = "asymmetric-leader"
+LINGER_LEADER = "linger-leader"
+
 KILL_ALL = "kill-all"
 ALL_NODES = "*"  # the Injection.node of a fault that hits every node
 
 ALL_KINDS = (PAUSE_LEADER, PAUSE_FOLLOWER, KILL_LEADER, KILL_FOLLOWER,
              ISOLATE_LEADER, ISOLATE_FOLLOWER)
 PROCESS_KINDS = ALL_KINDS[:4]
+# Faults that leave a deposed leader reachable by clients (module docstring).
+STALE_READ_KINDS = (LINGER_LEADER, ISOLATE_LEADER, MUTE_LEADER, DEAFEN_LEADER,
+                    ASYMMETRIC_LEADER)
 # KILL_ALL is not in ALL_KINDS (the default mix): it is only safe for
 # durable nodes (an --in-memory cluster killed whole forgets everything).
-KNOWN_KINDS = ALL_KINDS + (KILL_ALL,)
+KNOWN_KINDS = ALL_KINDS + (MUTE_LEADER, DEAFEN_LEADER, ASYMMETRIC_LEADER,
+                           LINGER_LEADER, KILL_ALL)
 
 
 class NemesisError(AssertionError):
@@ -105,8 +126,10 @@ class Nemesis:
                  clock: Callable[[], float] = time.monotonic,
                  sleep: Callable[[float], None] = time.sleep,
                  recover_timeout: float = 15.0, seed: int = 0,
-                 should_stop: Callable[[], bool] = lambda: False):
+                 should_stop: Callable[[], bool] = lambda: False,
+                 linger: float = 1.5):
         self.target = target
+        self.linger = linger
         self.plan = list(plan)
         self.clock = clock
         self.sleep = sleep
@@ -161,6 +184,12 @@ class Nemesis:
             self.target.pause(node)
         elif action == "kill":
             self.target.kill(node)
+        elif kind in _LINKS_CUT:
+            for src, dst in _LINKS_CUT[kind](node, self._others(node), self.rng):
+                self.target.cut(src, dst)
+        elif kind == LINGER_LEADER:
+            self.target.isolate(node)
+            self.target.pause(node)
         else:
             self.target.isolate(node)
 
@@ -172,8 +201,17 @@ class Nemesis:
             self.target.resume(node)
         elif action == "kill":
             self.target.restart(node)
+        elif kind == LINGER_LEADER:
+            try:  # resumed still cut off: it believes it leads a while
+                self.target.resume(node)
+                self.sleep(self.linger)
+            finally:
+                self.target.heal()
         else:
             self.target.heal()
+
+    def _others(self, node: str) -> list[str]:
+        return sorted(n for n in self.target.running() if n != node)
 
     def _recover(self, record: Injection) -> None:
         try:
@@ -185,3 +223,31 @@ class Nemesis:
             raise NemesisError(f"cluster did not recover after "
                                f"{record.describe()}") from e
         record.recovered = self.clock()
+
+
+def _mute(node: str, others: list[str], rng: random.Random) -> list[tuple[str, str]]:
+    """The node hears the others but none hears it."""
+    return [(node, other) for other in others]
+
+
+def _deafen(node: str, others: list[str], rng: random.Random) -> list[tuple[str, str]]:
+    """Everyone hears the node; it hears no one."""
+    return [(other, node) for other in others]
+
+
+def _asymmetric(node: str, others: list[str],
+                rng: random.Random) -> list[tuple[str, str]]:
+    """A seeded split of the others: the first part does not hear the
+    node, the node does not hear the rest (each part non-empty when there
+    are two others or more)."""
+    shuffled = list(others)
+    rng.shuffle(shuffled)
+    split = max(1, len(shuffled) // 2)
+    return ([(node, other) for other in shuffled[:split]]
+            + [(other, node) for other in shuffled[split:]])
+
+
+# kind -> the directed (src, dst) links it cuts, from (victim, others, rng)
+_LINKS_CUT: dict[str, Callable[[str, list[str], random.Random],
+                               list[tuple[str, str]]]] = {
+    MUTE_LEADER: _mute, DEAFEN_LEADER: _deafen, ASYMMETRIC_LEADER: _asymmetric}

@@ -1,24 +1,30 @@
-"""One harness node process and what its log says.
+"""One harness node process.
 
-``NodeProcess`` records a node's ports, scratch directory, process and the
-state the harness put it in (``RUNNING``, ``PAUSED``, ``DEAD``).
-``LogWatcher`` follows the node's log for its Raft member id, its latest
-role and leader, and the members it proposed as voters; ``START_LINE``
-begins the marker the harness writes before each start. Also: loopback
-port picking, the ``twistd`` path, endpoint strings and ``describe_exit``.
+``NodeProcess`` records a node's ports, scratch directory, its process
+(a ``doozertw.testing.spawn.Twistd``, which owns it), the
+state the harness put it in (``RUNNING``, ``PAUSED``, ``DEAD``) and the
+``EventWatcher`` following its JSON log events
+(``doozertw.testing.node_events``); ``START_LINE`` begins the marker the
+harness writes into its text log before each start. Also: loopback
+port picking (the one free-port helper of the test suite), the ``twistd``
+path, endpoint strings and ``describe_exit``.
 """
 
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import signal
 import socket
-import subprocess
 import sys
+from typing import TYPE_CHECKING
 
 import attrs
+
+from doozertw.testing.node_events import EventWatcher
+
+if TYPE_CHECKING:  # spawn imports this module
+    from doozertw.testing.spawn import Twistd
 
 RUNNING, PAUSED, DEAD = "running", "paused", "dead"
 
@@ -41,7 +47,13 @@ def free_ports(count: int) -> list[int]:
             s.close()
 
 
+def free_port() -> int:
+    """One free loopback port (free when picked: bind it soon)."""
+    return free_ports(1)[0]
+
+
 def twistd_path() -> str:
+    """The ``twistd`` installed next to this Python (the venv's)."""
     path = shutil.which("twistd", path=os.path.dirname(sys.executable))
     if path is None:
         raise HarnessError(f"twistd not found next to {sys.executable}")
@@ -62,27 +74,26 @@ class NodeProcess:
     peer_port: int        # where the node listens for peers
     peer_address: int     # where other nodes dial it (the proxy, or peer_port)
     directory: str
-    process: subprocess.Popen | None = None
+    twistd: Twistd        # owns the process (every start of it) and its log
     state: str = DEAD
     starts: int = 0
-    watcher: LogWatcher | None = None
+    watcher: EventWatcher | None = None
+
+    def events(self) -> EventWatcher:
+        """The watcher of the node's event file; HarnessError if it has none."""
+        if self.watcher is None:
+            raise HarnessError(f"{self.name} has no event watcher")
+        return self.watcher
 
     @property
     def log_path(self) -> str:
-        return os.path.join(self.directory, "node.log")
+        return self.twistd.log_path
 
     def log_text(self) -> str:
-        try:
-            with open(self.log_path, encoding="utf-8", errors="replace") as f:
-                return f.read()
-        except OSError:
-            return ""
+        """Everything the node printed, over all its starts."""
+        return self.twistd.log_text()
 
 
-_ROLE_LINE = re.compile(r"\] (\S+) is (leader|follower|candidate|pre-candidate), "
-                        r"leader (\S+)\s*$")
-_MEMBER_LINE = re.compile(r"raft member (\S+) started")
-_VOTER_LINE = re.compile(r"proposed ADD_VOTER (\S+)")
 START_LINE = "--- harness: start #"
 
 
@@ -101,44 +112,3 @@ def name_of(member: str | None) -> str | None:
     if member in (None, "None", ""):
         return None
     return member.split("~", 1)[0]
-
-
-class LogWatcher:
-    """Follows one node's log: its Raft member id, its latest role and
-    leader (the driver logs ``<member> is <role>, leader <member>`` on every
-    change), and the members it proposed as voters. A harness start marker
-    resets what the node's earlier life said."""
-
-    def __init__(self, path: str):
-        self.path = path
-        self.offset = 0
-        self.partial = b""
-        self.member = None
-        self.role = None
-        self.leader = None
-        self.voters_proposed: set[str] = set()
-
-    def poll(self) -> LogWatcher:
-        try:
-            with open(self.path, "rb") as f:
-                f.seek(self.offset)
-                data = f.read()
-        except OSError:
-            return self
-        self.offset += len(data)
-        lines = (self.partial + data).split(b"\n")
-        self.partial = lines.pop()
-        for raw in lines:
-            self._line(raw.decode("utf-8", "replace"))
-        return self
-
-    def _line(self, line: str) -> None:
-        if line.startswith(START_LINE):  # a new life: proposals made stay true
-            self.member = self.role = self.leader = None
-        elif m := _ROLE_LINE.search(line):
-            self.member, self.role, self.leader = m.group(1), m.group(2), name_of(m.group(3))
-        elif m := _MEMBER_LINE.search(line):
-            self.member = m.group(1)
-        elif m := _VOTER_LINE.search(line):
-            self.voters_proposed.add(m.group(1))
-

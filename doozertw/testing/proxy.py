@@ -17,9 +17,7 @@ every peer connection. Rules name directed links (``*`` matches any node):
 
 The proxy runs as its own process (``python -m doozertw.testing.proxy
 ROUTES.json``), so pausing or loading the test process never stalls it. It
-prints ``READY <control port>`` once listening. ``python -m
-doozertw.testing.proxy --peer-advertise ADDR TWISTD-ARGS`` runs a node that
-advertises the proxy's address while listening on its private port. The control port takes one
+prints ``READY <control port>`` once listening. The control port takes one
 command per line and answers one line: ``ok``, ``error <why>`` or, for
 ``status``, a JSON object. ``ProxyProcess`` starts it and ``ProxyControl``
 speaks the control protocol.
@@ -28,6 +26,7 @@ speaks the control protocol.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import os
 import socket
@@ -124,7 +123,7 @@ class _Link:
         self.src = UNKNOWN_SENDER
         self.dst = dst
         self.client_reader, self.client_writer = reader, writer
-        self.upstream_writer = None
+        self.upstream_writer: asyncio.StreamWriter | None = None
         self.stalled = False  # bytes were discarded: must not resume
         self.closed = False
 
@@ -147,14 +146,13 @@ class PeerProxy:
         self.links: set[_Link] = set()
         self.counters = {"connections": 0, "blocked_connections": 0,
                          "bytes_forwarded": 0, "bytes_discarded": 0}
-        self._servers = []
+        self._servers: list[asyncio.Server] = []
 
     async def start(self, control_port: int = 0) -> int:
         """Listen on every route and on the control port; returns it."""
         for route in self.routes:
             server = await asyncio.start_server(
-                lambda r, w, route=route: self._accept(route, r, w),
-                "127.0.0.1", route.listen_port)
+                functools.partial(self._accept, route), "127.0.0.1", route.listen_port)
             self._servers.append(server)
         control = await asyncio.start_server(self._control, "127.0.0.1",
                                              control_port)
@@ -190,7 +188,7 @@ class PeerProxy:
 
     def status(self) -> dict:
         return {"mode": self.mode, "blocked": self.rules.blocked(),
-                "links": sorted(f"{l.src}->{l.dst}" for l in self.links),
+                "links": sorted(f"{link.src}->{link.dst}" for link in self.links),
                 **self.counters}
 
     def _enforce(self) -> None:
@@ -292,9 +290,6 @@ async def _serve(path: str) -> None:
 
 def main(argv=None) -> None:
     argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["--peer-advertise"]:
-        peer_advertise_twistd(argv)
-        return
     if len(argv) != 1:
         raise SystemExit("usage: python -m doozertw.testing.proxy ROUTES.json")
     asyncio.run(_serve(argv[0]))
@@ -343,8 +338,8 @@ class ProxyProcess:
         self.mode = mode
         self.python = python
         self.env = child_env(env)
-        self.process = None
-        self.control = None
+        self.process: subprocess.Popen[bytes] | None = None
+        self.control: ProxyControl | None = None
 
     def start(self, timeout: float = 20.0) -> ProxyControl:
         path = os.path.join(self.directory, "proxy-routes.json")
@@ -353,13 +348,14 @@ class ProxyProcess:
                        "routes": [attrs.asdict(r) for r in self.routes]}, f)
         log_path = os.path.join(self.directory, "proxy.log")
         log = open(log_path, "ab")
-        self.process = subprocess.Popen(
+        self.process = process = subprocess.Popen(
             [self.python, "-m", "doozertw.testing.proxy", path],
             stdout=subprocess.PIPE, stderr=log, env=self.env,
             cwd=self.directory)
         log.close()
         deadline = time.monotonic() + timeout
-        line = self.process.stdout.readline().decode().strip()
+        assert process.stdout is not None  # stdout=PIPE
+        line = process.stdout.readline().decode().strip()
         if not line.startswith("READY ") or time.monotonic() > deadline:
             self.stop()
             with open(log_path, encoding="utf-8", errors="replace") as f:
@@ -374,40 +370,9 @@ class ProxyProcess:
         if self.process.poll() is None:
             self.process.kill()
         self.process.wait(timeout=10)
-        self.process.stdout.close()
+        if self.process.stdout is not None:
+            self.process.stdout.close()
         self.process = None
-
-
-# --- nodes behind the proxy must advertise it ------------------------------------
-
-
-def tap_has_option(option: str) -> bool:
-    """True when ``twistd doozer`` takes ``--<option>``."""
-    from doozertw import tap
-    return any(spec[0] == option for spec in tap.Options.optParameters)
-
-
-def peer_advertise_twistd(argv: list[str]) -> None:
-    """``python -m doozertw.testing.proxy --peer-advertise ADDR
-    TWISTD-ARGS...``: run twistd with every ClusterService advertising
-    ADDR as its peer address (ClusterService's ``peer_advertise``), while
-    it listens where ``--peer-listen`` says. A stopgap until ``twistd
-    doozer`` takes such an option itself."""
-    if len(argv) < 2 or argv[0] != "--peer-advertise":
-        raise SystemExit("usage: python -m doozertw.testing.proxy "
-                         "--peer-advertise ADDR twistd-args...")
-    address, rest = argv[1], argv[2:]
-    from doozertw.cluster import service
-    original = service.ClusterService.__init__
-
-    def advertising(self, *args, **kwargs):
-        kwargs["peer_advertise"] = kwargs.get("peer_advertise") or address
-        original(self, *args, **kwargs)
-
-    service.ClusterService.__init__ = advertising
-    sys.argv = ["twistd"] + rest
-    from twisted.scripts.twistd import run
-    run()
 
 
 if __name__ == "__main__":

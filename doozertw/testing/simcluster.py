@@ -26,7 +26,11 @@ nodes (or all) down at once; ``restart(..., lose_state=True)`` wipes a disk.
 
 Every event is checked as it happens; an ``InvariantViolation`` is raised at
 once if election safety, log matching, leader completeness or state machine
-safety (across nodes, and per node across its crashes) is broken.
+safety (across nodes, and per node across its crashes) is broken; if a
+ReadIndex answer or a served read is older than what was committed when the
+read was issued (linearizable reads: ``read`` issues one, the node serves it
+once ``read_servable`` allows); or if a node's storage differs, after any
+write, from what its Readys asked for or from the log it holds in memory.
 """
 
 from __future__ import annotations
@@ -40,7 +44,7 @@ from doozertw.consensus.messages import (
 )
 from doozertw.consensus.raft import RaftNode
 from doozertw.consensus.ready import (
-    RaftError, Role, early_send_allowed, is_leader_early_message,
+    RaftError, ReadState, Role, early_send_allowed, is_leader_early_message,
 )
 from doozertw.testing.simdisk import (
     Checker, InvariantViolation, SimDisk, SimNode, decode_state,
@@ -49,6 +53,7 @@ from doozertw.testing.simdisk import (
 
 __all__ = [
     "Checker", "InvariantViolation", "LivenessFailure", "SimCluster",
+    "applied_to_read_index",
     "SimDisk", "SimNetwork", "SimNode", "chaos_step", "decode_state",
     "encode_state", "membership_step",
 ]
@@ -58,8 +63,15 @@ class LivenessFailure(AssertionError):
     """The cluster did not make progress within the allowed ticks."""
 
 
+def applied_to_read_index(node: SimNode, read_state: ReadState) -> bool:
+    """The driver's rule for answered ReadIndex requests: serve the read
+    once the node has applied up to the read index."""
+    return node.applied_index >= read_state.index
+
+
 class SimNetwork:
-    """Seeded lossy network with per-pair blocking."""
+    """Seeded lossy network with per-pair blocking; ``drop``, if set, is a
+    predicate choosing further messages to lose (by kind, sender, ...)."""
 
     def __init__(self, rng, loss=0.0, dup=0.0, min_delay=1, max_delay=1,
                  use_codec=True):
@@ -70,6 +82,7 @@ class SimNetwork:
         self.max_delay = max_delay
         self.use_codec = use_codec
         self.blocked = set()
+        self.drop = None  # optional predicate: lose the messages it selects
         self.queue = []
         self.seq = 0
         self.sent = 0
@@ -80,7 +93,8 @@ class SimNetwork:
 
     def send(self, now, m):
         self.sent += 1
-        if self.rng.random() < self.loss:
+        if self.rng.random() < self.loss or (
+                self.drop is not None and self.drop(m)):
             return
         copies = 2 if self.rng.random() < self.dup else 1
         payload = codec.encode(m) if self.use_codec else m
@@ -123,14 +137,17 @@ class SimCluster:
     runs use asynchronous disks).
     ``early_message(m)`` says which messages may precede the sender's
     write (the contract's ``is_leader_early_message``; tests plant driver
-    bugs by replacing it). ``crashes`` and ``stats`` count what a run
+    bugs by replacing it); ``read_servable(node, read_state)`` says when
+    an answered read may be served from the node's state (default: once
+    applied up to its read index). ``crashes`` and ``stats`` count what a run
     exercised (crashes by kind, writes lost, early and held messages, ticks
     and steps of nodes with a write in flight)."""
 
     def __init__(self, n=3, seed=0, *, ids=None, learners=(), loss=0.0,
                  dup=0.0, min_delay=1, max_delay=1, compact_every=None,
                  use_codec=True, storages=None, disk_delay=0,
-                 early_message=is_leader_early_message, **raft_options):
+                 early_message=is_leader_early_message,
+                 read_servable=applied_to_read_index, **raft_options):
         self.rng = random.Random(seed)
         self.now = 0
         ids = list(ids) if ids else [f"n{i}" for i in range(1, n + 1)]
@@ -140,6 +157,7 @@ class SimCluster:
         self.compact_every = compact_every
         self.disk_delay = disk_delay
         self.early_message = early_message
+        self.read_servable = read_servable
         self.raft_options = raft_options
         self.check = Checker()
         self.proposals = 0
@@ -168,6 +186,7 @@ class SimCluster:
         node.applied = decode_state(snap.data)
         node.applied_index = snap.index
         node.read_states = []
+        node.pending_reads = []
         node.starts += 1
         self.check.on_restore(node, snap)
         node.raft = RaftNode(nid, node.founding_conf, node.storage,
@@ -249,9 +268,23 @@ class SimCluster:
         for rs in rd.read_states:
             self.check.on_read_state(node, rs)
         node.read_states.extend(rd.read_states)
+        node.pending_reads.extend(rd.read_states)
         node.raft.advance(rd)
         self._maybe_compact(node)
+        self.check.on_saved(node)
+        self._serve_reads(node)
         self._observe(node)
+
+    def _serve_reads(self, node: SimNode) -> None:
+        """Serve the answered reads that ``read_servable`` allows now, from
+        the node's application state (checked by the Checker)."""
+        waiting = []
+        for rs in node.pending_reads:
+            if self.read_servable(node, rs):
+                self.check.on_read_release(node, rs)
+            else:
+                waiting.append(rs)
+        node.pending_reads = waiting
 
     def _restore(self, node, snap):
         node.applied = decode_state(snap.data)
@@ -262,9 +295,9 @@ class SimCluster:
         raft = node.raft
         if not self.compact_every:
             return
-        if node.applied_index - raft.log.snapshot.index >= self.compact_every:
+        if node.applied_index - raft.status().snapshot_index >= self.compact_every:
             snap = raft.compact(node.applied_index, encode_state(node.applied))
-            node.storage.compact(snap)
+            node.disk.compact(snap)
 
     def _observe(self, node):
         """Check a node that may just have become leader, then drive it."""
@@ -369,8 +402,8 @@ class SimCluster:
         """Issue a ReadIndex request at node ``nid``; False if refused."""
         node = self.nodes[nid]
         floor = max([n.storage.hard_state.commit for n in self.nodes.values()]
-                    + [n.raft.log.committed for n in self.up_nodes()])
-        self.check.read_floors[ctx] = floor
+                    + [n.raft.status().commit for n in self.up_nodes()])
+        self.check.on_read_issued(ctx, floor)
         try:
             node.raft.read_index(ctx)
         except RaftError:
@@ -383,7 +416,7 @@ class SimCluster:
 
     def voters(self):
         """Voters of the newest configuration any up node knows."""
-        newest = max(self.up_nodes(), key=lambda n: n.raft.log.last_index())
+        newest = max(self.up_nodes(), key=lambda n: n.raft.status().last_index)
         return newest.raft.conf.voters
 
     # -- faults ------------------------------------------------------------
@@ -391,6 +424,7 @@ class SimCluster:
     def heal(self):
         """Remove partitions and faults and restart every crashed node."""
         self.net.heal()
+        self.net.drop = None
         self.net.loss = 0.0
         self.net.dup = 0.0
         for nid, node in sorted(self.nodes.items()):

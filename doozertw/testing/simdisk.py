@@ -15,8 +15,9 @@ the node ever applied at each index, so a node that applies something else
 there after a restart is caught.
 
 The ``Checker`` holds the global views (leaders per term, every persisted
-and applied entry) against which SimCluster checks Raft's safety
-properties as events happen.
+and applied entry, the commit floor of each read) against which SimCluster
+checks Raft's safety properties, linearizable reads, and each storage
+against a ``DurableModel`` of what it was asked to save, as events happen.
 """
 
 from __future__ import annotations
@@ -24,8 +25,8 @@ from __future__ import annotations
 import struct
 
 from doozertw.consensus.log import MemoryStorage
-from doozertw.consensus.messages import EntryKind
-from doozertw.consensus.ready import Role
+from doozertw.consensus.messages import EntryKind, Snapshot
+from doozertw.consensus.ready import ReadState, Ready, Role
 
 
 def encode_state(applied):
@@ -63,7 +64,11 @@ class Checker:
         self.committed = {}        # index -> (term, kind, data), applied anywhere
         self.acked = {}            # index -> term, applied by a leader
         self.read_floors = {}      # ctx -> highest commit index at issue time
+        self.read_acked = {}       # ctx -> newest acknowledged write at issue
+        self.last_acked = None     # (index, data) of the newest acknowledged write
         self.reads_answered = 0
+        self.reads_released = 0
+        self.saves_checked = 0     # writes after which storage == the live log
 
     def on_leader(self, node):
         """``node`` leads its current term: no other node may lead that
@@ -74,7 +79,7 @@ class Checker:
             raise InvariantViolation(
                 f"election safety: {other} and {node.id} lead term {raft.term}")
         for index, (term, _k, _d) in self.committed.items():
-            if index > raft.log.snapshot.index and raft.log.term(index) != term:
+            if index > raft.status().snapshot_index and raft.term_at(index) != term:
                 raise InvariantViolation(
                     f"leader completeness: {node.id} (term {raft.term}) lacks "
                     f"committed entry {index}@{term}")
@@ -107,6 +112,8 @@ class Checker:
         self.check_committed(node, entry.index, entry.term, entry.kind, entry.data)
         if getattr(node.raft, "role", None) == Role.LEADER:
             self.acked[entry.index] = entry.term
+            if entry.kind == EntryKind.NORMAL and entry.data:
+                self.last_acked = (entry.index, entry.data)
 
     def on_restore(self, node, snap):
         """``node``'s application state became snapshot ``snap``'s."""
@@ -133,6 +140,56 @@ class Checker:
                 f"stale read: {node.id} read {rs.ctx!r} at {rs.index} but "
                 f"{floor} was committed when it was issued")
         self.reads_answered += 1
+
+    def on_read_issued(self, ctx: bytes, floor: int) -> None:
+        """A client issues read ``ctx`` now; ``floor`` is the highest index
+        committed anywhere (every acknowledged write is at or below it)."""
+        self.read_floors[ctx] = floor
+        self.read_acked[ctx] = self.last_acked
+
+    def on_read_release(self, node: SimNode, rs: ReadState) -> None:
+        """Linearizable reads, as the client sees them: ``node`` serves read
+        ``rs.ctx`` from its application state now, so that state must
+        include everything committed before the read was issued, and hold
+        the newest acknowledged write's value at its index."""
+        floor = self.read_floors[rs.ctx]
+        if node.applied_index < floor:
+            raise InvariantViolation(
+                f"stale read: {node.id} served {rs.ctx!r} (read index "
+                f"{rs.index}) at applied index {node.applied_index}, but "
+                f"{floor} was committed when it was issued")
+        acked = self.read_acked.get(rs.ctx)
+        if acked is not None and applied_value(node, acked[0]) != acked[1]:
+            raise InvariantViolation(
+                f"stale read: {node.id} served {rs.ctx!r} without the write "
+                f"{acked[1]!r} acknowledged at {acked[0]} before it")
+        self.reads_released += 1
+
+    def on_saved(self, node: SimNode) -> None:
+        """A write of ``node`` completed: its storage must equal the model
+        of what its Readys asked for and, if the node has nothing pending,
+        the log it holds in memory (same snapshot, entry terms, hard state).
+        """
+        st, model = node.storage, node.disk.model
+        if (st.hard_state, st.snapshot, list(st.entries)) != model.view():
+            raise InvariantViolation(
+                f"storage of {node.id} differs from its Readys: stored "
+                f"{_log_summary(st.snapshot, st.entries)}, expected "
+                f"{_log_summary(model.snapshot, model.entries)}")
+        raft = node.raft
+        if raft is None or node.disk.busy or raft.has_ready():
+            return
+        s = raft.status()
+        live = (s.term, s.vote or "", s.commit, s.snapshot_index, s.last_index,
+                [raft.term_at(e.index) for e in st.entries])
+        stored = (st.hard_state.term, st.hard_state.vote or "",
+                  st.hard_state.commit, st.snapshot.index, st.last_index(),
+                  [e.term for e in st.entries])
+        if live != stored:
+            raise InvariantViolation(
+                f"storage of {node.id} differs from its log in memory: "
+                f"stored {stored}, in memory {live}")
+        self.saves_checked += 1
 
     def check_committed(self, node, index, term, kind, data):
         value = (term, kind, data)
@@ -166,6 +223,51 @@ class Checker:
                     f"{seen!r} was applied there")
 
 
+def applied_value(node: SimNode, index: int) -> bytes | None:
+    """Data of the normal entry ``node`` applied at ``index``, or None."""
+    for i, _term, data in reversed(node.applied):
+        if i <= index:
+            return data if i == index else None
+    return None
+
+
+def _log_summary(snapshot, entries):
+    terms = [(e.index, e.term) for e in entries]
+    return f"snapshot {snapshot.index}@{snapshot.term}, entries {terms}"
+
+
+class DurableModel:
+    """What a storage must hold after the Readys and compactions handed to
+    it, written independently of the storages under test: a received
+    snapshot replaces the whole log; entries replace the suffix they
+    overlap; compaction drops the entries a snapshot covers."""
+
+    def __init__(self, storage):
+        self.hard_state = storage.hard_state
+        self.snapshot = storage.snapshot
+        self.entries = list(storage.entries)
+
+    def save(self, ready: Ready) -> None:
+        if ready.snapshot is not None and \
+                ready.snapshot.index >= self.snapshot.index:
+            self.snapshot, self.entries = ready.snapshot, []
+        for e in ready.entries:
+            if e.index <= self.snapshot.index:
+                continue
+            self.entries = [x for x in self.entries if x.index < e.index]
+            self.entries.append(e)
+        if ready.hard_state is not None:
+            self.hard_state = ready.hard_state
+
+    def compact(self, snapshot: Snapshot) -> None:
+        if snapshot.index > self.snapshot.index:
+            self.entries = [e for e in self.entries if e.index > snapshot.index]
+            self.snapshot = snapshot
+
+    def view(self):
+        return self.hard_state, self.snapshot, list(self.entries)
+
+
 def storage_term(storage, index):
     """Term of the durable entry at ``index``; None if compacted or absent."""
     snap = storage.snapshot
@@ -184,10 +286,13 @@ class SimDisk:
     returns ``(ready, held)``; ``crash(lose_unsynced)`` ends it without
     sending anything. ``token`` changes whenever the in-flight write does,
     so a completion scheduled for an older write is recognised as stale.
+    ``model`` (a DurableModel) follows the same writes and compactions, for
+    the Checker to compare the storage with.
     """
 
     def __init__(self, storage=None):
         self.storage = storage if storage is not None else MemoryStorage()
+        self.model = DurableModel(self.storage)
         self.inflight = None
         self.held = ()
         self.token = 0
@@ -207,6 +312,7 @@ class SimDisk:
     def finish(self):
         ready, held = self.inflight, self.held
         self.storage.save(ready)
+        self.model.save(ready)
         self.writes += 1
         self.inflight, self.held = None, ()
         self.token += 1
@@ -222,7 +328,13 @@ class SimDisk:
         if ready is None or lose_unsynced:
             return None
         self.storage.save(ready)
+        self.model.save(ready)
         return ready
+
+    def compact(self, snapshot):
+        """Compaction by the driver (``storage.compact``)."""
+        self.storage.compact(snapshot)
+        self.model.compact(snapshot)
 
 
 class SimNode:
@@ -237,6 +349,7 @@ class SimNode:
         self.applied = []
         self.applied_index = 0
         self.read_states = []
+        self.pending_reads = []  # ReadStates answered, not yet served
         self.history = {}  # index -> (term, kind, data) ever applied here
         self.starts = 0
 

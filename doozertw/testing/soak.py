@@ -11,7 +11,14 @@ failure). A failed run writes a report directory under ``report_root``:
     violation.txt        the checker's verdict and first violation found
     timeline.txt         every fault: kind, node, injected/healed/recovered
     clients/<id>.txt     each client's history, one operation per line
+    history.jsonl        the whole history, doozertw.testing.history_file
     nodes/<name>.log     every node's log (all restarts), proxy.log, cluster.yaml
+    nodes/<name>.events.jsonl  every node's JSON log events (all restarts)
+
+With ``readers_per_node`` the workload also has read-only clients pinned
+to each node (``add_pinned_readers``), so a deposed leader that still
+answers is asked for reads; a failed check records when the operation it
+could not linearize was invoked (``detected_after``, ``operations_before``).
 
 Revisions: every worker's connection is tapped (``RevisionWorker``), so the
 run knows the revision each acknowledged write got and the (value,
@@ -37,11 +44,13 @@ import sys
 import threading
 import time
 import traceback
+from typing import Callable, cast
 
 import attrs
 
 from doozertw.errors import ErrCode
 from doozertw.testing.cluster_harness import Cluster
+from doozertw.testing.history_file import dump_history
 from doozertw.testing.linearizability import CheckResult
 from doozertw.testing.nemesis import ALL_KINDS, KNOWN_KINDS, Nemesis, schedule
 from doozertw.testing.workload import (
@@ -69,6 +78,8 @@ class RunConfig:
     keep_report: bool = False
     node_args: tuple = ()  # extra twistd doozer options, e.g. ("--in-memory",)
     readback: int = 300  # acknowledged writes read back pinned, per node
+    readers_per_node: int = 0  # read-only clients that never leave their node
+    linger: float = 1.5  # seconds a linger-leader fault serves cut off
 
 
 @attrs.define
@@ -84,6 +95,8 @@ class RunResult:
     unanswered_final_reads: list = attrs.field(factory=list)
     revision_errors: list = attrs.field(factory=list)
     revisions_read_back: int = 0
+    detected_after: float | None = None  # seconds into the workload
+    operations_before: int = 0  # invoked before the operation that failed
     error: str = ""
     report: str | None = None
 
@@ -100,6 +113,10 @@ class RunResult:
                  f"{self.duration:.1f}s: {verdict}"]
         if self.lost:
             lines.append(f"acknowledged writes lost on keys {self.lost}")
+        if self.detected_after is not None:
+            lines.append(f"the operation the checker could not linearize was "
+                         f"invoked {self.detected_after:.1f}s into the workload,"
+                         f" after {self.operations_before} others")
         if self.unanswered_final_reads:
             lines.append(f"final reads unanswered: {self.unanswered_final_reads}")
         if self.revision_errors:
@@ -127,10 +144,13 @@ def fault_run(config: RunConfig) -> RunResult:
             WorkloadConfig(workers=config.workers, keys=config.keys,
                            seed=config.seed, think=config.think),
             cluster.all_client_ports, revisions)
+        add_pinned_readers(workload, cluster.all_client_ports(),
+                           config.readers_per_node, revisions)
         plan = schedule(config.faults, config.seed, config.kinds,
                         config.hold, config.settle)
         nemesis = Nemesis(cluster, plan, recover_timeout=config.recover_timeout,
-                          seed=config.seed)
+                          seed=config.seed, linger=config.linger)
+        workload_started = time.monotonic()
         workload.start()
         try:
             time.sleep(config.warmup)
@@ -140,6 +160,7 @@ def fault_run(config: RunConfig) -> RunResult:
             workload.stop()
             result.injected = nemesis.injected
         _finish(cluster, workload, result, config)
+        _locate_violation(result, workload.history(), workload_started)
         misread, result.revisions_read_back = read_back(
             revisions, cluster.client_ports(), config.readback, config.seed)
         result.revision_errors = revisions.errors() + misread
@@ -180,6 +201,37 @@ def _finish(cluster: Cluster, workload: Workload, result: RunResult,
     history = workload.history()
     result.check = workload.check(timeout=config.check_timeout)
     result.lost = lost_writes(history)
+
+
+def _locate_violation(result: RunResult, history: list,
+                      started: float) -> None:
+    """Fill ``detected_after``/``operations_before`` from the checker's
+    violation: when the operation it could not linearize was invoked."""
+    violation = result.check.violation if result.check else None
+    if violation is None:
+        return
+    result.detected_after = violation.op.call - started
+    result.operations_before = sum(1 for op in history
+                                   if op.call < violation.op.call)
+
+
+def _pinned(port: int) -> Callable[[], list[int]]:
+    """A Worker's ``ports`` that always names ``port``."""
+    return lambda: [port]
+
+
+def add_pinned_readers(workload: Workload, ports: list[int], per_node: int,
+                       log: RevisionLog) -> None:
+    """Add ``per_node`` read-only RevisionWorkers for each port, each
+    pinned to it: after a timeout or a lost connection it reconnects to
+    the same node, so a deposed leader keeps being asked to serve reads."""
+    config = attrs.evolve(workload.config, read_fraction=1.0, cas_fraction=0.0)
+    for port in ports:
+        for _ in range(per_node):
+            worker = RevisionWorker(len(workload.workers), config, _pinned(port),
+                                    workload.stop_flag, workload.clock)
+            worker.revisions = log
+            workload.workers.append(worker)
 
 
 # --- revisions ------------------------------------------------------------------
@@ -254,14 +306,15 @@ class RevisionWorker(Worker):
     def _connect(self) -> bool:
         if not super()._connect():
             return False
-        self.client = _RevisionTap(self.client, self.revisions)
+        # a stand-in: _RevisionTap forwards everything it does not record
+        self.client = cast(WireClient, _RevisionTap(self._conn(), self.revisions))
         return True
 
 
 def revision_workload(config: WorkloadConfig, ports, log: RevisionLog) -> Workload:
     """A Workload of RevisionWorkers recording into ``log``."""
     workload = Workload(config, ports)
-    workers = []
+    workers: list[Worker] = []
     for old in workload.workers:
         worker = RevisionWorker(old.index, config, ports, workload.stop_flag,
                                 workload.clock)
@@ -348,6 +401,8 @@ def write_report(root: str, cluster: Cluster, workload: Workload | None,
                    "injected": result.injected, "duration": result.duration,
                    "lost": result.lost, "error": result.error,
                    "revision_errors": result.revision_errors[:100],
+                   "detected_after": result.detected_after,
+                   "operations_before": result.operations_before,
                    "verdict": result.check.verdict.value if result.check else None},
                   f, indent=2, default=str)
     with open(os.path.join(path, "violation.txt"), "w", encoding="utf-8") as f:
@@ -356,6 +411,7 @@ def write_report(root: str, cluster: Cluster, workload: Workload | None,
         with open(os.path.join(path, "timeline.txt"), "w", encoding="utf-8") as f:
             f.writelines(i.describe() + "\n" for i in nemesis.timeline)
     if workload is not None:
+        dump_history(workload.history(), os.path.join(path, "history.jsonl"))
         for client, ops in workload.per_client().items():
             with open(os.path.join(path, "clients", f"{client}.txt"), "w",
                       encoding="utf-8") as f:
@@ -383,6 +439,10 @@ def main(argv=None) -> int:
     parser.add_argument("--workers", type=int, default=10)
     parser.add_argument("--kinds", default=",".join(ALL_KINDS),
                         help=f"comma-separated, of {','.join(KNOWN_KINDS)}")
+    parser.add_argument("--readers", type=int, default=0,
+                        help="read-only clients pinned to each node")
+    parser.add_argument("--hold", type=float, nargs=2, default=(0.5, 1.5),
+                        metavar=("MIN", "MAX"), help="seconds a fault is held")
     parser.add_argument("--reports", default="reports")
     args = parser.parse_args(argv)
     deadline = time.monotonic() + args.minutes * 60
@@ -391,6 +451,7 @@ def main(argv=None) -> int:
         result = fault_run(RunConfig(
             size=args.size, faults=args.faults, min_ops=args.ops, seed=seed,
             workers=args.workers, kinds=tuple(args.kinds.split(",")),
+            readers_per_node=args.readers, hold=tuple(args.hold),
             report_root=args.reports))
         print(f"seed {seed}: {'ok' if result.ok else 'FAILED'}: {result.describe()}",
               flush=True)

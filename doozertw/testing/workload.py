@@ -30,15 +30,15 @@ from __future__ import annotations
 
 import math
 import random
-import socket
 import threading
 import time
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import attrs
 
-from doozertw.errors import ErrCode
-from doozertw.frontends.msg import LENGTH, VERBS, Request, Response, frame
+from doozertw.client import BlockingClient, ConnectionLost, WaitTimeout, call
+from doozertw.errors import DoozerError, ErrCode
+from doozertw.wire import ResponseMessage
 from doozertw.testing.history import HistoryRecorder, Operation
 from doozertw.testing.linearizability import CheckResult, check
 from doozertw.testing.models import Cas, DoozerModel, Read, Write
@@ -60,66 +60,59 @@ class WireError(Exception):
 
 
 class WireClient:
-    """A minimal blocking doozer-protocol client: one request at a time.
+    """doozertw.client's BlockingClient as the workload needs it: one node,
+    no failover, one request at a time, and errors as data.
 
-    Any socket error or timeout leaves the client unusable (``closed``); a
-    late reply can never be mistaken for the answer to a later request.
+    ``call`` returns the node's raw ``Response``; an error code raises
+    WireError, no answer within ``timeout`` raises Timeout, a connection
+    that cannot be made or is lost under a write raises ConnectionError (an
+    OSError; the write's effect is unknown). A read whose connection is
+    lost is sent once more on a fresh connection to the same node (the
+    BlockingClient's rule; it is still a read within its call). Timeouts
+    and lost writes leave the client ``closed``; every later call raises
+    OSError. Replies are matched by tag, so a late reply is never taken
+    for the answer to a later request.
     """
 
     def __init__(self, port: int, timeout: float = 2.0,
                  host: str = "127.0.0.1"):
         self.timeout = timeout
-        self.sock = socket.create_connection((host, port), timeout=timeout)
-        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.tag = 0
         self.closed = False
+        self._client = BlockingClient(f"{host}:{port}", connect_timeout=timeout,
+                                      suspend_timeout=0.0, retry_delay=0.0)
+        try:
+            self._client.connect()
+        except DoozerError as e:   # ConnectionLost, or ACCESS refused
+            self.close()
+            raise ConnectionError(f"cannot connect to {host}:{port}: {e}") from None
 
     def close(self) -> None:
         self.closed = True
-        self.sock.close()
+        self._client.close()
 
-    def call(self, verb: str, **fields) -> Response:
-        """One request; raises WireError, Timeout or OSError."""
+    def call(self, verb: str, **fields: Any) -> ResponseMessage:
+        """One request; its Response. Raises WireError, Timeout or OSError."""
         if self.closed:
             raise OSError("client closed")
-        self.tag += 1
         try:
-            self.sock.settimeout(self.timeout)
-            self.sock.sendall(frame(Request(tag=self.tag, verb=VERBS[verb],
-                                            **fields)))
-            resp = self._read()
-        except socket.timeout:
+            resp: ResponseMessage = self._client.exchange(call(verb, **fields),
+                                                          timeout=self.timeout)
+        except WaitTimeout:
             self.close()
             raise Timeout(f"{verb} {fields.get('path', '')}") from None
-        except OSError:
+        except ConnectionLost as e:
             self.close()
-            raise
-        if resp.tag != self.tag:
-            self.close()
-            raise OSError(f"reply tag {resp.tag}, expected {self.tag}")
+            raise ConnectionError(f"{verb}: {e}") from None
         if resp.HasField("err_code"):  # proto2: unset reads as TAG_IN_USE
             raise WireError(resp.err_code, resp.err_detail)
         return resp
 
     def get(self, path: str) -> tuple[bytes, int]:
         resp = self.call("GET", path=path)
-        return resp.value, resp.rev
+        return bytes(resp.value), resp.rev
 
     def set(self, path: str, rev: int, value: bytes) -> int:
         return self.call("SET", path=path, rev=rev, value=value).rev
-
-    def _read(self) -> Response:
-        size = LENGTH.unpack(self._exactly(4))[0]
-        return Response.FromString(self._exactly(size))
-
-    def _exactly(self, n: int) -> bytes:
-        data = b""
-        while len(data) < n:
-            chunk = self.sock.recv(n - len(data))
-            if not chunk:
-                raise ConnectionError("connection closed by node")
-            data += chunk
-        return data
 
 
 def key_path(prefix: str, index: int) -> str:
@@ -157,7 +150,7 @@ class Worker(threading.Thread):
         self.generation = 0
         self.seq = 0
         self.node_turn = index
-        self.client = None
+        self.client: WireClient | None = None
         self.seen: dict[str, tuple[bytes | None, int]] = {}
         self.counts = {"ok": 0, "failed": 0, "unknown": 0}
 
@@ -199,6 +192,11 @@ class Worker(threading.Thread):
         else:
             self._write(key)
 
+    def _conn(self) -> WireClient:
+        """The client; the run loop connects before every operation."""
+        assert self.client is not None
+        return self.client
+
     def _value(self) -> bytes:
         self.seq += 1
         return f"w{self.index}-{self.seq}".encode()
@@ -206,7 +204,7 @@ class Worker(threading.Thread):
     def _read(self, key: str) -> None:
         token = self.recorder.invoke(self.client_id, Read(key), self.clock())
         try:
-            value, rev = self.client.get(key)
+            value, rev = self._conn().get(key)
         except (WireError, Timeout, OSError):
             self.recorder.failed(token)
             self._lost_connection()
@@ -222,7 +220,7 @@ class Worker(threading.Thread):
         token = self.recorder.invoke(self.client_id, Write(key, value),
                                      self.clock())
         try:
-            rev = self.client.set(key, CLOBBER, value)
+            rev = self._conn().set(key, CLOBBER, value)
         except (WireError, Timeout, OSError):
             self._unknown(token)
             return
@@ -236,7 +234,7 @@ class Worker(threading.Thread):
         token = self.recorder.invoke(self.client_id, Cas(key, expected, value),
                                      self.clock())
         try:
-            new_rev = self.client.set(key, rev, value)
+            new_rev = self._conn().set(key, rev, value)
         except WireError as e:
             if e.code == ErrCode.REV_MISMATCH:
                 self.recorder.ok(token, False, self.clock())

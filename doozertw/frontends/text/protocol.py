@@ -10,6 +10,8 @@ from zope.interface import implementer
 
 from doozertw.errors import DoozerError, ErrCode
 from doozertw.frontends.access import Access, AccessThrottle
+from doozertw.frontends.connection import (
+    IN_FLIGHT, WRITES, ClientConnection, ConnectionStateView)
 from doozertw.frontends.text.framing import Framer, FramingError, Rejected, value_field
 from doozertw.frontends.text.replies import clean, error_reply
 from doozertw.frontends.text.verbs import READ, WRITE, COMMANDS, TextVerbs
@@ -20,8 +22,6 @@ OUTPUT_BATCH = 64 * 1024
 """Bytes of replies after which a connection's turn ends."""
 
 ABANDONED = "abandoned: the client closed its side"
-
-OUTPUT, IN_FLIGHT, WRITES, TURN = "output", "in-flight", "writes", "turn"
 
 
 class _Reply:
@@ -35,7 +35,7 @@ class _Reply:
 
 
 @implementer(IPushProducer, IHalfCloseableProtocol)
-class TextProtocol(TextVerbs, Protocol):
+class TextProtocol(ConnectionStateView, TextVerbs, Protocol):
     """One text-protocol connection to a Node.
 
     It registers itself as the transport's push producer: while the
@@ -53,6 +53,10 @@ class TextProtocol(TextVerbs, Protocol):
     and reads of future revisions are answered ``ERR OTHER`` (ABANDONED)
     at once and its watches end: a client that closed looks the same, and
     must not leave them behind. The connection then closes.
+
+    ``node`` is a doozertw.frontends.interface.NodeAPI. The connection's
+    states, read gate and output measure are a ClientConnection
+    (doozertw.frontends.connection), of which this is the ConnectionOwner.
     """
 
     log = Logger()
@@ -71,33 +75,22 @@ class TextProtocol(TextVerbs, Protocol):
         self._write_seq = 0
         self._writes_pending = set()
         self._gates = deque()
-        self._paused_by = set()
-        self._output_paused = False
-        self._unsent = 0
         self._held_bytes = 0
         self._timer = None
         self._resume_call = None
-        self._turn_call = None
         self._turn_commands = 0
         self._turn_bytes = 0
-        self._closed = False
         self._processing = False
         self._flushing = False
-        self._counted = False
-        self._input_ended = False
+        self._conn = ClientConnection("text", self, node, limits, clock)
 
-    # -- connection life ------------------------------------------------------
+    # -- connection life (doozertw.frontends.connection) -----------------------
 
     def connectionMade(self):
-        self.node.stats.connections += 1
-        self._counted = True
-        try:
-            self.transport.registerProducer(self, True)
-        except RuntimeError:
-            self.log.warn("text client: transport already has a producer; "
-                          "no output back-pressure for {peer}", peer=self._peer())
+        self._conn.made(self.transport)
 
     def connectionLost(self, reason=None):
+        self._conn.lost()
         self._teardown()
 
     def readConnectionLost(self):
@@ -106,7 +99,11 @@ class TextProtocol(TextVerbs, Protocol):
         Watches end and waits are abandoned at once (they could hold the
         connection open forever for a client that is gone).
         """
-        self._input_ended = True
+        self._conn.half_closed()
+
+    def abandon_parked(self):
+        """End the watches; cancel waits and reads of future revisions
+        (their replies become ABANDONED errors)."""
         self._cancel_timer()
         streams = list(self._streams.values())
         self._streams.clear()
@@ -115,29 +112,29 @@ class TextProtocol(TextVerbs, Protocol):
         parked, self._parked = self._parked, set()
         for d in parked:
             d.cancel()
-        self._finish_if_done()
 
     def writeConnectionLost(self):
-        self.transport.loseConnection()
+        self._conn.close("write side lost")
 
     def _finish_if_done(self):
         """After the client's half-close: close once nothing is left to answer."""
-        if (self._input_ended and not self._closed and not self._replies
-                and not self._streams and not (self._paused_by and self._framer.buffered)
-                and self._resume_call is None and not self._processing):
-            self.transport.loseConnection()
+        self._conn.settle()
+
+    def all_answered(self):
+        return (not self._replies and not self._streams
+                and not (self._paused_by and self._framer.buffered)
+                and self._resume_call is None and not self._processing)
+
+    def before_close(self):
+        self._cancel_timer()
 
     def _teardown(self):
-        """Stop everything: cancel pending reads, waits and watches; drop replies."""
-        self._closed = True
+        """The connection is closing or closed: cancel pending reads, waits and
+        watches; drop replies."""
         self._cancel_timer()
-        for call in (self._resume_call, self._turn_call):
-            if call is not None and call.active():
-                call.cancel()
-        self._turn_call = None
-        if self._counted:
-            self._counted = False
-            self.node.stats.connections -= 1
+        call, self._resume_call = self._resume_call, None
+        if call is not None and call.active():
+            call.cancel()
         for stream in list(self._streams.values()):
             stream.stop()
         self._streams.clear()
@@ -158,16 +155,12 @@ class TextProtocol(TextVerbs, Protocol):
 
     def pauseProducing(self):
         """Called on every write while the transport's buffer is full."""
-        if self._output_paused:
-            return
-        self._output_paused = True
-        self._unsent = 0
-        self._pause_input(OUTPUT)
+        self._conn.output_paused()
+        self._cancel_timer()
 
     def resumeProducing(self):
-        self._output_paused = False
-        self._unsent = 0
-        self._resume_input(OUTPUT)
+        if self._conn.output_resumed():
+            self._read_soon()
 
     def stopProducing(self):
         """The transport is going away; connectionLost follows and cleans up."""
@@ -175,9 +168,7 @@ class TextProtocol(TextVerbs, Protocol):
     # -- input ---------------------------------------------------------------------
 
     def _pause_input(self, reason):
-        if not self._paused_by and not self._closed:
-            self.transport.pauseProducing()
-        self._paused_by.add(reason)
+        self._conn.pause(reason)
         self._cancel_timer()
 
     def _resume_input(self, reason):
@@ -186,13 +177,12 @@ class TextProtocol(TextVerbs, Protocol):
         This may be called inside a store notification (a wait fired), and a
         command run there would apply a write in the middle of another one.
         """
-        if reason not in self._paused_by:
-            return
-        self._paused_by.discard(reason)
-        if not self._paused_by and not self._closed:
-            self.transport.resumeProducing()
-            if not self._processing and self._resume_call is None:
-                self._resume_call = self.clock.callLater(0, self._resumed)
+        if self._conn.release(reason):
+            self._read_soon()
+
+    def _read_soon(self):
+        if not self._processing and self._resume_call is None:
+            self._resume_call = self.clock.callLater(0, self._resumed)
 
     def _resumed(self):
         self._resume_call = None
@@ -228,24 +218,19 @@ class TextProtocol(TextVerbs, Protocol):
 
     def _end_turn(self):
         """Read no more commands this reactor turn; the other connections go first."""
-        self._pause_input(TURN)
-        if self._turn_call is None:
-            self._turn_call = self.clock.callLater(0, self._next_turn)
+        self._cancel_timer()
+        self._conn.end_turn()
 
-    def _next_turn(self):
-        self._turn_call = None
-        self._paused_by.discard(TURN)
-        if not self._paused_by and not self._closed:
-            self.transport.resumeProducing()
-            if not self._processing:
-                self._process()
+    def read_more(self):
+        if not self._processing:
+            self._process()
 
     def _arm_timer(self, progressed):
         if self._paused_by or not self._framer.partial:
             self._cancel_timer()
         elif self._timer is None or progressed:
             self._cancel_timer()
-            self._timer = self.clock.callLater(self.limits.request_timeout, self._timed_out)
+            self._timer = self.clock.callLater(self.limits.request_send_timeout, self._timed_out)
 
     def _cancel_timer(self):
         if self._timer is not None:
@@ -263,7 +248,7 @@ class TextProtocol(TextVerbs, Protocol):
             return
         self.log.warn("text client {peer} disconnected: {why}", peer=self._peer(), why=why)
         self.transport.write(error_reply(ErrCode.OTHER, why))
-        self.transport.loseConnection()
+        self._conn.close(why)
         self._teardown()
 
     # -- output --------------------------------------------------------------------
@@ -273,19 +258,17 @@ class TextProtocol(TextVerbs, Protocol):
             return
         self.transport.write(data)
         self._turn_bytes += len(data)
-        if self._output_paused:
-            self._unsent += len(data)
-            if self._unsent > self.limits.max_unsent:
-                self._overflow()
-            elif self._unsent > self.limits.max_output_buffer:
-                self._slow_consumer()
+        if self._conn.wrote(len(data)):
+            self._overflow()
+        elif self._conn.unsent > self.limits.max_output_buffer:
+            self._slow_consumer()
 
     def _overflow(self):
         """The client does not read its replies: drop them and the connection."""
         self.log.warn("text client {peer} disconnected: {unsent} bytes of replies unread "
-                      "(max_unsent {limit})", peer=self._peer(), unsent=self._unsent,
+                      "(max_unsent {limit})", peer=self._peer(), unsent=self._conn.unsent,
                       limit=self.limits.max_unsent)
-        self.transport.abortConnection()
+        self._conn.abort("replies unread")
         self._teardown()
 
     def _enqueue(self, reply):
@@ -388,7 +371,7 @@ class TextProtocol(TextVerbs, Protocol):
 
     def _future(self, rev):
         """True if ``rev`` is a revision this node has not applied yet."""
-        return rev is not None and rev > self.node.store.rev
+        return rev is not None and rev > self.node.applied_rev
 
     def _after_own_writes(self, fn, *args):
         """Run ``fn(*args)`` (a Deferred) once the writes this connection sent before are done."""
@@ -418,7 +401,4 @@ class TextProtocol(TextVerbs, Protocol):
         return d.addBoth(done)
 
     def _peer(self):
-        try:
-            return str(self.transport.getPeer())
-        except Exception:
-            return "?"
+        return self._conn.peer()

@@ -10,8 +10,7 @@ from doozertw.errors import PERMISSION_DENIED, DoozerError, ErrCode
 from doozertw.frontends.text.framing import CRLF, parse_number, split_rest, words
 from doozertw.frontends.text.replies import (
     clean, event_unit, help_reply, listing, usage_of, value_unit)
-from doozertw.node import compile_glob
-from doozertw.store import CLOBBER, Glob, check_path
+from doozertw.frontends.interface import CLOBBER, Glob, check_path
 
 
 class _Stream:
@@ -59,7 +58,7 @@ class TextVerbs:
 
     def _glob(self, word):
         pattern = self._text(word)
-        compile_glob(pattern)
+        self.node.glob(pattern)
         return pattern
 
     # -- verbs -----------------------------------------------------------------------
@@ -135,7 +134,7 @@ class TextVerbs:
             names = [first]
         else:
             prefix = path.rstrip("/") + "/"
-            files = self.node.store.files(Glob(prefix + "**", len(prefix) + 2), at)
+            files = self.node.files(Glob(prefix + "**", len(prefix) + 2), at)
             names = sorted({f.path[len(prefix):].split("/", 1)[0] for f in files})
         return listing(b"DIR", at, [n.encode("ascii") + CRLF for n in names])
 
@@ -155,7 +154,7 @@ class TextVerbs:
             if e.code != ErrCode.RANGE or offset is not None:
                 raise
             return listing(b"WALK", at, [])
-        found = [first] if offset is not None else self.node.store.files(compile_glob(glob), at)
+        found = [first] if offset is not None else self.node.files(self.node.glob(glob), at)
         units = [value_unit(b"FILE %d %s" % (f.rev, f.path.encode("ascii")), f.value)
                  for f in found]
         return listing(b"WALK", at, units)
@@ -270,7 +269,7 @@ class TextVerbs:
         return b"OK BYE\r\n"
 
     def _quit(self):
-        self.transport.loseConnection()
+        self._conn.close("quit")
         self._teardown()
 
 

@@ -21,7 +21,6 @@ import json
 import secrets as secrets_module
 from urllib.parse import unquote
 
-from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.web import resource, server
 
@@ -29,8 +28,7 @@ from doozertw.errors import DoozerError, ErrCode
 from doozertw.frontends.web import common
 from doozertw.frontends.web.backup import SnapshotResource
 from doozertw.frontends.web.stream import OutputQueue
-from doozertw.node import compile_glob
-from doozertw.store import CLOBBER, ANY, check_path
+from doozertw.frontends.interface import ANY, CLOBBER, check_path
 
 NDJSON_TYPE = b"application/x-ndjson"
 
@@ -70,25 +68,17 @@ class Api:
         return deferred_factory().addBoth(done)
 
     def glob(self, pattern):
+        """``pattern`` compiled; DoozerError(BAD_PATH) if invalid or too long."""
         if len(pattern) > self.limits.max_path:
             raise DoozerError(ErrCode.BAD_PATH, "glob too long")
-        return compile_glob(pattern)
+        return self.node.glob(pattern)
 
     def files(self, glob, rev):
         """Deferred (rev, [Event]) of every file matching ``glob`` at ``rev``."""
-        store = self.node.store
-        self.node.stats.reads += 1
-        at = store.rev if rev is None else rev
-        result = defer.Deferred()
-
-        def ready():
-            try:
-                result.callback((at, store.files(glob, at)))
-            except DoozerError as e:
-                result.errback(e)
-
-        store.call_when_applied(at, ready)
-        return result
+        node = self.node
+        node.record_read()
+        at = node.applied_rev if rev is None else rev
+        return node.when_applied(at).addCallback(lambda _: (at, node.files(glob, at)))
 
 
 class _Leaf(resource.Resource):
@@ -224,7 +214,7 @@ class WatchResource(_Leaf):
     def _start(self, request):
         self.api.access(request).require_read()
         glob = self.api.glob(common.parse_text(request, "glob", ANY.pattern))
-        rev = common.parse_int(request, "rev", self.api.node.store.rev + 1)
+        rev = common.parse_int(request, "rev", self.api.node.applied_rev + 1)
         WatchStream(self.api, request, glob, rev).start()
         return server.NOT_DONE_YET
 

@@ -31,7 +31,7 @@ class SnapshotResource(resource.Resource):
     def _send(self, request):
         self.api.access(request).require_read()
         node = self.api.node
-        rev = node.store.rev
+        rev = node.applied_rev
         data = node.backup()
         request.setResponseCode(200)
         request.setHeader(b"content-type", common.OCTET_TYPE)

@@ -10,7 +10,7 @@ spooled to a temporary file). ``GuardedChannel`` adds:
 
 - a header deadline: the request line and headers must arrive within
   ``WebOptions.header_timeout`` seconds of the request's first byte;
-- a body deadline: the body within ``Limits.request_timeout`` seconds of
+- a body deadline: the body within ``Limits.request_send_timeout`` seconds of
   the headers;
 - a body cap (``max_body``): a larger ``Content-Length`` or chunked body is
   answered 413 and the connection closed.

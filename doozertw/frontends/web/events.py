@@ -58,7 +58,7 @@ from doozertw.frontends.access import Access
 from doozertw.frontends.web import common
 from doozertw.frontends.web.hosts import MISDIRECTED, HostPolicy
 from doozertw.frontends.web.stream import OutputQueue
-from doozertw.store import Glob, check_path
+from doozertw.frontends.interface import Glob, check_path
 
 EVENTS_PREFIX = "/$events"
 CLOSE_BAD_PATH = 4400
@@ -196,7 +196,7 @@ class EventsProtocol(WebSocketServerProtocol):
         self.ticker.start(self.web.status_interval, now=True)
 
     def _resume(self, since):
-        if since > self.web.node.store.rev + 1:
+        if since > self.web.node.applied_rev + 1:
             return False  # the client saw revisions this store never had
         try:
             self._watch(since, announce={"type": "resumed", "rev": since,
@@ -211,12 +211,12 @@ class EventsProtocol(WebSocketServerProtocol):
 
         Changes from ``rev + 1`` are watched at once and held in
         ``pending`` until the last page is written (``_pump``)."""
-        store = self.web.node.store
-        rev = store.rev
+        node = self.web.node
+        rev = node.applied_rev
         files = []
         for glob in subtree_globs(self.subtree):
-            files.extend(store.files(glob, rev))
-        self.web.node.stats.reads += 1
+            files.extend(node.files(glob, rev))
+        node.record_read()
         self.snapshot = _SnapshotPages(rev, self.web.epoch, self.subtree, files)
         self.pending, self.pending_bytes = [], 0
         self._watch(rev + 1)
@@ -297,15 +297,15 @@ class EventsProtocol(WebSocketServerProtocol):
             self._fail("status")
 
     def _send_status(self):
-        node = self.web.node
+        figures = self.web.node.metrics()
         self.send_json({
             "type": "status",
             "time": self.web.reactor.seconds(),
-            "rev": node.store.rev,
-            "files": node.store.file_count,
-            "watchers": node.store.watch_count,
-            "reads": node.stats.reads,
-            "writes": node.stats.writes,
+            "rev": figures.rev,
+            "files": figures.files,
+            "watchers": figures.watchers,
+            "reads": figures.reads,
+            "writes": figures.writes,
             "cluster": self.web.status().to_json(),
         })
 

@@ -23,7 +23,7 @@ from twisted.web import resource, server
 
 from doozertw.errors import DoozerError, ErrCode
 from doozertw.frontends.web import common
-from doozertw.store import CLOBBER, check_path
+from doozertw.frontends.interface import CLOBBER, check_path
 
 NOT_FOUND = "NotFound"
 NOT_MOST = "NotMost"
@@ -54,6 +54,8 @@ def failure_message(error):
         return NOT_MOST
     if error.code == ErrCode.OTHER:
         return error.detail or error.code.name
+    if error.code == ErrCode.MISSING_ARG:
+        return BAD_PARAMS  # mostdb's reply when the key is missing
     return error.code.name
 
 

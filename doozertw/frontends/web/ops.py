@@ -51,15 +51,16 @@ class NodeCollector:
             c.add_metric(me, value)
             return c
 
-        yield gauge("doozer_revision", "Current revision of the store.", node.store.rev)
-        yield gauge("doozer_files", "Files in the store.", node.store.file_count)
-        yield gauge("doozer_watchers", "Watches registered on the store.", node.store.watch_count)
-        yield gauge("doozer_connections", "Open client-port connections.", node.stats.connections)
+        figures = node.metrics()
+        yield gauge("doozer_revision", "Current revision of the store.", figures.rev)
+        yield gauge("doozer_files", "Files in the store.", figures.files)
+        yield gauge("doozer_watchers", "Watches registered on the store.", figures.watchers)
+        yield gauge("doozer_connections", "Open client-port connections.", figures.connections)
         yield gauge("doozer_web_connections", "Open websocket and streamed-watch connections.",
                     api.connections)
-        yield counter("doozer_reads", "Read requests served.", node.stats.reads)
-        yield counter("doozer_writes", "Write requests proposed.", node.stats.writes)
-        yield counter("doozer_write_errors", "Writes that failed.", node.stats.write_errors)
+        yield counter("doozer_reads", "Read requests served.", figures.reads)
+        yield counter("doozer_writes", "Write requests proposed.", figures.writes)
+        yield counter("doozer_write_errors", "Writes that failed.", figures.write_errors)
         yield gauge("doozer_term", "Current consensus term.", view.term)
         yield gauge("doozer_is_leader", "1 if this node is the leader.",
                     1 if view.leader == node.name else 0)
@@ -129,6 +130,7 @@ class MetricsResource(resource.Resource):
 def health(api):
     """(ready, JSON body) for this node."""
     node = api.node
+    figures = node.metrics()
     view = api.status()
     me = view.member(node.name)
     ready = view.has_quorum and bool(view.leader) and (me is None or me.healthy)
@@ -140,9 +142,9 @@ def health(api):
         "role": me.role if me else "unknown",
         "leader": view.leader,
         "term": view.term,
-        "rev": node.store.rev,
-        "files": node.store.file_count,
-        "watchers": node.store.watch_count,
+        "rev": figures.rev,
+        "files": figures.files,
+        "watchers": figures.watchers,
         "has_quorum": view.has_quorum,
     }
     return ready, body

@@ -15,7 +15,7 @@
   connections (websockets and streamed watches included) per node and per
   client IP address; one more is answered 503 and closed.
 
-A request body must arrive within ``Limits.request_timeout`` seconds of its
+A request body must arrive within ``Limits.request_send_timeout`` seconds of its
 headers and be at most ``2 * Limits.max_value + 8 KiB`` bytes (413).
 """
 

@@ -36,7 +36,9 @@ class WebSite(server.Site):
     Plain HTTP/1.x only (GuardedChannel; no HTTP/2 negotiation).
     """
 
-    protocol = GuardedChannel
+    # Twisted types Site.protocol as a factory of its private
+    # _GenericHTTPChannelProtocol wrapper; an HTTPChannel subclass is what it calls.
+    protocol = GuardedChannel  # type: ignore[assignment]
     requestFactory = GuardedRequest
     api = None
     metrics = None
@@ -55,7 +57,7 @@ class WebSite(server.Site):
     def _channel(self, addr):
         channel = super().buildProtocol(addr)
         channel.header_timeout = self.options.header_timeout
-        channel.body_timeout = self.limits.request_timeout
+        channel.body_timeout = self.limits.request_send_timeout
         channel.max_body = max_body(self.limits)
         return channel
 

@@ -21,7 +21,7 @@ class SingleNodeStatus:
     def __call__(self):
         node = self._node
         me = MemberStatus(name=node.name, role=LEADER, term=0,
-                          applied=node.store.rev, healthy=True)
+                          applied=node.applied_rev, healthy=True)
         return ClusterView(name=node.cluster_name, self_name=node.name,
                            leader=node.name, term=0, has_quorum=True,
                            members=(me,), leader_changes=0, peer_rtt=())

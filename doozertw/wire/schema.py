@@ -2,17 +2,26 @@
 
 Field numbers and enum values are doozer's (see DESIGN.md); building the
 descriptor here instead of shipping protoc output keeps the schema in one
-readable place and independent of the protoc version. Both the server
-front end and the Python clients use these classes.
+readable place and independent of the protoc version. The server front end,
+the clients, the bench and the tests all use these classes.
+
+``Request`` and ``Response`` are generated protobuf message classes;
+``VERBS`` maps verb names to their enum numbers; ``FLAG_SET``/``FLAG_DEL``
+are the bits of ``Response.flags`` for WAIT and WALK events.
+``RequestMessage``/``ResponseMessage`` describe their instances' fields
+for the type checker.
 """
 
-import struct
+from __future__ import annotations
+
+from typing import Protocol
 
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+from google.protobuf.message import Message
 
 from doozertw.errors import ErrCode
 
-VERBS = {
+VERBS: dict[str, int] = {
     "GET": 1, "SET": 2, "DEL": 3, "REV": 5, "WAIT": 6, "NOP": 7, "WALK": 9,
     "GETDIR": 14, "STAT": 16, "SELF": 20, "ACCESS": 99,
 }
@@ -20,24 +29,23 @@ VERBS = {
 FLAG_SET = 4
 FLAG_DEL = 8
 
-LENGTH = struct.Struct(">I")
-
 _F = descriptor_pb2.FieldDescriptorProto
 
 
-def _field(message, name, number, kind, type_name=None):
+def _field(message: descriptor_pb2.DescriptorProto, name: str, number: int, kind: int,
+           type_name: str | None = None) -> None:
     f = message.field.add(name=name, number=number, label=_F.LABEL_OPTIONAL, type=kind)
     if type_name:
         f.type_name = type_name
 
 
-def _enum(message, name, values):
+def _enum(message: descriptor_pb2.DescriptorProto, name: str, values: dict[str, int]) -> None:
     enum = message.enum_type.add(name=name)
     for value_name, number in sorted(values.items(), key=lambda kv: kv[1]):
         enum.value.add(name=value_name, number=number)
 
 
-def _build():
+def _file_descriptor() -> descriptor_pb2.FileDescriptorProto:
     fdp = descriptor_pb2.FileDescriptorProto(
         name="doozertw/msg.proto", package="doozertw.server", syntax="proto2")
     request = fdp.message_type.add(name="Request")
@@ -60,17 +68,49 @@ def _build():
     _field(response, "len", 8, _F.TYPE_INT32)
     _field(response, "err_code", 100, _F.TYPE_ENUM, ".doozertw.server.Response.Err")
     _field(response, "err_detail", 101, _F.TYPE_STRING)
+    return fdp
 
+
+def _message_classes() -> tuple[type[Message], type[Message]]:
     pool = descriptor_pool.DescriptorPool()
-    pool.Add(fdp)
-    return (message_factory.GetMessageClass(pool.FindMessageTypeByName(name))
-            for name in ("doozertw.server.Request", "doozertw.server.Response"))
+    pool.Add(_file_descriptor())
+    request, response = (
+        message_factory.GetMessageClass(pool.FindMessageTypeByName(name))
+        for name in ("doozertw.server.Request", "doozertw.server.Response"))
+    return request, response
 
 
-Request, Response = _build()
+Request, Response = _message_classes()
 
 
-def frame(message):
-    """Serialize a message with its 4-byte big-endian length prefix."""
-    body = message.SerializeToString()
-    return LENGTH.pack(len(body)) + body
+class RequestMessage(Protocol):
+    """The fields of a ``Request`` instance, for type checking."""
+
+    tag: int
+    verb: int
+    path: str
+    value: bytes
+    other_tag: int
+    offset: int
+    rev: int
+
+    def HasField(self, field_name: str) -> bool: ...  # noqa: N802 (protobuf's name)
+
+    def SerializeToString(self) -> bytes: ...  # noqa: N802
+
+
+class ResponseMessage(Protocol):
+    """The fields of a ``Response`` instance, for type checking."""
+
+    tag: int
+    flags: int
+    rev: int
+    path: str
+    value: bytes
+    len: int
+    err_code: int
+    err_detail: str
+
+    def HasField(self, field_name: str) -> bool: ...  # noqa: N802
+
+    def SerializeToString(self) -> bytes: ...  # noqa: N802

@@ -1,4 +1,6 @@
-"""In-memory helpers for testing the web port (StubTreq client, site on a fake clock)."""
+"""In-memory helpers for testing the web port (StubTreq client, site on a fake clock).
+
+Needs the test extra (treq): it is test support, imported by tests only."""
 
 import json
 
