@@ -265,12 +265,14 @@ def is_clustered(cluster, me):
     return bool(me.attach) or len(cluster.nodes) > 1 or not me.in_memory
 
 
-def build(cluster, me, reactor=None, storage=None):
+def build(cluster, me, reactor=None, storage=None, on_start_failure=None):
     """The node and a MultiService exposing it, as twistd runs it.
 
     One in-memory node alone commits writes locally; any other node runs
     doozertw.cluster with ``storage`` (a provider; default: opened from
-    ``me``'s data directory, or memory with ``in_memory``).
+    ``me``'s data directory, or memory with ``in_memory``);
+    ``on_start_failure(reason)`` hears a cluster start that fails once the
+    reactor runs (default: the reactor stops).
     """
     store = Store(history=cluster.history, history_bytes=cluster.history_bytes)
     top = service.MultiService()
@@ -288,7 +290,8 @@ def build(cluster, me, reactor=None, storage=None):
             quorum_timeout=cluster.quorum_timeout,
             attach=me.attach, secret=cluster.secrets.rw,
             peer_advertise=me.peer_advertise, storage_provider=storage,
-            snapshot_entries=cluster.snapshot_entries, peer_security=security)
+            snapshot_entries=cluster.snapshot_entries, peer_security=security,
+            on_start_failure=on_start_failure)
         member.setServiceParent(top)
         node = member.node
 
@@ -400,9 +403,18 @@ class StartupGuard(service.MultiService):
             stderr.flush()
             raise SystemExit(1) from None
 
+    def failed_while_running(self, reason: str) -> None:
+        """A start that failed once the reactor runs (an attaching node's
+        peer port): the same one line, then exit status 1 at once."""
+        stderr = self._stderr or sys.__stderr__
+        stderr.write(f"doozer: cannot start: {reason}\n")
+        stderr.flush()
+        os._exit(1)
+
 
 def makeService(options):
-    _, top = build(options.cluster, options.node, storage=options.storage)
     guard = StartupGuard()
+    _, top = build(options.cluster, options.node, storage=options.storage,
+                   on_start_failure=guard.failed_while_running)
     top.setServiceParent(guard)
     return guard

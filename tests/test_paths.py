@@ -196,6 +196,7 @@ def test_glob_keeps_its_pattern():
     ("/*a*b", "/a/b", False),      # '*' stops at '/'
     ("/**a*b", "/x/a/b", False),
     ("/**a*b", "/x/ayb", True),    # '**' crosses '/'
+    ("/**a**b", "/x/a/y/b", True),  # every '**' of the pattern counts
     ("/***b", "/b", True),         # a run of wildcards may all match nothing
     ("/*a*b", "xab", False),       # a whole-path match starts at '/'
     ("/*a*b", "aab", False),

@@ -111,3 +111,39 @@ def test_without_a_web_port_the_line_says_so():
     serving.client_at(Bound(8047))
     assert serving.line.endswith("client port 127.0.0.1:8047 (doozer and text protocols), "
                                  "web view off")
+
+
+def _cluster_service(reactor, **kw):
+    from doozertw.cluster.service import ClusterService
+    from doozertw.cluster.storage import MemoryProvider
+    from doozertw.store import Store
+    return ClusterService("n1", {"n1": "tcp:127.0.0.1:1"}, "tcp:127.0.0.1:1", Store(),
+                          reactor=reactor, storage_provider=MemoryProvider(), **kw)
+
+
+def test_a_start_failure_while_running_goes_to_on_start_failure_as_one_line():
+    from twisted.python.failure import Failure
+    from twisted.internet.testing import MemoryReactorClock
+    heard = []
+    svc = _cluster_service(MemoryReactorClock(), on_start_failure=heard.append)
+    svc._failed(Failure(OSError("Couldn't listen on 127.0.0.1:1:\n  in use.")))
+    assert heard == ["Couldn't listen on 127.0.0.1:1: in use."]
+
+
+def test_without_on_start_failure_a_start_failure_stops_the_running_reactor():
+    from twisted.python.failure import Failure
+    from twisted.internet.testing import MemoryReactorClock
+    reactor = MemoryReactorClock()
+    reactor.running = True
+    stopped = []
+    reactor.stop = lambda: stopped.append(True)
+    _cluster_service(reactor)._failed(Failure(OSError("in use")))
+    assert stopped == [True]
+
+
+def test_twistd_exits_at_once_with_one_line_when_the_start_fails_while_running(monkeypatch):
+    exits = []
+    monkeypatch.setattr(tap.os, "_exit", exits.append)
+    err = io.StringIO()
+    tap.StartupGuard(stderr=err).failed_while_running("peer port in use")
+    assert (err.getvalue(), exits) == ("doozer: cannot start: peer port in use\n", [1])

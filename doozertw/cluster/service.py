@@ -124,10 +124,11 @@ class ClusterService(service.Service):
                  quorum_timeout=DEFAULT_QUORUM_TIMEOUT,
                  attach=None, secret=None, peer_advertise=None, applied_every=None,
                  storage_provider=None, snapshot_entries=None, on_fatal=None,
-                 peer_security=None):
+                 peer_security=None, on_start_failure=None):
         if reactor is None:
             from twisted.internet import reactor
         self.reactor = reactor
+        self._on_start_failure = on_start_failure
         self.name = name
         self.cluster_name = cluster_name
         self.peer_listen = peer_listen
@@ -282,17 +283,16 @@ class ClusterService(service.Service):
 
     def _failed(self, failure):
         """Starting failed with the reactor running (an --attach node's peer
-        port in use, say): under twistd, one line on stderr and exit
-        status 1 (a failure before the reactor runs raises from
-        startService instead)."""
+        port in use, say): the one-line reason goes to ``on_start_failure``
+        (twistd's: print it, exit 1); without one, the reactor stops. A
+        failure before the reactor runs raises from startService instead."""
         reason = " ".join(failure.getErrorMessage().split()) or failure.type.__name__
         self.log.critical("cluster node {node} failed to start: {reason}", node=self.name,
                           reason=reason)
-        from twisted.internet import reactor as global_reactor
-        if self.reactor is global_reactor and global_reactor.running:
-            sys.__stderr__.write(f"doozer: cannot start: {reason}\n")
-            sys.__stderr__.flush()
-            os._exit(1)
+        if self._on_start_failure is not None:
+            self._on_start_failure(reason)
+        elif getattr(self.reactor, "running", False):
+            self.reactor.stop()
 
     def stopService(self):
         """Hand leadership to the most caught-up voter (so clients wait
