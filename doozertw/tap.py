@@ -398,18 +398,20 @@ class StartupGuard(service.MultiService):
         except Exception as e:
             reason = " ".join(str(e).split()) or type(e).__name__
             self.log.critical("cannot start: {reason}", reason=reason)
-            stderr = self._stderr or sys.__stderr__
-            stderr.write(f"doozer: cannot start: {reason}\n")
-            stderr.flush()
+            self._say(reason)
             raise SystemExit(1) from None
 
     def failed_while_running(self, reason: str) -> None:
         """A start that failed once the reactor runs (an attaching node's
         peer port): the same one line, then exit status 1 at once."""
-        stderr = self._stderr or sys.__stderr__
+        self._say(reason)
+        os._exit(1)
+
+    def _say(self, reason: str) -> None:
+        # twistd redirects sys.stderr into the log: the terminal is __stderr__
+        stderr = self._stderr or sys.__stderr__ or sys.stderr
         stderr.write(f"doozer: cannot start: {reason}\n")
         stderr.flush()
-        os._exit(1)
 
 
 def makeService(options):

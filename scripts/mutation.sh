@@ -29,7 +29,7 @@ case "$target" in
     tests='"tests/test_persist_storage.py", "tests/test_persist_recovery.py", "tests/test_persist_model.py", "tests/test_persist_fs.py", "tests/test_sim_storage_rebuild.py"' ;;
   reads)
     mutate='"doozertw/cluster/reads.py", "doozertw/cluster/proposer.py"'
-    tests='"tests/test_cluster_memory.py", "tests/test_cluster_regressions.py", "tests/test_sim_memnet_reads.py", "tests/test_cluster_driver.py"' ;;
+    tests='"tests/test_cluster_proposer.py", "tests/test_cluster_reads.py", "tests/test_cluster_memory.py", "tests/test_cluster_regressions.py", "tests/test_sim_memnet_reads.py", "tests/test_cluster_driver.py", "tests/test_cluster_faults.py", "tests/test_cluster_durable.py"' ;;
   *) echo "unknown target: $target" >&2; exit 2 ;;
 esac
 

@@ -1,5 +1,6 @@
 """The pure client core: calls, tags, frame reading, results, URIs, plans."""
 
+import attrs
 import pytest
 
 from doozertw.client import plans
@@ -97,7 +98,8 @@ def test_uri_parsing():
     uri = parse_uri("doozer:?ca=10.0.0.1:8046&ca=h2:9&cn=prod&sk=s3cret")
     assert uri.addresses == (Address("10.0.0.1", 8046), Address("h2", 9))
     assert uri.cluster == "prod" and uri.secret == b"s3cret"
-    assert parse_uri(make_uri(["a:1", "b"], "c", "k")) == parse_uri("doozer:?ca=a:1&ca=b:8046&cn=c&sk=k")
+    assert parse_uri(make_uri(["a:1", "b"], "c", "k")) == parse_uri(
+        "doozer:?ca=a:1&ca=b:8046&cn=c&sk=k")
 
 
 @pytest.mark.parametrize("bad", ["http://x", "doozer:?cn=x", "doozer:?ca=h:notaport",
@@ -180,7 +182,7 @@ def test_plan_errors_other_than_range_propagate():
 
 def test_call_is_a_frozen_value():
     c = Call("GET", "/a")
-    with pytest.raises(Exception):
+    with pytest.raises(attrs.exceptions.FrozenInstanceError):
         c.path = "/b"
 
 

@@ -41,6 +41,8 @@ class DoozerClientProtocol(Protocol):
     """Client end of one doozer connection."""
 
     log = Logger()
+    # An ITCPTransport while connected; zope interfaces are opaque to mypy.
+    transport: Any
 
     def __init__(self, max_frame: int | None = None) -> None:
         self._reader = ResponseReader() if max_frame is None else ResponseReader(max_frame)
@@ -143,7 +145,7 @@ class DoozerClientProtocol(Protocol):
         if self.transport is not None and not self.lost:
             self.transport.loseConnection()
 
-    def connectionLost(self, reason: Failure | None = None) -> None:  # type: ignore[override]
+    def connectionLost(self, reason: Failure | None = None) -> None:
         self.connected = False
         if self.lost:
             return
@@ -151,6 +153,6 @@ class DoozerClientProtocol(Protocol):
         pending, self._pending = self._pending, {}
         if self.on_lost is not None:
             self.on_lost(self, reason)
-        for call, d in pending.values():
+        for _call, d in pending.values():
             if d is not None:
                 d.errback(ConnectionLost())

@@ -42,7 +42,6 @@ class _Pending:
         self.deferred = deferred
         self.index = None
         self.term = None
-        self.forwarded_to = None
         self.forward_term = None
         self.timer = None
 
@@ -73,7 +72,6 @@ class ReplicatedProposer:
         self._queued = []
         self._flush_call = None
         driver.on_apply.append(self._applied)
-        driver.on_role.append(lambda soft: self._schedule(0))
         driver.on_envelope[env.Forward] = self._forwarded
         driver.on_envelope[env.ForwardAck] = self._acked
         driver.on_envelope[env.ForwardReject] = self._rejected
@@ -138,10 +136,15 @@ class ReplicatedProposer:
         p.index, p.term = index, term
         self._by_index[index] = p
 
+    def _unplace(self, p):
+        if self._by_index.get(p.index) is p:
+            del self._by_index[p.index]
+        p.index = p.term = None
+
     def _forward(self, batch, leader):
         term = self.driver.raft.term
         for p in batch:
-            p.forwarded_to, p.forward_term = leader, term
+            p.forward_term = term
         items = [(p.pid, p.data) for p in batch]
         forward = env.Forward(self.driver.member_id, term, items)
         if not self.driver.send_envelope(env.name_of(leader), forward):
@@ -190,7 +193,7 @@ class ReplicatedProposer:
     @staticmethod
     def _forget_forward(batch):
         for p in batch:
-            p.forwarded_to = p.forward_term = None
+            p.forward_term = None
 
     # -- outcomes -------------------------------------------------------------------
 
@@ -211,18 +214,13 @@ class ReplicatedProposer:
         for p in lost:
             self.log.info("proposal {pid} lost before index {index}; proposing again",
                           pid=p.pid, index=index)
-            if p.index is not None and self._by_index.get(p.index) is p:
-                del self._by_index[p.index]
-            p.index = p.term = None
+            self._unplace(p)
             self._forget_forward([p])
         self._requeue(lost)
 
     def _expire(self, pid):
-        p = self._pending.pop(pid, None)
-        if p is None:
-            return
-        if p.index is not None and self._by_index.get(p.index) is p:
-            del self._by_index[p.index]
+        p = self._pending.pop(pid)  # its timer is cancelled whenever it leaves _pending
+        self._unplace(p)
         leader = self.driver.leader
         where = f"leader {leader}" if leader else "no leader"
         p.deferred.errback(DoozerError(

@@ -75,18 +75,17 @@ class ReadBarrier:
             self._schedule(RETRY_DELAY)
             return
         ctx = f"{self.driver.member_id}/{next(self._seq)}".encode("utf-8")
-        timer = self.reactor.callLater(self.round_timeout, self._round_timed_out, ctx)
+        timer = self.reactor.callLater(self.round_timeout, self._round_timed_out)
         self._round = _Round(ctx, waiters, timer)
         self.rounds += 1
         try:
             self.driver.call(RaftNode.read_index, ctx)
         except NotLeader:
-            self._round_timed_out(ctx, delay=RETRY_DELAY)
+            self._round_timed_out(delay=RETRY_DELAY)
 
-    def _round_timed_out(self, ctx, delay=0):
+    def _round_timed_out(self, delay=0):
+        # only ever for the current round: its timer is cancelled when it ends
         current = self._round
-        if current is None or current.ctx != ctx:
-            return
         if current.timer.active():
             current.timer.cancel()
         self._round = None

@@ -29,7 +29,6 @@ from __future__ import annotations
 import os
 import random
 import socket
-import sys
 
 from twisted.application import service
 from twisted.internet import defer

@@ -20,6 +20,8 @@ same bytes, and a term adopted from a peer leaves room to count up.
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable, Iterable
+from typing import TypeVar
 
 import attrs
 
@@ -29,6 +31,7 @@ from doozertw.wire.binary import U16, U32, Reader, Writer
 
 _ENTRY_HEAD = struct.Struct(">QQB")
 MAX_DECODED = 2 ** 63 - 1
+_T = TypeVar("_T")
 
 
 class CodecError(ValueError):
@@ -40,19 +43,19 @@ class _Writer(Writer):
 
     __slots__ = ()
 
-    def entries(self, entries):
+    def entries(self, entries: tuple[m.Entry, ...]) -> None:
         self.parts.append(U32.pack(len(entries)))
         for e in entries:
             self.parts.append(_ENTRY_HEAD.pack(e.term, e.index, int(e.kind)))
             self.blob(e.data)
 
-    def node_set(self, ids):
+    def node_set(self, ids: Iterable[str]) -> None:
         ordered = sorted(ids)
         self.parts.append(U16.pack(len(ordered)))
         for nid in ordered:
             self.text(nid)
 
-    def snapshot(self, snap):
+    def snapshot(self, snap: m.Snapshot) -> None:
         self.u64(snap.meta.index)
         self.u64(snap.meta.term)
         self.node_set(snap.meta.conf.voters)
@@ -67,21 +70,21 @@ class _Reader(Reader):
     error = CodecError
     what = "message"
 
-    def u64(self):
+    def u64(self) -> int:
         return _in_range(super().u64())
 
-    def entries(self):
+    def entries(self) -> tuple[m.Entry, ...]:
         count = self.u32()
         return tuple(_read_entry(self) for _ in range(count))
 
-    def node_set(self):
+    def node_set(self) -> frozenset[str]:
         count = self.u16()
         ids = frozenset(self.text() for _ in range(count))
         if len(ids) != count or "" in ids:
             raise CodecError("duplicate or empty node id")
         return ids
 
-    def snapshot(self):
+    def snapshot(self) -> m.Snapshot:
         index = self.u64()
         term = self.u64()
         conf = m.ConfState(self.node_set(), self.node_set())
@@ -98,21 +101,22 @@ _KIND_BY_ANNOTATION = {
 }
 
 
-def _layout(cls):
+def _layout(cls: type[m.Message]) -> tuple[tuple[str, str], ...]:
     return tuple(
-        (f.name, _KIND_BY_ANNOTATION[str(f.type).split("[", 1)[0]]) for f in attrs.fields(cls)
+        # the annotations are plain names ("tuple", not "tuple[Entry, ...]")
+        (f.name, _KIND_BY_ANNOTATION[str(f.type)]) for f in attrs.fields(cls)
     )
 
 
 _LAYOUTS = {cls: (tag, _layout(cls)) for tag, cls in enumerate(m.MESSAGE_TYPES)}
 
 
-def encode(message) -> bytes:
+def encode(message: m.Message) -> bytes:
     """The bytes of ``message``; raises TypeError for a non-message."""
     try:
         tag, layout = _LAYOUTS[type(message)]
     except KeyError:
-        raise TypeError(f"not a raft message: {type(message).__name__}")
+        raise TypeError(f"not a raft message: {type(message).__name__}") from None
     w = _Writer()
     w.u8(tag)
     try:
@@ -123,7 +127,7 @@ def encode(message) -> bytes:
     return w.getvalue()
 
 
-def decode(data: bytes):
+def decode(data: bytes) -> m.Message:
     """The message encoded in ``data``; raises CodecError if malformed."""
     if not data:
         raise CodecError("empty message")
@@ -140,26 +144,23 @@ def decode(data: bytes):
 # -- single records, for the on-disk log (doozertw/persist) -----------------
 
 
-def _decode_whole(data, read):
+def _decode_whole(data: bytes, read: Callable[[_Reader], _T]) -> _T:
     r = _Reader(data)
-    try:
-        value = read(r)
-    except struct.error as exc:
-        raise CodecError(f"malformed record: {exc}") from exc
+    value = read(r)  # Reader.take checks every length: no struct.error
     r.expect_end()
     return value
 
 
-def _in_range(value):
+def _in_range(value: int) -> int:
     if value > MAX_DECODED:
         raise CodecError(f"value out of range: {value}")
     return value
 
 
-def _read_entry(r):
-    term, index, kind = _ENTRY_HEAD.unpack(r.take(_ENTRY_HEAD.size))
+def _read_entry(r: _Reader) -> m.Entry:
+    term, index, code = _ENTRY_HEAD.unpack(r.take(_ENTRY_HEAD.size))
     try:
-        kind = m.EntryKind(kind)
+        kind = m.EntryKind(code)
     except ValueError as exc:
         raise CodecError("bad entry kind") from exc
     return m.Entry(_in_range(term), _in_range(index), kind, r.blob())

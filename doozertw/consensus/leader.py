@@ -59,16 +59,15 @@ class LeaderMixin:
         term, which lets earlier entries commit (§5.4.2 / §8)."""
         last = self._log.last_index()
         for nid in self._conf.members():
-            self._progress[nid] = self._new_progress(nid, last + 1)
+            self._progress[nid] = self._new_progress(last + 1)
         if self._id in self._progress:
             self._progress[self._id].match = self._log.stable
             self._progress[self._id].become_replicate()
         self._append(Entry(self._term, last + 1))
         self._bcast_append()
 
-    def _new_progress(self, nid: str, next_index: int) -> Progress:
-        return Progress(next_index, self._max_inflight_msgs,
-                        is_learner=nid in self._conf.learners)
+    def _new_progress(self, next_index: int) -> Progress:
+        return Progress(next_index, self._max_inflight_msgs)
 
     def _committed_in_term(self) -> bool:
         """Is the commit index at an entry of the current term?"""
@@ -202,10 +201,12 @@ class LeaderMixin:
             self._step_down_removed()
 
     def _step_down_removed(self) -> None:
-        """Our removal is committed: hand over to the most caught-up voter."""
-        best = max(sorted(self._conf.voters), key=self._match_of, default=None)
-        if best is not None and self._match_of(best) == self._log.last_index():
-            self._send(msg.TimeoutNow(self._id, best, self._term))
+        """Our removal is committed: hand over to the most caught-up voter.
+        The removal is the leader's last entry (a non-voter cannot propose)
+        and a quorum of the remaining voters (never empty: the last voter
+        cannot be removed) acknowledged it, so that voter has the whole log."""
+        best = max(sorted(self._conf.voters), key=self._match_of)
+        self._send(msg.TimeoutNow(self._id, best, self._term))
         self._become_follower(self._term, None)
 
     def _sync_progress(self) -> None:
@@ -216,8 +217,7 @@ class LeaderMixin:
                 del self._progress[nid]
         for nid in members:
             if nid not in self._progress:
-                self._progress[nid] = self._new_progress(nid, last + 1)
-            self._progress[nid].is_learner = nid in self._conf.learners
+                self._progress[nid] = self._new_progress(last + 1)
 
     def _append(self, *entries: Entry) -> None:
         """Append to the leader's log. The leader counts itself toward the
@@ -307,14 +307,14 @@ class LeaderMixin:
     def report_unreachable(self, peer: str) -> None:
         """The transport could not deliver to ``peer``: stop streaming to it
         and probe once it answers again."""
-        pr = self._progress.get(peer) if self._role == Role.LEADER else None
+        pr = self._progress.get(peer)  # empty unless leading
         if pr is not None and pr.state == ProgressState.REPLICATE:
             pr.become_probe()
 
     def report_snapshot(self, peer: str, ok: bool) -> None:
         """The transport finished (``ok``) or failed sending a snapshot to
         ``peer``; on failure the leader probes (and resends) at once."""
-        pr = self._progress.get(peer) if self._role == Role.LEADER else None
+        pr = self._progress.get(peer)  # empty unless leading
         if pr is None or pr.state != ProgressState.SNAPSHOT:
             return
         if not ok:

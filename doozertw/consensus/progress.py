@@ -54,8 +54,7 @@ class Inflights:
 class Progress:
     """Replication progress of one peer, as tracked by the leader."""
 
-    def __init__(self, next_index: int, max_inflight: int,
-                 is_learner: bool = False) -> None:
+    def __init__(self, next_index: int, max_inflight: int) -> None:
         self.match = 0
         self.next = next_index
         self.state = ProgressState.PROBE
@@ -63,7 +62,6 @@ class Progress:
         self.pending_snapshot = 0
         self.snapshot_ticks = 0
         self.recent_active = False
-        self.is_learner = is_learner
         self.inflights = Inflights(max_inflight)
 
     def __repr__(self) -> str:

@@ -184,6 +184,7 @@ class RaftNode(LeaderMixin):
     def _become_pre_candidate(self) -> None:
         self._role, self._leader = Role.PRE_CANDIDATE, None
         self._votes = {}
+        self._reset_leader_state()  # campaign() may be called on a leader
         self._randomized_timeout = self._rng.randrange(
             self._election_ticks, 2 * self._election_ticks)
         self._step_role = self._step_pre_candidate

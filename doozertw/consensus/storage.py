@@ -12,9 +12,12 @@ when each call returns.
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from doozertw.consensus.messages import Entry, HardState, Snapshot
+
+if TYPE_CHECKING:
+    from doozertw.consensus.ready import Ready
 
 
 class Storage(Protocol):
@@ -28,7 +31,7 @@ class Storage(Protocol):
     def last_index(self) -> int:
         """Index of the last saved entry (the snapshot's if none)."""
 
-    def save(self, ready) -> None:
+    def save(self, ready: Ready) -> None:
         """Make ``ready``'s snapshot, entries and hard state durable. A
         snapshot not older than the saved one replaces the whole saved log: no
         entry saved before it remains, not even one after its index (the

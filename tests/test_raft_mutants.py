@@ -1,0 +1,442 @@
+"""Rules of the pure Raft core that mutation testing found unchecked
+(issue 14, item 1): each test names the rule it pins. Pure: RaftNodes
+driven by hand, no reactor, no clock."""
+
+import random
+
+import pytest
+
+from doozertw.consensus import codec
+from doozertw.consensus import messages as msg
+from doozertw.consensus.log import LogError, MemoryStorage, RaftLog
+from doozertw.consensus.membership import validate_change
+from doozertw.consensus.messages import (
+    ConfChange, ConfChangeOp, ConfState, Entry, EntryKind, HardState,
+    Snapshot, SnapshotMeta,
+)
+from doozertw.consensus.progress import Progress, ProgressState
+from doozertw.consensus.raft import RaftNode
+from doozertw.consensus.readonly import ReadOnly
+from doozertw.consensus.ready import (
+    ConfChangeInProgress, InvalidConfChange, NotLeader, ReadState, Ready, Role,
+    SoftState,
+)
+from doozertw.consensus.validate import MAX_NUMBER, problem
+
+VOTERS = ("n1", "n2", "n3")
+BOOT = len(VOTERS)
+
+
+def make(nid="n1", voters=VOTERS, **kw):
+    return RaftNode(nid, voters, MemoryStorage(), random.Random(0), **kw)
+
+
+def drain(node):
+    rd = node.ready()
+    node.advance(rd)
+    return rd
+
+
+def sent(node, cls=None):
+    return [m for m in drain(node).messages if cls is None or isinstance(m, cls)]
+
+
+def make_leader(node):
+    node.campaign()
+    for _ in range(3):
+        for m in sent(node):
+            if isinstance(m, msg.PreVote):
+                node.step(msg.PreVoteResponse(m.dst, node.id, m.term, True))
+            elif isinstance(m, msg.RequestVote):
+                node.step(msg.RequestVoteResponse(m.dst, node.id, m.term, True))
+        if node.is_leader:
+            drain(node)
+            return node
+    raise AssertionError("node did not become leader")
+
+
+def ack(leader, src, index):
+    leader.step(msg.AppendEntriesResponse(src, leader.id, leader.term, index))
+
+
+def follower():
+    """n1 following n2 in term 3, entries up to BOOT + 3, BOOT + 2 committed."""
+    n = make()
+    es = [Entry(3, BOOT + 1), Entry(3, BOOT + 2), Entry(3, BOOT + 3)]
+    n.step(msg.AppendEntries("n2", "n1", 3, BOOT, 1, BOOT + 2, es))
+    drain(n)
+    return n
+
+
+def compacted_leader():
+    """n1 leading n2, n3; n3 has everything, which is applied and compacted
+    away; n2 never answered."""
+    n = make_leader(make())
+    n.propose_batch([b"a", b"b"])
+    drain(n)
+    last = n.status().last_index
+    ack(n, "n3", last)
+    drain(n)
+    assert n.status().applied == last
+    n.compact(last, b"state")
+    return n
+
+
+def snapshotting_leader():
+    """compacted_leader() with an InstallSnapshot on its way to n2."""
+    n = compacted_leader()
+    pr = n._progress["n2"]
+    n.step(msg.AppendEntriesResponse("n2", "n1", n.term, pr.next - 1, True, 0))
+    [inst] = sent(n, msg.InstallSnapshot)
+    assert inst.dst == "n2" and pr.state == ProgressState.SNAPSHOT
+    return n, inst.snapshot.index
+
+
+# -- leader: membership --------------------------------------------------
+
+
+def test_removed_leader_hands_over_to_the_smallest_most_caught_up_voter():
+    voters = ("n1", "n2", "n3", "n4", "n5")
+    n = make_leader(make(voters=voters))
+    last = n.status().last_index
+    for v in voters[1:]:
+        ack(n, v, last)
+    index, _ = n.propose_conf_change(ConfChange(ConfChangeOp.REMOVE_NODE, "n1"))
+    drain(n)
+    for v in ("n5", "n4", "n3"):  # n2 lags behind
+        ack(n, v, index)
+    out = sent(n, msg.TimeoutNow)
+    assert out == [msg.TimeoutNow("n1", "n3", n.term)]
+    assert n.role == Role.FOLLOWER
+
+
+def test_membership_change_keeps_progress_of_members_and_drops_the_removed():
+    n = make_leader(make())
+    last = n.status().last_index
+    ack(n, "n2", last)
+    index, _ = n.propose_conf_change(ConfChange(ConfChangeOp.ADD_VOTER, "n4"))
+    [probe] = [m for m in sent(n, msg.AppendEntries) if m.dst == "n4"]
+    # a new member is probed at the end of the log: (index, term) of the change
+    assert (probe.prev_index, probe.entries) == (index, ())
+    assert n.status().progress["n2"].match == last
+    ack(n, "n2", index)
+    ack(n, "n4", index)
+    n.propose_conf_change(ConfChange(ConfChangeOp.REMOVE_NODE, "n3"))
+    assert set(n.status().progress) == {"n1", "n2", "n4"}
+    assert n.status().progress["n2"].match == index
+
+
+# -- leader: replication and snapshots ------------------------------------
+
+
+def test_leader_sends_no_snapshot_to_an_inactive_replicating_follower():
+    """A follower not heard from this election timeout gets no snapshot
+    (and broadcasting stops at once instead of looping)."""
+    n = compacted_leader()
+    pr = n._progress["n2"]
+    pr.match = 0
+    pr.become_replicate()
+    pr.recent_active = False
+    sends = []
+
+    def send(m):
+        sends.append(m)
+        assert len(sends) < 20, "broadcast does not stop"
+    n._send = send
+    n.propose(b"c")
+    assert [m for m in sends if m.dst == "n2"] == []
+
+
+def test_snapshot_report_sets_where_the_leader_probes_next():
+    n, snap_index = snapshotting_leader()
+    pr = n._progress["n2"]
+    n.report_snapshot("n2", ok=True)  # the follower has the snapshot now
+    assert (pr.state, pr.next) == (ProgressState.PROBE, snap_index + 1)
+    n, _ = snapshotting_leader()
+    pr = n._progress["n2"]
+    n.report_snapshot("n2", ok=False)  # lost: probe from what it matched
+    assert (pr.state, pr.next) == (ProgressState.PROBE, 1)
+
+
+def test_snapshot_report_ignores_peers_not_being_sent_a_snapshot():
+    n = compacted_leader()
+    n.report_snapshot("n3", ok=True)
+    n.report_snapshot("n9", ok=False)
+    assert n._progress["n3"].state == ProgressState.REPLICATE
+
+
+def test_campaigning_leader_forgets_its_followers_progress():
+    n = make_leader(make())
+    n.campaign()
+    assert n.role == Role.PRE_CANDIDATE and n.status().progress == {}
+    n.report_unreachable("n2")
+    n.report_snapshot("n2", ok=False)
+    assert n.status().progress == {}
+
+
+def test_transfer_leadership_to_a_lagging_voter_sends_what_it_lacks():
+    n = make_leader(make())
+    ack(n, "n3", n.status().last_index)
+    n.propose(b"x")
+    drain(n)
+    assert n.transfer_leadership("n3") is False
+    assert [m.dst for m in sent(n, msg.AppendEntries)] == ["n3"]
+    with pytest.raises(InvalidConfChange, match="^n1 is not another voter$"):
+        n.transfer_leadership("n1")
+    with pytest.raises(InvalidConfChange, match="^n9 is not another voter$"):
+        n.transfer_leadership("n9")
+    f = follower()
+    with pytest.raises(NotLeader) as exc:
+        f.transfer_leadership("n3")
+    assert exc.value.leader == "n2"
+    assert str(exc.value) == "not the leader (leader is 'n2')"
+
+
+def test_conf_change_refusals_say_why():
+    n = make_leader(make())
+    with pytest.raises(ConfChangeInProgress,
+                       match="^leader has not committed in its term$"):
+        n.propose_conf_change(ConfChange(ConfChangeOp.ADD_VOTER, "n4"))
+    ack(n, "n2", n.status().last_index)
+    n.propose_conf_change(ConfChange(ConfChangeOp.ADD_VOTER, "n4"))
+    with pytest.raises(ConfChangeInProgress,
+                       match="^a configuration change is pending$"):
+        n.propose_conf_change(ConfChange(ConfChangeOp.ADD_VOTER, "n5"))
+
+
+@pytest.mark.parametrize("conf, change, why", [
+    (ConfState({"a", "b"}), ConfChange(ConfChangeOp.ADD_VOTER, "a"), "a is already a voter"),
+    (ConfState({"a"}, {"b"}), ConfChange(ConfChangeOp.ADD_LEARNER, "b"), "b is already a member"),
+    (ConfState({"a"}), ConfChange(ConfChangeOp.REMOVE_NODE, "c"), "c is not a member"),
+    (ConfState({"a"}), ConfChange(ConfChangeOp.REMOVE_NODE, "a"), "cannot remove the last voter"),
+])
+def test_invalid_conf_changes_say_why(conf, change, why):
+    with pytest.raises(InvalidConfChange) as exc:
+        validate_change(conf, change)
+    assert str(exc.value) == why
+
+
+# -- ReadIndex ------------------------------------------------------------
+
+
+def test_single_voter_answers_a_read_with_its_ctx():
+    n = make(voters=("n1",))
+    n.campaign()
+    drain(n)
+    assert n.is_leader and n.status().committed_in_term
+    n.read_index(b"r1")
+    assert drain(n).read_states == (ReadState(b"r1", n.status().commit),)
+
+
+def test_repeated_read_request_heartbeats_its_own_ctx():
+    n = make_leader(make())
+    ack(n, "n2", n.status().last_index)
+    drain(n)
+    n.read_index(b"a")
+    n.read_index(b"b")
+    drain(n)
+    n.read_index(b"a")
+    assert {m.ctx for m in sent(n, msg.Heartbeat)} == {b"a"}
+
+
+def test_read_only_releases_exactly_the_requests_up_to_a_ctx():
+    ro = ReadOnly()
+    for i, ctx in enumerate((b"a", b"b", b"c")):
+        ro.add(ctx, i, "n1")
+    assert [r.ctx for r in ro.release_through(b"b")] == [b"a", b"b"]
+    assert ro.queue == [b"c"] and list(ro.pending) == [b"c"]
+
+
+# -- followers and stale messages -----------------------------------------
+
+
+def test_stale_messages_are_answered_with_the_newer_term():
+    n = make(check_quorum=True, pre_vote=False)
+    n.step(msg.Heartbeat("n2", "n1", 5, 0))
+    drain(n)
+    n.step(msg.AppendEntries("n3", "n1", 3, 0, 0, 0))
+    n.step(msg.PreVote("n3", "n1", 4, 99, 3))
+    n.step(msg.RequestVote("n3", "n1", 4, 99, 3))
+    assert list(drain(n).messages) == [
+        msg.AppendEntriesResponse("n1", "n3", 5, 0),
+        msg.PreVoteResponse("n1", "n3", 5, False),
+        msg.RequestVoteResponse("n1", "n3", 5, False),
+    ]
+
+
+def test_snapshot_matching_the_log_only_advances_the_commit_index():
+    n = follower()
+    n.step(msg.InstallSnapshot("n2", "n1", 3, Snapshot(
+        SnapshotMeta(BOOT + 3, 3, ConfState(set(VOTERS))))))
+    st = n.status()
+    assert (st.commit, st.last_index, st.snapshot_index) == (BOOT + 3, BOOT + 3, 0)
+
+
+def test_snapshot_at_the_commit_index_never_replaces_the_log():
+    n = follower()
+    n.step(msg.InstallSnapshot("n2", "n1", 3, Snapshot(
+        SnapshotMeta(BOOT + 2, 2, ConfState(set(VOTERS))))))
+    st = n.status()
+    assert (st.commit, st.last_index, st.snapshot_index) == (BOOT + 2, BOOT + 3, 0)
+    assert n.term_at(BOOT + 2) == 3
+
+
+def test_compaction_keeps_the_configuration_at_the_compaction_point():
+    n = make()
+    learner = Entry(3, BOOT + 2, EntryKind.CONF_CHANGE,
+                    ConfChange(ConfChangeOp.ADD_LEARNER, "n4").encode())
+    n.step(msg.AppendEntries("n2", "n1", 3, BOOT, 1, BOOT + 2,
+                             [Entry(3, BOOT + 1), learner]))
+    drain(n)
+    assert n.conf.learners == {"n4"}
+    snap = n.compact(BOOT + 1, b"s")
+    assert snap.meta.conf == ConfState(set(VOTERS))
+
+
+# -- progress, log and storage --------------------------------------------
+
+
+def test_probe_restarts_right_after_the_match():
+    pr = Progress(next_index=20, max_inflight=4)
+    pr.match = 5
+    pr.become_replicate()
+    pr.become_probe()
+    assert pr.next == 6
+    pr.become_snapshot(3)  # an older snapshot than the match
+    pr.become_probe()
+    assert pr.next == 6
+    pr.become_snapshot(9)
+    pr.become_probe()
+    assert pr.next == 10
+
+
+def test_replicating_rejection_rewinds_to_the_match():
+    pr = Progress(next_index=20, max_inflight=4)
+    pr.match = 5
+    pr.become_replicate()
+    pr.sent_entries(12)
+    assert pr.maybe_decrease(8, 0) and pr.next == 6
+
+
+def test_raft_log_compaction_refusals_say_why():
+    log = RaftLog(entries=[Entry(1, 1), Entry(1, 2), Entry(1, 3)], committed=3)
+    log.applied_to(2)
+    with pytest.raises(LogError, match="^cannot compact unapplied index 3$"):
+        log.compact(3, b"", ConfState())
+    log.compact(2, b"", ConfState())
+    with pytest.raises(LogError, match="^index 2 already compacted$"):
+        log.compact(2, b"", ConfState())
+    assert log.snapshot.index == 2
+
+
+def test_storage_compaction_is_idempotent_and_bounded():
+    st = MemoryStorage()
+    st.append([Entry(1, 1), Entry(1, 2), Entry(1, 3)])
+    st.compact(Snapshot(SnapshotMeta(2, 1), b"first"))
+    st.compact(Snapshot(SnapshotMeta(2, 1), b"again"))
+    assert st.snapshot.data == b"first" and st.entries == [Entry(1, 3)]
+    with pytest.raises(LogError, match="^compacting beyond the stored log$"):
+        st.compact(Snapshot(SnapshotMeta(5, 1)))
+
+
+def test_received_snapshot_replaces_the_stored_log_from_its_index():
+    st = MemoryStorage()
+    st.append([Entry(1, 1), Entry(1, 2), Entry(1, 3)])
+    st.compact(Snapshot(SnapshotMeta(2, 1), b"mine"))
+    st.apply_snapshot(Snapshot(SnapshotMeta(2, 1), b"leader's"))
+    assert st.snapshot.data == b"leader's" and st.entries == []
+
+
+def test_ready_is_true_when_any_part_is_set():
+    assert not Ready()
+    parts = dict(messages=(msg.TimeoutNow("a", "b", 1),), entries=(Entry(1, 1),),
+                 hard_state=HardState(1), committed_entries=(Entry(1, 1),),
+                 snapshot=Snapshot(), read_states=(ReadState(b"", 1),),
+                 soft_state=SoftState(None, Role.FOLLOWER))
+    for name, value in parts.items():
+        assert Ready(**{name: value}), name
+
+
+# -- hostile input: validation and codec ----------------------------------
+
+
+def _snap(index, term, voters=("n1",), learners=()):
+    return msg.InstallSnapshot("n2", "n1", 3, Snapshot(
+        SnapshotMeta(index, term, ConfState(voters, learners))))
+
+
+@pytest.mark.parametrize("m, why", [
+    (object(), "not a raft message"),
+    (msg.Heartbeat("n2", "n1", 3, MAX_NUMBER + 1), "commit out of range"),
+    (msg.Heartbeat("", "n1", 3, 0), "empty node id"),
+    (msg.Heartbeat("n2", "", 3, 0), "empty node id"),
+    (msg.Heartbeat("n1", "n1", 3, 0), "message to itself"),
+    (msg.PreVote("n2", "n1", 3, 9, 4), "last_term above term"),
+    (msg.RequestVote("n2", "n1", 3, 9, 4), "last_term above term"),
+    (msg.AppendEntries("n2", "n1", 3, 6, 4, 6), "bad prev_term"),
+    (msg.AppendEntries("n2", "n1", 3, 0, 1, 0), "bad prev_term"),
+    (msg.AppendEntries("n2", "n1", 3, 6, 3, 6, [Entry(3, 8)]),
+     "entries not contiguous after prev_index"),
+    (msg.AppendEntries("n2", "n1", 3, 6, 3, 6, [Entry(4, 7)]),
+     "entry term or index out of range"),
+    (msg.AppendEntries("n2", "n1", 3, 6, 2, 6, [Entry(1, 7)]),
+     "entry term or index out of range"),
+    (msg.AppendEntries("n2", "n1", 3, 6, 3, 6, [Entry(3, 7), Entry(2, 8)]),
+     "entry term or index out of range"),
+    (msg.AppendEntries("n2", "n1", 3, MAX_NUMBER, 3, 6, [Entry(3, MAX_NUMBER + 1)]),
+     "entry term or index out of range"),
+    (msg.AppendEntries("n2", "n1", 3, 6, 3, 6,
+                       [Entry(3, 7, EntryKind.CONF_CHANGE, b"\x07x")]),
+     "undecodable conf change"),
+    (msg.AppendEntries("n2", "n1", 3, 6, 3, 6,
+                       [Entry(3, 7, EntryKind.CONF_CHANGE, b"\x00")]),
+     "undecodable conf change"),
+    (msg.AppendEntries("n2", "n1", 3, 6, 3, 6,
+                       [Entry(3, 7, EntryKind.CONF_CHANGE, b"\x00\xff")]),
+     "undecodable conf change"),
+    (msg.AppendEntriesResponse("n2", "n1", 3, 4, True, 5), "hint beyond the rejected index"),
+    (msg.AppendEntriesResponse("n2", "n1", 3, 4, True, 4, 4),
+     "hint beyond the rejected index"),
+    (_snap(9, 4), "snapshot term or index out of range"),
+    (_snap(1, 0), "snapshot without term or voters"),
+    (_snap(9, 0), "snapshot without term or voters"),
+    (_snap(9, 3, voters=()), "snapshot without term or voters"),
+    (_snap(9, 3, learners=("n1",)), "bad snapshot configuration"),
+    (_snap(9, 3, voters=("n1", "")), "bad snapshot configuration"),
+])
+def test_impossible_messages_are_refused_with_their_reason(m, why):
+    assert problem(m) == why
+
+
+@pytest.mark.parametrize("m", [
+    msg.InstallSnapshot("n2", "n1", 3, Snapshot()),  # index 0: nothing to install
+    _snap(MAX_NUMBER, 3),
+    _snap(9, 3, learners=("n4",)),
+    msg.AppendEntries("n2", "n1", 3, 0, 0, 0, [Entry(1, 1)]),
+    msg.AppendEntries("n2", "n1", 3, 6, 2, 6, [Entry(2, 7), Entry(3, 8)]),
+    msg.AppendEntries("n2", "n1", 3, MAX_NUMBER - 1, 3, 6, [Entry(3, MAX_NUMBER)]),
+    msg.AppendEntries("n2", "n1", 3, 6, 3, 6,
+                      [Entry(3, 7, EntryKind.CONF_CHANGE, b"\x00n4")]),
+    msg.AppendEntriesResponse("n2", "n1", 3, 4, True, 4, 3),
+    msg.AppendEntriesResponse("n2", "n1", 3, 4, False, 9, 9),
+    msg.RequestVote("n2", "n1", 3, 9, 3),
+    msg.Heartbeat("n2", "n1", 3, MAX_NUMBER),
+])
+def test_boundary_messages_pass(m):
+    assert problem(m) is None
+
+
+def test_codec_refuses_an_empty_node_id():
+    data = codec.encode_snapshot(Snapshot(SnapshotMeta(1, 1, ConfState({"a", ""}))))
+    with pytest.raises(codec.CodecError) as exc:
+        codec.decode_snapshot(data)
+    assert str(exc.value) == "duplicate or empty node id"
+
+
+def test_codec_layout_follows_the_message_fields():
+    assert codec._layout(msg.AppendEntries) == (
+        ("src", "text"), ("dst", "text"), ("term", "u64"), ("prev_index", "u64"),
+        ("prev_term", "u64"), ("commit", "u64"), ("entries", "entries"))
+    assert codec._layout(msg.InstallSnapshot)[-1] == ("snapshot", "snapshot")
+    assert codec._layout(msg.Heartbeat)[-1] == ("ctx", "blob")
+    assert codec._layout(msg.RequestVote)[-1] == ("transfer", "boolean")
