@@ -114,3 +114,14 @@ def test_the_proposal_table_travels_in_snapshots():
         copy.restore(encoded + b"x")
     with pytest.raises(DoozerError):
         unpack_snapshot(b"nope")
+
+
+def test_a_drivers_life_is_drawn_once_from_its_rng():
+    import random
+
+    from doozertw.cluster.driver import ClusterDriver
+    from doozertw.store import Store
+    from twisted.internet import task
+    driver = ClusterDriver("n1", Store(), lambda *a: None, task.Clock(), random.Random(5))
+    assert driver.life == random.Random(5).getrandbits(32)
+    assert driver.life == driver.life

@@ -40,6 +40,7 @@ class FakeDriver:
     def __init__(self, leader=None, seed=7):
         self.timing = Timing(quorum_timeout=10.0)
         self.rng = random.Random(seed)
+        self.life = self.rng.getrandbits(32)
         self.member_id = ME
         self.raft = FakeRaft()
         self.leader = leader

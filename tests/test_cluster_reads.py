@@ -25,9 +25,10 @@ class FakeRaft:
 class FakeDriver:
     """What ReadBarrier uses of ClusterDriver (round timeout: 10 ticks of 0.05 s)."""
 
-    def __init__(self):
+    def __init__(self, life=0x1234ABCD):
         self.timing = Timing(tick=0.05, election_ticks=10, quorum_timeout=10.0)
         self.member_id = ME
+        self.life = life
         self.leader = ME
         self.started = True
         self.raft = FakeRaft()
@@ -47,9 +48,9 @@ class FakeDriver:
             f(ReadState(ctx, index))
 
 
-def make(**kw):
+def make(life=0x1234ABCD, **kw):
     clock = task.Clock()
-    driver = FakeDriver()
+    driver = FakeDriver(life)
     return driver, clock, ReadBarrier(driver, clock, **kw)
 
 
@@ -171,3 +172,24 @@ def test_a_cancelled_read_starts_no_round():
     d.cancel()
     clock.advance(0)
     assert driver.raft.ctxs == [] and barrier.rounds == 0
+
+
+def test_an_answer_meant_for_an_earlier_life_of_the_member_releases_nothing():
+    """A restarted node keeps its member id and numbers its rounds from 1
+    again; a ReadIndex answer to its previous life's first round (queued at
+    a peer across the restart) carries an old index and must not serve the
+    new life's first read."""
+    before, clock_before, barrier_before = make(life=1)
+    read(barrier_before)
+    clock_before.advance(0)
+    [old_ctx] = before.raft.ctxs
+    driver, clock, barrier = make(life=2)
+    results = read(barrier)
+    clock.advance(0)
+    [ctx] = driver.raft.ctxs
+    assert ctx != old_ctx
+    driver.answer(old_ctx, 3)
+    assert driver.waits == [] and results == []
+    driver.answer(ctx, 9)
+    [(index, _)] = driver.waits
+    assert index == 9

@@ -440,3 +440,110 @@ def test_codec_layout_follows_the_message_fields():
     assert codec._layout(msg.InstallSnapshot)[-1] == ("snapshot", "snapshot")
     assert codec._layout(msg.Heartbeat)[-1] == ("ctx", "blob")
     assert codec._layout(msg.RequestVote)[-1] == ("transfer", "boolean")
+
+
+# -- second batch ---------------------------------------------------------
+
+
+def test_check_quorum_round_keeps_the_leader_itself_active():
+    n = make_leader(make(check_quorum=True))
+    ack(n, "n2", n.status().last_index)
+    for _ in range(10):
+        n.tick()
+    assert n.is_leader
+    active = {nid: p.recent_active for nid, p in n.status().progress.items()}
+    assert active == {"n1": True, "n2": False, "n3": False}
+
+
+def test_heartbeat_answer_frees_a_full_window_and_resends():
+    n = make_leader(make(max_inflight_msgs=1))
+    ack(n, "n2", n.status().last_index)
+    drain(n)
+    i1, _ = n.propose(b"a")
+    i2, _ = n.propose(b"b")
+    assert [m.entries for m in sent(n, msg.AppendEntries) if m.dst == "n2"] == [
+        (Entry(n.term, i1, data=b"a"),)]
+    n.step(msg.HeartbeatResponse("n2", "n1", n.term))
+    assert [m.entries for m in sent(n, msg.AppendEntries) if m.dst == "n2"] == [
+        (Entry(n.term, i2, data=b"b"),)]
+
+
+def test_heartbeat_answer_of_a_caught_up_follower_sends_nothing():
+    n = make_leader(make())
+    ack(n, "n2", n.status().last_index)
+    drain(n)
+    n.step(msg.HeartbeatResponse("n2", "n1", n.term))
+    assert sent(n) == []
+
+
+def test_candidate_follows_a_leader_of_its_term_and_takes_its_entries():
+    n = make(pre_vote=False)
+    n.campaign()
+    drain(n)
+    assert n.role == Role.CANDIDATE and n.term == 2
+    n.step(msg.AppendEntries("n2", "n1", 2, BOOT, 1, BOOT, [Entry(2, BOOT + 1)]))
+    assert (n.role, n.leader) == (Role.FOLLOWER, "n2")
+    assert sent(n) == [msg.AppendEntriesResponse("n1", "n2", 2, BOOT + 1)]
+
+
+def test_pre_candidate_follows_a_leader_of_its_term_and_takes_its_entries():
+    n = make()
+    n.campaign()
+    drain(n)
+    assert n.role == Role.PRE_CANDIDATE and n.term == 1
+    n.step(msg.AppendEntries("n2", "n1", 1, BOOT, 1, BOOT, [Entry(1, BOOT + 1)]))
+    assert (n.role, n.leader) == (Role.FOLLOWER, "n2")
+    assert sent(n) == [msg.AppendEntriesResponse("n1", "n2", 1, BOOT + 1)]
+
+
+@pytest.mark.parametrize("pre_vote", [True, False])
+def test_campaigning_node_keeps_late_read_answers(pre_vote):
+    n = make(pre_vote=pre_vote)
+    n.campaign()
+    drain(n)
+    n.step(msg.ReadIndexResponse("n2", "n1", n.term, b"r", 7))
+    assert drain(n).read_states == (ReadState(b"r", 7),)
+
+
+def test_empty_read_ctx_is_refused():
+    n = make_leader(make())
+    with pytest.raises(ValueError, match="^read ctx must not be empty$"):
+        n.read_index(b"")
+    assert problem(msg.ReadIndexRequest("n2", "n1", 2, b"")) == "empty read ctx"
+    assert problem(msg.ReadIndexRequest("n2", "n1", 2, b"r")) is None
+
+
+def test_conflict_search_stops_at_the_snapshot():
+    log = RaftLog(Snapshot(SnapshotMeta(5, 3)), [Entry(4, 6), Entry(4, 7)], 5)
+    assert log.find_conflict_by_term(7, 2) == (5, 3)
+    assert log.find_conflict_by_term(7, 4) == (7, 4)
+
+
+def test_storage_append_skips_what_the_snapshot_covers_and_refuses_gaps():
+    st = MemoryStorage()
+    st.append([Entry(1, 1), Entry(1, 2), Entry(1, 3)])
+    st.compact(Snapshot(SnapshotMeta(2, 1)))
+    st.append([Entry(1, 2), Entry(2, 3), Entry(2, 4)])
+    assert st.entries == [Entry(2, 3), Entry(2, 4)]
+    with pytest.raises(LogError, match="^gap: storing 6 after 4$"):
+        st.append([Entry(2, 6)])
+
+
+def test_probe_rejection_never_rewinds_below_the_match():
+    pr = Progress(next_index=9, max_inflight=4)
+    pr.match = 5
+    pr.probe_sent = True
+    assert pr.maybe_decrease(8, 0)
+    assert (pr.next, pr.probe_sent) == (6, False)
+
+
+def test_early_send_needs_the_durable_term_and_vote():
+    from doozertw.consensus.ready import early_send_allowed, is_leader_early_message
+    rd = Ready(hard_state=HardState(2, "n1", 5))
+    assert early_send_allowed(rd, HardState(2, "n1", 3))
+    assert not early_send_allowed(rd, HardState(2, "n2", 3))
+    assert not early_send_allowed(rd, HardState(1, "n1", 3))
+    assert not early_send_allowed(rd, None)
+    assert early_send_allowed(Ready(), None)
+    assert is_leader_early_message(msg.AppendEntries("n1", "n2", 2, 0, 0, 0))
+    assert not is_leader_early_message(msg.AppendEntriesResponse("n1", "n2", 2, 0))

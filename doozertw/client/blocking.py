@@ -21,15 +21,31 @@ applied). If no address answers in time every call raises ConnectionLost
 ``"suspended"`` and ``"lost"``.
 """
 
+from __future__ import annotations
+
 import socket
 import ssl
 import time
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from doozertw.client import plans
-from doozertw.client.core import ConnectionLost, ResponseReader, Tags, WaitTimeout, call, result_of
-from doozertw.client.uri import resolve
+from doozertw.client.core import (
+    Call, ConnectionLost, ResponseReader, Tags, WaitTimeout, call, result_of)
+from doozertw.client.uri import Address, Target, resolve
 from doozertw.client.verbs import Verbs
 from doozertw.errors import DoozerError
+from doozertw.store import Event
+from doozertw.tlsutil import ClientTLS
+from doozertw.wire import ResponseMessage
+
+T = TypeVar("T")
+
+OpenSocket = Callable[[tuple[str, int], float], socket.socket]
+"""``open_socket((host, port), timeout)``: a connected socket (socket.create_connection)."""
+
+Listener = Callable[[str], object]
+"""``listener(state)``, told every state change (CONNECTED, SUSPENDED, LOST, CLOSED)."""
 
 CONNECTED = "connected"
 SUSPENDED = "suspended"
@@ -42,16 +58,16 @@ class _Pending:
 
     __slots__ = ("call", "tag", "done", "result", "error", "abandoned", "response")
 
-    def __init__(self, call_):
+    def __init__(self, call_: Call) -> None:
         self.call = call_
-        self.tag = None
+        self.tag: int | None = None
         self.done = False
-        self.result = None
-        self.error = None
+        self.result: Any = None
+        self.error: DoozerError | None = None
         self.abandoned = False
-        self.response = None    # the server's Response, once it came
+        self.response: ResponseMessage | None = None    # the server's Response, once it came
 
-    def finish(self, result=None, error=None):
+    def finish(self, result: Any = None, error: DoozerError | None = None) -> None:
         self.done = True
         self.result = result
         self.error = error
@@ -60,9 +76,13 @@ class _Pending:
 class BlockingClient(Verbs):
     """A doozer client for ordinary (blocking) code; see the module docstring."""
 
-    def __init__(self, target, secret=None, connect_timeout=5.0, suspend_timeout=30.0,
-                 retry_delay=0.1, max_retry_delay=2.0, open_socket=None,
-                 sleep=time.sleep, monotonic=time.monotonic, tls=None):
+    def __init__(self, target: Target, secret: bytes | str | None = None,
+                 connect_timeout: float = 5.0, suspend_timeout: float = 30.0,
+                 retry_delay: float = 0.1, max_retry_delay: float = 2.0,
+                 open_socket: OpenSocket | None = None,
+                 sleep: Callable[[float], object] = time.sleep,
+                 monotonic: Callable[[], float] = time.monotonic,
+                 tls: ClientTLS | None = None) -> None:
         self.uri = resolve(target, secret, tls)
         self._secret = self.uri.secret
         self._tls_context = self.uri.tls.ssl_context() if self.uri.tls else None
@@ -70,42 +90,75 @@ class BlockingClient(Verbs):
         self.suspend_timeout = suspend_timeout
         self.retry_delay = retry_delay
         self.max_retry_delay = max_retry_delay
-        self._open_socket = open_socket or socket.create_connection
+        self._open_socket: OpenSocket = open_socket or socket.create_connection
         self._sleep = sleep
         self._now = monotonic
-        self.state = None
-        self.address = None
-        self._listeners = []
-        self._sock = None
+        self.state: str | None = None
+        self.address: Address | None = None
+        self._listeners: list[Listener] = []
+        self._sock: socket.socket | None = None
         self._reader = ResponseReader()
         self._tags = Tags()
-        self._by_tag = {}
-        self._orphans = []
+        self._by_tag: dict[int, _Pending] = {}
+        self._orphans: list[_Pending] = []
         self._next_index = 0
+
+    if TYPE_CHECKING:
+        # Verbs' methods with this client's results (doozertw.client.verbs).
+        def get(self, path: str, rev: int | None = None) -> tuple[bytes, int]: ...
+
+        def set(self, path: str, rev: int, value: bytes | str) -> int: ...
+
+        def delete(self, path: str, rev: int) -> int: ...
+
+        def rev(self) -> int: ...
+
+        def stat(self, path: str, rev: int | None = None) -> tuple[int, int]: ...
+
+        def getdir(self, path: str, rev: int | None = None, offset: int = 0) -> str: ...
+
+        def walk(self, glob: str, rev: int | None = None, offset: int = 0) -> Event: ...
+
+        def nop(self) -> None: ...
+
+        def self_id(self) -> str: ...
+
+        self = self_id
+
+        def access(self, secret: bytes | str) -> None: ...
+
+        def getdir_all(self, path: str, rev: int | None = None) -> list[str]: ...
+
+        def walk_all(self, glob: str, rev: int | None = None) -> list[Event]: ...
+
+        def find(self, root: str = "/", rev: int | None = None) -> list[str]: ...
+
+        def tree(self, root: str = "/",
+                 rev: int | None = None) -> list[plans.TreeEntry]: ...
 
     # -- state -------------------------------------------------------------
 
-    def add_listener(self, listener):
+    def add_listener(self, listener: Listener) -> None:
         """Call ``listener(state)`` on every state change."""
         self._listeners.append(listener)
 
-    def _set_state(self, state):
+    def _set_state(self, state: str) -> None:
         if state != self.state:
             self.state = state
             for listener in list(self._listeners):
                 listener(state)
 
-    def __enter__(self):
+    def __enter__(self) -> BlockingClient:
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def close(self):
+    def close(self) -> None:
         self._drop_socket()
         self._set_state(CLOSED)
 
-    def _drop_socket(self):
+    def _drop_socket(self) -> None:
         sock, self._sock = self._sock, None
         if sock is not None:
             try:
@@ -115,7 +168,7 @@ class BlockingClient(Verbs):
 
     # -- connecting ----------------------------------------------------------
 
-    def connect(self):
+    def connect(self) -> BlockingClient:
         """Connect now (calls connect on demand anyway); returns self."""
         if self.state == CLOSED:
             raise ConnectionLost("client closed")
@@ -123,13 +176,13 @@ class BlockingClient(Verbs):
             self._reconnect()
         return self
 
-    def _reconnect(self):
+    def _reconnect(self) -> None:
         """Open a connection to some address, or raise ConnectionLost (LOST)."""
         self._drop_socket()
         deadline = self._now() + self.suspend_timeout
         delay = self.retry_delay
         addresses = self.uri.addresses
-        last_error = None
+        last_error: Exception | None = None
         first = self._next_index
         while True:
             address = addresses[self._next_index % len(addresses)]
@@ -153,7 +206,7 @@ class BlockingClient(Verbs):
         self._by_tag = {}
         raise error
 
-    def _open(self, address):
+    def _open(self, address: Address) -> None:
         sock = self._open_socket((address.host, address.port), self.connect_timeout)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         if self._tls_context is not None:
@@ -181,17 +234,17 @@ class BlockingClient(Verbs):
         self.address = address
         self._set_state(CONNECTED)
 
-    def _wrap_tls(self, sock, address):
+    def _wrap_tls(self, sock: socket.socket, address: Address) -> ssl.SSLSocket:
         """``sock`` after a verified TLS handshake (within connect_timeout);
         a failed verification raises ConnectionLost naming the reason."""
-        try:
-            return self._tls_context.wrap_socket(
-                sock, server_hostname=self.uri.tls.server_name(address.host))
+        try:    # called only with TLS on: both casts hold
+            return cast(ssl.SSLContext, self._tls_context).wrap_socket(
+                sock, server_hostname=cast(ClientTLS, self.uri.tls).server_name(address.host))
         except ssl.SSLError as e:
             sock.close()
             raise ConnectionLost(f"TLS to {address} failed: {e.reason or e}") from None
 
-    def _refused(self, error):
+    def _refused(self, error: DoozerError) -> None:
         """The server refused our secret: fail everything waiting, stay LOST."""
         self._drop_socket()
         self._set_state(LOST)
@@ -200,7 +253,7 @@ class BlockingClient(Verbs):
         self._orphans = []
         raise error
 
-    def _lost(self):
+    def _lost(self) -> None:
         """The socket failed: fail unanswered writes, reconnect, re-send reads."""
         self._drop_socket()
         self._set_state(SUSPENDED)
@@ -216,20 +269,20 @@ class BlockingClient(Verbs):
 
     # -- wire ------------------------------------------------------------------
 
-    def _write(self, call_):
+    def _write(self, call_: Call) -> _Pending:
         pending = _Pending(call_)
         self._write_pending(pending)
         return pending
 
-    def _write_pending(self, pending):
+    def _write_pending(self, pending: _Pending) -> None:
         pending.tag = self._tags.take()
         self._by_tag[pending.tag] = pending
         try:
-            self._sock.sendall(pending.call.encode(pending.tag))
+            cast(socket.socket, self._sock).sendall(pending.call.encode(pending.tag))
         except OSError:
             raise ConnectionLost("send failed") from None
 
-    def _send(self, call_):
+    def _send(self, call_: Call) -> _Pending:
         """Send one call (connecting first if needed); returns its _Pending.
 
         If the send fails, a read is re-sent on the next connection and a
@@ -246,7 +299,8 @@ class BlockingClient(Verbs):
             self._lost()
         return pending
 
-    def _await(self, pending, timeout=None, reconnect=True):
+    def _await(self, pending: _Pending, timeout: float | None = None,
+               reconnect: bool = True) -> _Pending:
         """Read until ``pending`` is answered; WaitTimeout after ``timeout`` s."""
         deadline = None if timeout is None else self._now() + timeout
         while not pending.done:
@@ -276,7 +330,7 @@ class BlockingClient(Verbs):
             self._dispatch(data)
         return pending
 
-    def _dispatch(self, data):
+    def _dispatch(self, data: bytes) -> None:
         try:
             responses = self._reader.feed(data)
         except DoozerError:
@@ -293,23 +347,23 @@ class BlockingClient(Verbs):
             except DoozerError as e:
                 pending.finish(error=e)
 
-    def request(self, call_, timeout=None):
+    def request(self, call_: Call, timeout: float | None = None) -> Any:
         """The result of one Call; raises its DoozerError."""
         pending = self._await(self._send(call_), timeout)
         if pending.error is not None:
             raise pending.error
         return pending.result
 
-    def exchange(self, call_, timeout=None):
+    def exchange(self, call_: Call, timeout: float | None = None) -> ResponseMessage:
         """The server's raw Response to one Call, error codes included
         (for tests and tools that inspect the wire); raises ConnectionLost
         or WaitTimeout as ``request`` does."""
         pending = self._await(self._send(call_), timeout)
-        if pending.response is None:
-            raise pending.error
+        if pending.response is None:    # then it failed: error is set
+            raise cast(DoozerError, pending.error)
         return pending.response
 
-    def many(self, calls):
+    def many(self, calls: Iterable[Call]) -> list[Any]:
         """Outcomes (result or exception) of calls sent pipelined."""
         pendings = [self._send(c) for c in calls]
         for pending in pendings:
@@ -318,7 +372,7 @@ class BlockingClient(Verbs):
 
     # -- verbs -------------------------------------------------------------------
 
-    def wait(self, glob, rev, timeout=None):
+    def wait(self, glob: str, rev: int, timeout: float | None = None) -> Event:
         """First Event matching ``glob`` at or after ``rev``; WaitTimeout after ``timeout``."""
         pending = self._send(call("WAIT", path=glob, rev=rev))
         try:
@@ -328,15 +382,16 @@ class BlockingClient(Verbs):
             raise
         if pending.error is not None:
             raise pending.error
-        return pending.result
+        return cast(Event, pending.result)
 
 
     # -- helpers -----------------------------------------------------------------
 
-    def run_plan(self, plan):
+    def run_plan(self, plan: plans.Plan[T]) -> T:
         return plans.drive_blocking(plan, self.many)
 
-    def watch(self, glob, rev=None, timeout=None):
+    def watch(self, glob: str, rev: int | None = None,
+              timeout: float | None = None) -> BlockingWatch:
         """An iterator of every change matching ``glob`` from ``rev``."""
         if rev is None:
             rev = self.rev() + 1
@@ -351,43 +406,45 @@ class BlockingWatch:
     server's error (TOO_LATE, ...) or ConnectionLost otherwise.
     """
 
-    def __init__(self, client, glob, rev, timeout=None):
+    def __init__(self, client: BlockingClient, glob: str, rev: int,
+                 timeout: float | None = None) -> None:
         self.client = client
         self.glob = glob
         self.next_rev = rev
         self.timeout = timeout
-        self._pending = None
+        self._pending: _Pending | None = None
 
-    def __iter__(self):
+    def __iter__(self) -> BlockingWatch:
         return self
 
-    def __next__(self):
+    def __next__(self) -> Event:
         return self.next(self.timeout)
 
-    def next(self, timeout=None):
+    def next(self, timeout: float | None = None) -> Event:
         if self._pending is None:
             self._pending = self.client._send(call("WAIT", path=self.glob, rev=self.next_rev))
         pending = self.client._await(self._pending, timeout)
         self._pending = None
         if pending.error is not None:
             raise pending.error
-        event = pending.result
+        event: Event = pending.result
         self.next_rev = event.rev + 1
         return event
 
-    def close(self):
+    def close(self) -> None:
         """Stop; the outstanding WAIT's late answer is dropped."""
         if self._pending is not None:
             self._pending.abandoned = True
             self._pending = None
 
 
-def _describe(error):
+def _describe(error: Exception | None) -> str:
     if isinstance(error, OSError) and error.strerror:
         return error.strerror.lower()
     return str(error)
 
 
-def connect(target, secret=None, **options):
+def connect(target: Target, secret: bytes | str | None = None,
+            **options: Any) -> BlockingClient:
     """A connected BlockingClient for a URI or address list."""
     return BlockingClient(target, secret=secret, **options).connect()

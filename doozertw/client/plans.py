@@ -10,31 +10,48 @@ Every plan pins one revision first (the current one, unless given), so its
 answer is a consistent snapshot even while others write.
 """
 
+from __future__ import annotations
+
+from collections.abc import Callable, Generator, Sequence
+from typing import Any, TypeVar
+
 from doozertw.errors import DoozerError, ErrCode
-from doozertw.client.core import call
-from doozertw.store import DIR
+from doozertw.client.core import Call, call
+from doozertw.store import DIR, Event
 
 BATCH = 32
 
+T = TypeVar("T")
 
-def _raise_errors(outcomes):
+Outcomes = list[Any]
+"""What a plan is sent back: per Call its result, or the exception it failed with."""
+
+Plan = Generator[list[Call], Outcomes, T]
+"""A plan answering ``T``: yields batches of Calls, is sent their Outcomes."""
+
+TreeEntry = tuple[str, bool, int, int]
+"""One entry of ``tree``: (path, is_dir, length, rev)."""
+
+
+def _raise_errors(outcomes: Outcomes) -> Outcomes:
     for outcome in outcomes:
         if isinstance(outcome, BaseException):
             raise outcome
     return outcomes
 
 
-def pin(rev):
+def pin(rev: int | None) -> Plan[int]:
     """Plan: ``rev`` if given, else the current revision."""
     if rev is not None:
         return rev
+    current: int
     (current,) = _raise_errors((yield [call("REV")]))
     return current
 
 
-def _until_range(verb, path, rev, batch):
+def _until_range(verb: str, path: str, rev: int, batch: int) -> Plan[list[Any]]:
     """Plan: results of ``verb`` at offsets 0, 1, ... until RANGE."""
-    found = []
+    found: list[Any] = []
     offset = 0
     while True:
         outcomes = yield [call(verb, path=path, rev=rev, offset=o)
@@ -48,23 +65,23 @@ def _until_range(verb, path, rev, batch):
         offset += batch
 
 
-def getdir_all(path, rev=None, batch=BATCH):
+def getdir_all(path: str, rev: int | None = None, batch: int = BATCH) -> Plan[list[str]]:
     """Plan: every entry name of directory ``path``, sorted."""
     rev = yield from pin(rev)
     return (yield from _until_range("GETDIR", path, rev, batch))
 
 
-def walk_all(glob, rev=None, batch=BATCH):
+def walk_all(glob: str, rev: int | None = None, batch: int = BATCH) -> Plan[list[Event]]:
     """Plan: every file matching ``glob`` as SET Events, in walk order."""
     rev = yield from pin(rev)
     return (yield from _until_range("WALK", glob, rev, batch))
 
 
-def _join(directory, name):
+def _join(directory: str, name: str) -> str:
     return directory + name if directory.endswith("/") else directory + "/" + name
 
 
-def find(root="/", rev=None, batch=BATCH):
+def find(root: str = "/", rev: int | None = None, batch: int = BATCH) -> Plan[list[str]]:
     """Plan: ``root`` and every directory and file under it, depth first.
 
     The order and content are those of the Go ``doozer find``: a directory
@@ -75,12 +92,12 @@ def find(root="/", rev=None, batch=BATCH):
     ((_, root_rev),) = _raise_errors((yield [call("STAT", path=root, rev=rev)]))
     if root_rev == 0:
         raise DoozerError(ErrCode.NOENT, root)
-    found = []
+    found: list[str] = []
     yield from _visit(root, root_rev == DIR, rev, batch, found)
     return found
 
 
-def _visit(path, is_dir, rev, batch, found):
+def _visit(path: str, is_dir: bool, rev: int, batch: int, found: list[str]) -> Plan[None]:
     found.append(path)
     if not is_dir:
         return
@@ -91,7 +108,8 @@ def _visit(path, is_dir, rev, batch, found):
         yield from _visit(child, child_rev == DIR, rev, batch, found)
 
 
-def tree(root="/", rev=None, batch=BATCH):
+def tree(root: str = "/", rev: int | None = None,
+         batch: int = BATCH) -> Plan[list[TreeEntry]]:
     """Plan: (path, is_dir, length, rev) for ``root`` and everything under it."""
     rev = yield from pin(rev)
     paths = yield from find(root, rev, batch)
@@ -99,11 +117,12 @@ def tree(root="/", rev=None, batch=BATCH):
     return [(p, r == DIR, length, r) for p, (length, r) in zip(paths, stats)]
 
 
-def drive_blocking(plan, many):
+def drive_blocking(plan: Plan[T], many: Callable[[Sequence[Call]], Outcomes]) -> T:
     """Run ``plan`` to its answer; ``many(calls)`` returns their outcomes."""
     try:
         calls = next(plan)
         while True:
             calls = plan.send(many(calls))
     except StopIteration as stop:
-        return stop.value
+        answer: T = stop.value
+        return answer

@@ -20,7 +20,11 @@ again on the next connection (so a watch resumes where it was); SET, DEL
 and NOP fail with ConnectionLost, because they may have been applied.
 """
 
+from __future__ import annotations
+
 import enum
+from collections.abc import Callable, Generator, Iterable
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar, cast
 
 from twisted.internet import defer
 from twisted.internet.endpoints import HostnameEndpoint, connectProtocol, wrapClientTLS
@@ -29,11 +33,16 @@ from twisted.logger import Logger
 from zope.interface import implementer
 from twisted.python.failure import Failure
 
-from doozertw.client.core import ConnectionLost, WaitTimeout, call
+from doozertw.client import plans
+from doozertw.client.core import Call, ConnectionLost, WaitTimeout, call
 from doozertw.client.protocol import DoozerClientProtocol
-from doozertw.client.uri import resolve
+from doozertw.client.uri import Address, Target, resolve
 from doozertw.client.verbs import Verbs
 from doozertw.client.watch import Watch
+from doozertw.store import Event
+from doozertw.tlsutil import ClientTLS
+
+T = TypeVar("T")
 
 
 class State(enum.Enum):
@@ -44,24 +53,35 @@ class State(enum.Enum):
     CLOSED = "closed"
 
 
+Connector = Callable[[Address], "defer.Deferred[DoozerClientProtocol]"]
+"""``connector(address)``: Deferred connected DoozerClientProtocol (TCPConnector)."""
+
+Listener = Callable[[State], object]
+"""``listener(state)``, told every State change."""
+
+
 class TCPConnector:
     """``connector(address)`` -> Deferred DoozerClientProtocol over TCP,
     or over TLS when ``tls`` (a ClientTLS) is given: the server's
     certificate must chain to ``tls.ca`` and name the host dialed (or
     ``tls.name``); a failed verification fails the connection attempt."""
 
-    def __init__(self, reactor, timeout=5.0, tls=None):
+    def __init__(self, reactor: Any, timeout: float = 5.0, tls: ClientTLS | None = None) -> None:
+        # IReactorTCP and IReactorTime; zope interfaces are opaque to mypy.
         self.reactor = reactor
         self.timeout = timeout
         self.tls = tls
 
-    def __call__(self, address):
-        endpoint = HostnameEndpoint(self.reactor, address.host, address.port,
-                                    timeout=self.timeout)
+    def __call__(self, address: Address) -> defer.Deferred[DoozerClientProtocol]:
+        # Endpoints are zope interfaces (opaque to mypy); connectProtocol is untyped.
+        endpoint: Any = HostnameEndpoint(self.reactor, address.host, address.port,
+                                         timeout=self.timeout)
+        d: defer.Deferred[Any]
         if self.tls is None:
-            return connectProtocol(endpoint, DoozerClientProtocol())
+            d = connectProtocol(endpoint, DoozerClientProtocol())  # type: ignore[no-untyped-call]
+            return d
         endpoint = wrapClientTLS(self.tls.twisted_options(address.host), endpoint)
-        d = connectProtocol(endpoint, TLSClientProtocol())
+        d = connectProtocol(endpoint, TLSClientProtocol())  # type: ignore[no-untyped-call]
         d.addCallback(lambda proto: proto.handshake)
         return d
 
@@ -73,15 +93,15 @@ class TLSClientProtocol(DoozerClientProtocol):
     ConnectionLost naming the reason if the connection ends before that:
     the connection attempt fails instead of counting as connected."""
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.handshake = defer.Deferred()
+        self.handshake: defer.Deferred[TLSClientProtocol] = defer.Deferred()
 
-    def handshakeCompleted(self):
+    def handshakeCompleted(self) -> None:
         if not self.handshake.called:
             self.handshake.callback(self)
 
-    def connectionLost(self, reason=None):
+    def connectionLost(self, reason: Failure | None = None) -> None:
         if not self.handshake.called:
             why = reason.getErrorMessage() if reason is not None else "connection lost"
             self.handshake.errback(ConnectionLost(f"TLS handshake failed: {why}"))
@@ -93,10 +113,11 @@ class _Request:
 
     __slots__ = ("call", "d", "inner")
 
-    def __init__(self, call_, d):
+    def __init__(self, call_: Call, d: defer.Deferred[Any] | None) -> None:
         self.call = call_
-        self.d = d
-        self.inner = None
+        # None only until ``request`` sets it (its canceller needs this request).
+        self.d = cast("defer.Deferred[Any]", d)
+        self.inner: defer.Deferred[Any] | None = None
 
 
 class DoozerClient(Verbs):
@@ -104,41 +125,79 @@ class DoozerClient(Verbs):
 
     log = Logger()
 
-    def __init__(self, target, secret=None, reactor=None, connector=None,
-                 suspend_timeout=30.0, retry_delay=0.1, max_retry_delay=2.0, tls=None):
+    def __init__(self, target: Target, secret: bytes | str | None = None, reactor: Any = None,
+                 connector: Connector | None = None, suspend_timeout: float = 30.0,
+                 retry_delay: float = 0.1, max_retry_delay: float = 2.0,
+                 tls: ClientTLS | None = None) -> None:
         if reactor is None:
             from twisted.internet import reactor
-        self.reactor = reactor
+        # IReactorTime (and IReactorTCP for the default connector).
+        self.reactor: Any = reactor
         self.uri = resolve(target, secret, tls)
         self._secret = self.uri.secret
-        self._connector = (connector if connector is not None
-                           else TCPConnector(reactor, tls=self.uri.tls))
+        self._connector: Connector = (connector if connector is not None
+                                      else TCPConnector(reactor, tls=self.uri.tls))
         self.suspend_timeout = suspend_timeout
         self.retry_delay = retry_delay
         self.max_retry_delay = max_retry_delay
-        self.state = None
-        self.address = None
-        self._listeners = []
-        self._proto = None
-        self._held = []
+        self.state: State | None = None
+        self.address: Address | None = None
+        self._listeners: list[Listener] = []
+        self._proto: DoozerClientProtocol | None = None
+        self._held: list[_Request] = []
         self._attempting = False
         self._next_index = 0
         self._generation = 0
         self._delay = retry_delay
-        self._give_up = None
-        self._retry = None
-        self._connected_waiters = []
+        self._give_up: Any = None     # IDelayedCall
+        self._retry: Any = None       # IDelayedCall
+        self._connected_waiters: list[defer.Deferred[DoozerClient]] = []
+
+    if TYPE_CHECKING:
+        # Verbs' methods with this client's results (doozertw.client.verbs).
+        def get(self, path: str, rev: int | None = None) -> defer.Deferred[tuple[bytes, int]]: ...
+
+        def set(self, path: str, rev: int, value: bytes | str) -> defer.Deferred[int]: ...
+
+        def delete(self, path: str, rev: int) -> defer.Deferred[int]: ...
+
+        def rev(self) -> defer.Deferred[int]: ...
+
+        def stat(self, path: str, rev: int | None = None) -> defer.Deferred[tuple[int, int]]: ...
+
+        def getdir(self, path: str, rev: int | None = None,
+                   offset: int = 0) -> defer.Deferred[str]: ...
+
+        def walk(self, glob: str, rev: int | None = None,
+                 offset: int = 0) -> defer.Deferred[Event]: ...
+
+        def nop(self) -> defer.Deferred[None]: ...
+
+        def self_id(self) -> defer.Deferred[str]: ...
+
+        self = self_id
+
+        def access(self, secret: bytes | str) -> defer.Deferred[None]: ...
+
+        def getdir_all(self, path: str, rev: int | None = None) -> defer.Deferred[list[str]]: ...
+
+        def walk_all(self, glob: str, rev: int | None = None) -> defer.Deferred[list[Event]]: ...
+
+        def find(self, root: str = "/", rev: int | None = None) -> defer.Deferred[list[str]]: ...
+
+        def tree(self, root: str = "/",
+                 rev: int | None = None) -> defer.Deferred[list[plans.TreeEntry]]: ...
 
     # -- state ---------------------------------------------------------------
 
-    def add_listener(self, listener):
+    def add_listener(self, listener: Listener) -> None:
         """Call ``listener(state)`` on every state change."""
         self._listeners.append(listener)
 
-    def remove_listener(self, listener):
+    def remove_listener(self, listener: Listener) -> None:
         self._listeners.remove(listener)
 
-    def _set_state(self, state):
+    def _set_state(self, state: State) -> None:
         if state == self.state:
             return
         self.state = state
@@ -150,16 +209,16 @@ class DoozerClient(Verbs):
             except Exception:
                 self.log.failure("state listener failed")
 
-    def connect(self):
+    def connect(self) -> defer.Deferred[DoozerClient]:
         """Deferred self, fired once connected (fails if it gives up)."""
         if self.state == State.CONNECTED:
             return defer.succeed(self)
-        d = defer.Deferred()
+        d: defer.Deferred[DoozerClient] = defer.Deferred()
         self._connected_waiters.append(d)
         self._ensure_connecting()
         return d
 
-    def close(self):
+    def close(self) -> None:
         """Close the connection and fail everything pending."""
         self._set_state(State.CLOSED)
         self._cancel_timers()
@@ -172,7 +231,7 @@ class DoozerClient(Verbs):
 
     # -- connecting ------------------------------------------------------------
 
-    def _ensure_connecting(self):
+    def _ensure_connecting(self) -> None:
         if self.state in (State.CONNECTED, State.CLOSED) or self._attempting:
             return
         if self.state is None or self.state == State.LOST:
@@ -181,7 +240,7 @@ class DoozerClient(Verbs):
             self._give_up = self.reactor.callLater(self.suspend_timeout, self._gave_up)
         self._attempt()
 
-    def _attempt(self):
+    def _attempt(self) -> None:
         self._retry = None
         if self.state in (State.CONNECTED, State.CLOSED, State.LOST):
             return
@@ -194,7 +253,8 @@ class DoozerClient(Verbs):
         d.addCallback(self._opened, address, self._generation)
         d.addErrback(self._attempt_failed, address, self._generation)
 
-    def _opened(self, proto, address, generation):
+    def _opened(self, proto: DoozerClientProtocol, address: Address,
+                generation: int) -> defer.Deferred[Any] | None:
         if self.state in (State.CLOSED, State.LOST) or generation != self._generation:
             if generation == self._generation:
                 self._attempting = False
@@ -210,14 +270,14 @@ class DoozerClient(Verbs):
         self._ready(proto, address)
         return None
 
-    def _ready(self, proto, address):
+    def _ready(self, proto: DoozerClientProtocol, address: Address) -> None:
         self._attempting = False
         if self.state in (State.CLOSED, State.LOST):
             proto.close()
             return
         if proto.lost:
-            self._attempt_failed(Failure(ConnectionLost("lost while connecting")),
-                                 address, self._generation)
+            lost = Failure(ConnectionLost("lost while connecting"))  # type: ignore[no-untyped-call]
+            self._attempt_failed(lost, address, self._generation)
             return
         self._proto = proto
         self.address = address
@@ -231,9 +291,9 @@ class DoozerClient(Verbs):
         for d in waiters:
             d.callback(self)
 
-    def _refused(self, failure, proto):
+    def _refused(self, failure: Failure, proto: DoozerClientProtocol) -> Failure | None:
         """The server refused our secret: nothing will work, so give up now."""
-        if failure.check(ConnectionLost):
+        if failure.check(ConnectionLost):  # type: ignore[no-untyped-call]
             return failure
         self._attempting = False
         proto.on_lost = None
@@ -241,10 +301,10 @@ class DoozerClient(Verbs):
         self._cancel_timers()
         self._generation += 1
         self._set_state(State.LOST)
-        self._fail_all(failure.value)
+        self._fail_all(cast(BaseException, failure.value))   # never None in a Failure
         return None
 
-    def _attempt_failed(self, failure, address, generation):
+    def _attempt_failed(self, failure: Failure, address: Address, generation: int) -> None:
         if generation != self._generation:
             return
         self._attempting = False
@@ -259,11 +319,11 @@ class DoozerClient(Verbs):
         self._attempting = True
         self._retry = self.reactor.callLater(delay, self._retry_now)
 
-    def _retry_now(self):
+    def _retry_now(self) -> None:
         self._attempting = False
         self._attempt()
 
-    def _on_lost(self, proto, reason):
+    def _on_lost(self, proto: DoozerClientProtocol, reason: Failure | None) -> None:
         if proto is not self._proto:
             return
         self._proto = None
@@ -273,7 +333,7 @@ class DoozerClient(Verbs):
         self._give_up = self.reactor.callLater(self.suspend_timeout, self._gave_up)
         self._attempt()
 
-    def _gave_up(self):
+    def _gave_up(self) -> None:
         self._give_up = None
         if self.state == State.CONNECTED:
             return
@@ -284,18 +344,18 @@ class DoozerClient(Verbs):
         self._fail_all(
             ConnectionLost(f"no doozer server reachable within {self.suspend_timeout}s"))
 
-    def _fail_all(self, error):
+    def _fail_all(self, error: BaseException) -> None:
         held, self._held = self._held, []
         for request in held:
             request.d.errback(error)
         self._fail_waiters(error)
 
-    def _fail_waiters(self, error):
+    def _fail_waiters(self, error: BaseException) -> None:
         waiters, self._connected_waiters = self._connected_waiters, []
         for d in waiters:
             d.errback(error)
 
-    def _cancel_timers(self):
+    def _cancel_timers(self) -> None:
         for name in ("_give_up", "_retry"):
             timer = getattr(self, name)
             setattr(self, name, None)
@@ -304,7 +364,7 @@ class DoozerClient(Verbs):
 
     # -- requests --------------------------------------------------------------
 
-    def request(self, call_):
+    def request(self, call_: Call) -> defer.Deferred[Any]:
         """Deferred result of one Call (see ``core.call``)."""
         request = _Request(call_, None)
         request.d = defer.Deferred(lambda _: self._cancel(request))
@@ -317,28 +377,30 @@ class DoozerClient(Verbs):
             self._ensure_connecting()
         return request.d
 
-    def _cancel(self, request):
+    def _cancel(self, request: _Request) -> None:
         if request in self._held:
             self._held.remove(request)
         inner, request.inner = request.inner, None
         if inner is not None:
             inner.cancel()
 
-    def _send(self, request):
-        inner = self._proto.send(request.call)
+    def _send(self, request: _Request) -> None:
+        # Called only while CONNECTED, when there is a connection.
+        inner = cast(DoozerClientProtocol, self._proto).send(request.call)
         request.inner = inner
         inner.addCallbacks(self._answered, self._failed,
                            callbackArgs=(request,), errbackArgs=(request,))
 
-    def _answered(self, result, request):
+    def _answered(self, result: Any, request: _Request) -> None:
         request.inner = None
         request.d.callback(result)
 
-    def _failed(self, failure, request):
+    def _failed(self, failure: Failure, request: _Request) -> None:
         request.inner = None
-        if failure.check(defer.CancelledError):
+        if failure.check(defer.CancelledError):  # type: ignore[no-untyped-call]
             return None
-        if (failure.check(ConnectionLost) and request.call.retriable
+        if (failure.check(ConnectionLost)  # type: ignore[no-untyped-call]
+                and request.call.retriable
                 and self.state not in (State.CLOSED, State.LOST)):
             if self.state == State.CONNECTED:
                 self._send(request)
@@ -350,7 +412,8 @@ class DoozerClient(Verbs):
 
     # -- verbs -------------------------------------------------------------------
 
-    def wait(self, glob, rev, timeout=None):
+    def wait(self, glob: str, rev: int,
+             timeout: float | None = None) -> defer.Deferred[Event]:
         """Deferred first Event matching ``glob`` at or after ``rev``.
 
         With ``timeout`` (seconds) it fails with WaitTimeout when nothing
@@ -364,15 +427,14 @@ class DoozerClient(Verbs):
 
     # -- helpers -----------------------------------------------------------------
 
-    def many(self, calls):
+    def many(self, calls: Iterable[Call]) -> defer.Deferred[list[Any]]:
         """Deferred list of outcomes (result or exception) of pipelined calls."""
         ds = [self.request(c) for c in calls]
         d = defer.DeferredList(ds, consumeErrors=True)
-        d.addCallback(lambda results: [r if ok else r.value for ok, r in results])
-        return d
+        return d.addCallback(lambda results: [r if ok else r.value for ok, r in results])
 
     @defer.inlineCallbacks
-    def run_plan(self, plan):
+    def run_plan(self, plan: plans.Plan[T]) -> Generator[defer.Deferred[Any], Any, T]:
         """Deferred answer of a plan (see ``plans``)."""
         try:
             calls = next(plan)
@@ -380,9 +442,12 @@ class DoozerClient(Verbs):
                 outcomes = yield self.many(calls)
                 calls = plan.send(outcomes)
         except StopIteration as stop:
-            return stop.value
+            answer: T = stop.value
+            return answer
 
-    def watch(self, glob, rev=None, callback=None, timeout=None):
+    def watch(self, glob: str, rev: int | None = None,
+              callback: Callable[[Event], object] | None = None,
+              timeout: float | None = None) -> Watch:
         """A started Watch of every change matching ``glob`` from ``rev``.
 
         ``rev`` None means changes after the current revision. Deliveries go
@@ -393,10 +458,11 @@ class DoozerClient(Verbs):
         return watch
 
 
-def _wait_timed_out(result, timeout):
+def _wait_timed_out(result: object, timeout: float) -> NoReturn:
     raise WaitTimeout()
 
 
-def connect(target, secret=None, reactor=None, **options):
+def connect(target: Target, secret: bytes | str | None = None, reactor: Any = None,
+            **options: Any) -> defer.Deferred[DoozerClient]:
     """Deferred connected DoozerClient for a URI or address list."""
     return DoozerClient(target, secret=secret, reactor=reactor, **options).connect()

@@ -11,7 +11,10 @@ the server's certificate against that CA (and the host dialed, or
 certificate (see docs/security.md).
 """
 
+from __future__ import annotations
+
 import urllib.parse
+from collections.abc import Iterable
 
 import attrs
 
@@ -31,14 +34,14 @@ class Address:
     host: str
     port: int
 
-    def __str__(self):
+    def __str__(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"{host}:{self.port}"
 
 
 @attrs.frozen
 class DoozerURI:
-    addresses: tuple
+    addresses: tuple[Address, ...]
     cluster: str | None = None
     secret: bytes | None = None
     tls: ClientTLS | None = None
@@ -46,8 +49,14 @@ class DoozerURI:
 
 TLS_KEYS = ("tls_ca", "tls_cert", "tls_key", "tls_name")
 
+AddressLike = Address | str | tuple[str, int | str]
+"""What ``parse_address`` accepts: an Address, ``host:port`` text or (host, port)."""
 
-def parse_address(text, default_port=DEFAULT_PORT):
+Target = DoozerURI | str | Iterable[AddressLike]
+"""What the clients connect to: a DoozerURI, URI text, one address or several."""
+
+
+def parse_address(text: AddressLike, default_port: int = DEFAULT_PORT) -> Address:
     """``host:port``, ``[v6]:port`` or ``host`` into an Address."""
     if isinstance(text, Address):
         return text
@@ -73,7 +82,7 @@ def parse_address(text, default_port=DEFAULT_PORT):
     return Address(host, number)
 
 
-def parse_uri(uri):
+def parse_uri(uri: str) -> DoozerURI:
     """Parse a doozer URI; raises InvalidURI."""
     if not uri.startswith(PREFIX):
         raise InvalidURI("invalid uri")
@@ -88,14 +97,15 @@ def parse_uri(uri):
                      secret.encode("utf-8") if secret is not None else None, tls)
 
 
-def _tls_of(query):
+def _tls_of(query: dict[str, list[str]]) -> ClientTLS | None:
     try:
         return client_tls(*(query.get(key, [None])[0] for key in TLS_KEYS))
     except TLSConfigError as e:
         raise InvalidURI(str(e)) from None
 
 
-def make_uri(addresses, cluster=None, secret=None, tls=None):
+def make_uri(addresses: Iterable[AddressLike], cluster: str | None = None,
+             secret: bytes | str | None = None, tls: ClientTLS | None = None) -> str:
     """The URI naming ``addresses`` (and a cluster name, secret and ClientTLS)."""
     pairs = [("ca", str(parse_address(a))) for a in addresses]
     if cluster:
@@ -108,7 +118,8 @@ def make_uri(addresses, cluster=None, secret=None, tls=None):
     return PREFIX + urllib.parse.urlencode(pairs, safe=":[]/")
 
 
-def resolve(target, secret=None, tls=None):
+def resolve(target: Target, secret: bytes | str | None = None,
+            tls: ClientTLS | None = None) -> DoozerURI:
     """A DoozerURI from a URI string, one address, or a list of addresses.
 
     ``secret`` and ``tls`` (a ClientTLS) override the URI's own.
@@ -131,7 +142,7 @@ def resolve(target, secret=None, tls=None):
     return parsed
 
 
-def _bytes(secret):
+def _bytes(secret: bytes | str) -> bytes:
     if isinstance(secret, str):
         return secret.encode("utf-8")
     return secret

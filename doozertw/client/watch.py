@@ -16,12 +16,27 @@ Deliveries go to ``callback(event)`` if one was given; otherwise events are
 queued for ``async for event in watch`` or ``watch.next()`` (a Deferred).
 """
 
+from __future__ import annotations
+
 from collections import deque
+from collections.abc import Callable
+from typing import Protocol, cast
 
 from twisted.internet import defer
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from doozertw.client.core import ConnectionLost
+from doozertw.store import Event
+
+
+class WatchSource(Protocol):
+    """What a Watch needs of its client (a DoozerClient)."""
+
+    def rev(self) -> defer.Deferred[int]: ...
+
+    def wait(self, glob: str, rev: int,
+             timeout: float | None = None) -> defer.Deferred[Event]: ...
 
 
 class Watch:
@@ -29,24 +44,26 @@ class Watch:
 
     log = Logger()
 
-    def __init__(self, client, glob, rev=None, callback=None, timeout=None):
+    def __init__(self, client: WatchSource, glob: str, rev: int | None = None,
+                 callback: Callable[[Event], object] | None = None,
+                 timeout: float | None = None) -> None:
         self.client = client
         self.glob = glob
         self.next_rev = rev
         self.callback = callback
         self.timeout = timeout
-        self.done = defer.Deferred()
-        self.error = None
-        self._events = deque()
-        self._readers = deque()
-        self._wait = None
+        self.done: defer.Deferred[None] = defer.Deferred()
+        self.error: BaseException | None = None
+        self._events: deque[Event] = deque()
+        self._readers: deque[defer.Deferred[Event]] = deque()
+        self._wait: defer.Deferred[int] | defer.Deferred[Event] | None = None
         self._stopped = False
 
     @property
-    def active(self):
+    def active(self) -> bool:
         return not self._stopped
 
-    def start(self):
+    def start(self) -> Watch:
         if self.next_rev is None:
             self._wait = self.client.rev()
             self._wait.addCallbacks(self._pinned, self._failed)
@@ -54,18 +71,18 @@ class Watch:
             self._ask()
         return self
 
-    def _pinned(self, current):
+    def _pinned(self, current: int) -> None:
         self._wait = None
         self.next_rev = current + 1
         self._ask()
 
-    def _ask(self):
+    def _ask(self) -> None:
         if self._stopped:
             return
-        self._wait = self.client.wait(self.glob, self.next_rev, self.timeout)
+        self._wait = self.client.wait(self.glob, cast(int, self.next_rev), self.timeout)
         self._wait.addCallbacks(self._event, self._failed)
 
-    def _event(self, event):
+    def _event(self, event: Event) -> None:
         self._wait = None
         if self._stopped:
             return
@@ -73,7 +90,7 @@ class Watch:
         self._deliver(event)
         self._ask()
 
-    def _deliver(self, event):
+    def _deliver(self, event: Event) -> None:
         if self.callback is not None:
             try:
                 self.callback(event)
@@ -84,9 +101,9 @@ class Watch:
         else:
             self._events.append(event)
 
-    def _failed(self, failure):
+    def _failed(self, failure: Failure) -> None:
         self._wait = None
-        if failure.check(defer.CancelledError) or self._stopped:
+        if failure.check(defer.CancelledError) or self._stopped:  # type: ignore[no-untyped-call]
             return None
         self._stopped = True
         self.error = failure.value
@@ -98,7 +115,7 @@ class Watch:
         self.done.errback(failure)
         return None
 
-    def stop(self):
+    def stop(self) -> None:
         """Stop watching; ``done`` fires None; pending ``next()`` calls fail."""
         if self._stopped:
             return
@@ -111,7 +128,7 @@ class Watch:
             reader.errback(ConnectionLost("watch stopped"))
         self.done.callback(None)
 
-    def next(self):
+    def next(self) -> defer.Deferred[Event]:
         """Deferred next queued event; fails with the watch's error."""
         if self._events:
             return defer.succeed(self._events.popleft())
@@ -119,12 +136,12 @@ class Watch:
             return defer.fail(self.error)
         if self._stopped:
             return defer.fail(StopAsyncIteration())
-        d = defer.Deferred()
+        d: defer.Deferred[Event] = defer.Deferred()
         self._readers.append(d)
         return d
 
-    def __aiter__(self):
+    def __aiter__(self) -> Watch:
         return self
 
-    def __anext__(self):
+    def __anext__(self) -> defer.Deferred[Event]:
         return self.next()

@@ -83,6 +83,7 @@ class ClusterDriver:
         self.timing = timing
         self.reactor = reactor
         self.rng = rng
+        self._life = None
         self._send_payload = send
         self.storage_provider = storage_provider or MemoryProvider()
         self.storage = None
@@ -109,6 +110,16 @@ class ClusterDriver:
         self.snapshots_out = ChunkSender(self.send_envelope, reactor, link_view=link_view)
         self.snapshots_in = ChunkAssembler(reactor, self._snapshot_payload)
         self.on_envelope[env.SnapshotChunk] = self._snapshot_chunk
+
+    @property
+    def life(self):
+        """A random 32-bit number naming this life of the member, drawn from
+        ``rng`` on first use. A node keeps its member id across restarts, so
+        every id it hands out (proposal ids, read contexts) carries its life:
+        nothing addressed to an earlier life can be taken for this one's."""
+        if self._life is None:
+            self._life = self.rng.getrandbits(32)
+        return self._life
 
     # -- lifecycle -----------------------------------------------------------
 

@@ -60,12 +60,10 @@ class ReplicatedProposer:
         self.driver = driver
         self.reactor = reactor
         self.timeout = timeout if timeout is not None else driver.timing.quorum_timeout
-        # A node keeps its member id across restarts, so proposal ids must
-        # not repeat across its lives (the applied-proposals table would
-        # take a new proposal for a copy of an old one): each life numbers
-        # its proposals from a random 32-bit prefix.
-        life = driver.rng.getrandbits(32)
-        self._ids = itertools.count((life << 32) + 1)
+        # Proposal ids must not repeat across the member's lives (the
+        # applied-proposals table would take a new proposal for a copy of an
+        # old one): each life numbers its proposals under its own prefix.
+        self._ids = itertools.count((driver.life << 32) + 1)
         self._pending = {}
         self._by_index = {}
         self._applied_term = 0

@@ -74,7 +74,9 @@ class ReadBarrier:
             self._next = waiters + self._next
             self._schedule(RETRY_DELAY)
             return
-        ctx = f"{self.driver.member_id}/{next(self._seq)}".encode("utf-8")
+        # the life in the context: an answer to a round of an earlier life
+        # (still queued at a peer across a restart) matches no round here
+        ctx = f"{self.driver.member_id}/{self.driver.life:08x}/{next(self._seq)}".encode("utf-8")
         timer = self.reactor.callLater(self.round_timeout, self._round_timed_out)
         self._round = _Round(ctx, waiters, timer)
         self.rounds += 1

@@ -499,7 +499,10 @@ class RaftNode(LeaderMixin):
         """Request a linearizable read point for ``ctx`` (unique per request
         cluster-wide). The answer comes later as a ReadState in a Ready;
         requests are dropped if leadership changes, so the caller retries
-        after a timeout. Raises NotLeader(None) if no leader is known."""
+        after a timeout. Raises NotLeader(None) if no leader is known, and
+        ValueError for an empty ``ctx`` (a heartbeat's "no read")."""
+        if not ctx:
+            raise ValueError("read ctx must not be empty")
         if self._role == Role.LEADER:
             self._leader_read(ctx, self._id)
         elif self._leader is None:

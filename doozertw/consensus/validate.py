@@ -19,6 +19,7 @@ Checked:
   of a non-empty id;
 - AppendEntriesResponse: a rejection's hint is not above the rejected index
   nor its hint term above the term;
+- ReadIndexRequest: a non-empty ctx;
 - InstallSnapshot: the snapshot's term is not above the message's; a
   snapshot past index 0 has a term and at least one voter; voters and
   learners are disjoint non-empty ids.
@@ -99,6 +100,11 @@ def _append_response(r: m.AppendEntriesResponse) -> str | None:
     return None
 
 
+def _read_request(r: m.ReadIndexRequest) -> str | None:
+    # b"" is a heartbeat's "no read": such a read could never be confirmed
+    return None if r.ctx else "empty read ctx"
+
+
 def _snapshot(s: m.InstallSnapshot) -> str | None:
     meta = s.snapshot.meta
     if not 0 <= meta.term <= s.term or not 0 <= meta.index <= MAX_NUMBER:
@@ -117,4 +123,5 @@ _CHECKS: dict[type, Callable[[Any], str | None]] = {
     m.AppendEntries: _append,
     m.AppendEntriesResponse: _append_response,
     m.InstallSnapshot: _snapshot,
+    m.ReadIndexRequest: _read_request,
 }
