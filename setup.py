@@ -50,6 +50,8 @@ setup(
             # the lint gate ./test.sh runs before pytest (pyproject.toml)
             "ruff>=0.5",
             "mypy>=1.10",
+            # protobuf's types, for mypy over doozertw.wire
+            "types-protobuf",
         ],
         # scripts/mutation.sh: mutation testing of the cores (docs/testing.md)
         "mutation": ["mutmut>=3.8"],
