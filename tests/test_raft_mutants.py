@@ -19,7 +19,7 @@ from doozertw.consensus.raft import RaftNode
 from doozertw.consensus.readonly import ReadOnly
 from doozertw.consensus.ready import (
     ConfChangeInProgress, InvalidConfChange, NotLeader, ReadState, Ready, Role,
-    SoftState,
+    SoftState, early_send_allowed, is_leader_early_message,
 )
 from doozertw.consensus.validate import MAX_NUMBER, problem
 
@@ -538,7 +538,6 @@ def test_probe_rejection_never_rewinds_below_the_match():
 
 
 def test_early_send_needs_the_durable_term_and_vote():
-    from doozertw.consensus.ready import early_send_allowed, is_leader_early_message
     rd = Ready(hard_state=HardState(2, "n1", 5))
     assert early_send_allowed(rd, HardState(2, "n1", 3))
     assert not early_send_allowed(rd, HardState(2, "n2", 3))
@@ -547,3 +546,257 @@ def test_early_send_needs_the_durable_term_and_vote():
     assert early_send_allowed(Ready(), None)
     assert is_leader_early_message(msg.AppendEntries("n1", "n2", 2, 0, 0, 0))
     assert not is_leader_early_message(msg.AppendEntriesResponse("n1", "n2", 2, 0))
+
+
+# -- progress state machine -----------------------------------------------
+
+
+def test_new_leader_reports_followers_inactive_until_they_answer():
+    n = make(pre_vote=False)
+    n.campaign()
+    n.step(msg.RequestVoteResponse("n2", "n1", 2, True))
+    assert n.is_leader
+    st = n.status().progress
+    assert st["n2"].recent_active is False and st["n3"].recent_active is False
+    ack(n, "n2", n.status().last_index)
+    assert n.status().progress["n2"].recent_active is True
+
+
+def test_replicate_starts_right_after_the_match():
+    pr = Progress(next_index=3, max_inflight=4)
+    pr.match = 5
+    pr.become_replicate()
+    assert pr.next == 6
+
+
+def test_accepted_append_moves_match_and_next():
+    pr = Progress(next_index=3, max_inflight=4)
+    pr.probe_sent = True
+    assert pr.maybe_update(7)
+    assert (pr.match, pr.next, pr.is_paused()) == (7, 8, False)
+    assert not pr.maybe_update(7)  # a duplicate ack changes nothing
+    assert not pr.maybe_update(4)
+    assert (pr.match, pr.next) == (7, 8)
+
+
+def test_snapshot_in_flight_times_out_after_an_election_timeout():
+    n, _ = snapshotting_leader()
+    pr = n._progress["n2"]
+    for _ in range(10):  # election_ticks
+        n.tick()
+        n.step(msg.HeartbeatResponse("n3", "n1", n.term))
+    assert n.is_leader and pr.state == ProgressState.SNAPSHOT
+    n.tick()
+    assert pr.state == ProgressState.PROBE
+
+
+# -- third batch: timing, log invariants, Ready ---------------------------
+
+
+def test_check_quorum_counts_exactly_one_election_timeout_per_round():
+    n = make_leader(make(check_quorum=True))  # election_ticks 10
+    ack(n, "n2", n.status().last_index)
+    for _ in range(10):
+        n.tick()
+    assert n.is_leader  # n2 answered in the first round
+    for _ in range(9):
+        n.tick()
+    assert n.is_leader
+    n.tick()  # nobody answered in the second round
+    assert n.role == Role.FOLLOWER
+
+
+def test_leader_heartbeats_every_heartbeat_interval():
+    n = make_leader(make(check_quorum=False, heartbeat_ticks=3))
+    beats = []
+    for t in range(1, 10):
+        n.tick()
+        if sent(n, msg.Heartbeat):
+            beats.append(t)
+    assert beats == [3, 6, 9]
+
+
+def test_heartbeats_carry_the_newest_pending_read_or_nothing():
+    n = make_leader(make(check_quorum=False))
+    ack(n, "n2", n.status().last_index)
+    drain(n)
+    n.tick()
+    assert {m.ctx for m in sent(n, msg.Heartbeat)} == {b""}
+    n.read_index(b"r1")
+    n.read_index(b"r2")
+    drain(n)
+    n.tick()  # a resend: the first heartbeats may have been lost
+    assert {m.ctx for m in sent(n, msg.Heartbeat)} == {b"r2"}
+
+
+def test_raft_log_refusals_say_why():
+    assert RaftLog().committed == 0
+    with pytest.raises(LogError, match="^entries do not follow the snapshot$"):
+        RaftLog(Snapshot(SnapshotMeta(5, 1)), [Entry(1, 7)])
+    with pytest.raises(LogError, match="^commit index beyond the log$"):
+        RaftLog(entries=[Entry(1, 1)], committed=2)
+    log = RaftLog(entries=[Entry(1, 1), Entry(1, 2), Entry(1, 3)], committed=2)
+    with pytest.raises(LogError, match="^conflict at committed index 2$"):
+        log.maybe_append(1, 1, [Entry(2, 2)])
+    with pytest.raises(LogError, match="^truncating committed entries$"):
+        log.truncate_after(1)
+    assert log.maybe_append(2, 1, [Entry(2, 3)]) == 3 and log.term(3) == 2
+
+
+def test_impossible_conf_change_is_refused_with_its_reason():
+    n = follower()
+    remove = [Entry(3, BOOT + 4 + i, EntryKind.CONF_CHANGE,
+                    ConfChange(ConfChangeOp.REMOVE_NODE, v).encode())
+              for i, v in enumerate(VOTERS)]
+    dropped = n.step(msg.AppendEntries("n2", "n1", 3, BOOT + 3, 3, 0, remove))
+    assert (dropped.kind, dropped.src, dropped.reason) == (
+        "AppendEntries", "n2", "impossible configuration change")
+
+
+def test_has_ready_for_unpersisted_entries_alone():
+    n = make_leader(make())  # no follower answered: every probe is paused
+    assert not n.has_ready()
+    n.propose(b"x")
+    assert n.has_ready()
+    rd = drain(n)
+    assert rd.messages == () and rd.hard_state is None and len(rd.entries) == 1
+
+
+def test_has_ready_for_unapplied_committed_entries_alone():
+    n = make(max_apply_per_ready=1)
+    assert len(drain(n).committed_entries) == 1  # BOOT entries, one at a time
+    assert n.has_ready()
+    rd = drain(n)
+    assert rd.hard_state is None and rd.messages == () and rd.entries == ()
+    assert len(rd.committed_entries) == 1
+
+
+def test_raft_log_marks_refuse_impossible_moves():
+    log = RaftLog(entries=[Entry(1, 1), Entry(1, 2), Entry(2, 3)], committed=2)
+    with pytest.raises(LogError, match="^leader append must extend the log$"):
+        log.append([Entry(2, 5)])
+    with pytest.raises(LogError, match="^commit 9 beyond last 3$"):
+        log.commit_to(9)
+    with pytest.raises(LogError, match="^bad applied index 3$"):
+        log.applied_to(3)
+    log.applied_to(1)
+    log.applied_to(1)  # again: no move
+    with pytest.raises(LogError, match="^bad applied index 0$"):
+        log.applied_to(0)
+    assert (log.committed, log.applied, log.last_term()) == (2, 1, 2)
+    assert RaftLog(Snapshot(SnapshotMeta(5, 4))).last_term() == 4
+
+
+def test_conf_at_an_index_includes_the_change_at_that_index():
+    add = Entry(1, 2, EntryKind.CONF_CHANGE,
+                ConfChange(ConfChangeOp.ADD_LEARNER, "n4").encode())
+    log = RaftLog(Snapshot(SnapshotMeta(1, 1, ConfState({"n1"}))), [add, Entry(1, 3)])
+    assert log.conf_at(1) == ConfState({"n1"})
+    assert log.conf_at(2) == ConfState({"n1"}, {"n4"})
+
+
+def test_raft_log_from_storage_keeps_snapshot_and_commit():
+    st = MemoryStorage()
+    st.append([Entry(1, 1), Entry(1, 2), Entry(1, 3)])
+    st.compact(Snapshot(SnapshotMeta(2, 1)))
+    st.hard_state = HardState(1, "", 3)
+    log = RaftLog.from_storage(st)
+    assert (log.snapshot.index, log.committed, log.last_index()) == (2, 3, 3)
+
+
+def test_follower_append_around_the_snapshot():
+    log = RaftLog(Snapshot(SnapshotMeta(5, 3, ConfState({"n1"}))), [], 5)
+    assert log.maybe_append(5, 2, [Entry(3, 6)]) is None  # (5, 2) is not (5, 3)
+    # entries the snapshot covers are skipped, whatever they say
+    assert log.maybe_append(4, 3, [Entry(2, 5), Entry(3, 6)]) == 6
+    assert (log.last_index(), log.term(6)) == (6, 3)
+
+
+def test_slice_on_a_compacted_log_bounds_by_count_and_bytes():
+    es = [Entry(1, i, data=b"x") for i in range(4, 9)]  # 25 bytes each
+    log = RaftLog(Snapshot(SnapshotMeta(3, 1)), es, 8)
+    assert log.slice(5, 8) == es[1:4]
+    assert log.slice(5, 9, max_bytes=50) == es[1:3]  # exactly 50 bytes fit
+    assert log.slice(5, 9, max_bytes=49) == es[1:2]
+    assert log.slice(5, 9, max_bytes=1) == es[1:2]  # always one entry
+    with pytest.raises(LogError, match="^entry 3 is compacted$"):
+        log.slice(3, 5)
+
+
+def test_next_committed_hands_out_the_last_committed_entry():
+    log = RaftLog(entries=[Entry(1, 1), Entry(1, 2), Entry(1, 3)], committed=3)
+    log.applied_to(2)
+    assert log.next_committed() == [Entry(1, 3)]
+    log.applied_to(3)
+    assert log.next_committed() == []
+
+
+def test_truncating_an_uncommitted_conf_change_reverts_the_configuration():
+    n = make()
+    learner = Entry(3, BOOT + 1, EntryKind.CONF_CHANGE,
+                    ConfChange(ConfChangeOp.ADD_LEARNER, "n4").encode())
+    n.step(msg.AppendEntries("n2", "n1", 3, BOOT, 1, BOOT, [learner]))
+    assert n.conf.learners == {"n4"}
+    n.step(msg.AppendEntries("n3", "n1", 4, BOOT, 1, BOOT, [Entry(4, BOOT + 1)]))
+    assert n.conf == ConfState(set(VOTERS)) and n.term_at(BOOT + 1) == 4
+
+
+def test_truncate_after_on_a_compacted_log():
+    log = RaftLog(Snapshot(SnapshotMeta(3, 1)), [Entry(1, i) for i in range(4, 9)], 4)
+    log.truncate_after(5)
+    assert log.last_index() == 5 and log.entries == [Entry(1, 4), Entry(1, 5)]
+
+
+def test_unstable_entries_of_a_compacted_log():
+    log = RaftLog(Snapshot(SnapshotMeta(3, 1)), [Entry(1, i) for i in range(4, 9)], 4)
+    log.truncate_after(6)
+    log.append([Entry(2, 7), Entry(2, 8)])
+    assert log.unstable_entries() == [Entry(2, 7), Entry(2, 8)]
+
+
+def test_ack_refills_the_whole_window_even_without_a_commit():
+    n = make_leader(make(max_inflight_msgs=2, max_entries_per_msg=1))
+    for v in ("n2", "n3"):
+        ack(n, v, n.status().last_index)
+    drain(n)
+    idx = [i for i, _ in n.propose_batch([b"a", b"b", b"c", b"d"])]
+    drain(n)
+    ack(n, "n3", idx[3])  # commits everything
+    drain(n)
+    ack(n, "n2", idx[1])  # frees n2's window: c and d go out at once
+    to_n2 = [m.entries for m in sent(n, msg.AppendEntries) if m.dst == "n2"]
+    assert [e.index for es in to_n2 for e in es] == idx[2:]
+
+
+def test_follower_that_lost_its_log_is_resent_everything():
+    n = make_leader(make())
+    last = n.status().last_index
+    ack(n, "n2", last)
+    drain(n)
+    n.step(msg.AppendEntriesResponse("n2", "n1", n.term, last, True, 0, 0, reset=True))
+    assert n.status().progress["n2"].match == 0
+    [resend] = [m for m in sent(n, msg.AppendEntries) if m.dst == "n2"]
+    assert resend.prev_index == 0 and resend.entries[0].index == 1
+
+
+def conf_entry(term, index, op, nid):
+    return Entry(term, index, EntryKind.CONF_CHANGE, ConfChange(op, nid).encode())
+
+
+def test_resent_entries_with_a_conf_change_are_accepted():
+    n = follower()
+    n.step(msg.AppendEntries("n2", "n1", 3, BOOT + 2, 3, BOOT + 2, [
+        Entry(3, BOOT + 3), conf_entry(3, BOOT + 4, ConfChangeOp.ADD_LEARNER, "n4")]))
+    assert n.status().dropped == 0 and n.conf.learners == {"n4"}
+
+
+def test_conf_change_is_checked_against_the_conf_it_will_follow():
+    n = make()
+    drop_two = [conf_entry(3, BOOT + 1, ConfChangeOp.REMOVE_NODE, "n2"),
+                conf_entry(3, BOOT + 2, ConfChangeOp.REMOVE_NODE, "n3")]
+    n.step(msg.AppendEntries("n2", "n1", 3, BOOT, 1, BOOT, drop_two))
+    assert n.conf.voters == {"n1"}
+    # a new leader replaces both: removing n1 from {n1, n2, n3} is fine
+    n.step(msg.AppendEntries("n3", "n1", 4, BOOT, 1, BOOT,
+                             [conf_entry(4, BOOT + 1, ConfChangeOp.REMOVE_NODE, "n1")]))
+    assert n.status().dropped == 0 and n.conf.voters == {"n2", "n3"}

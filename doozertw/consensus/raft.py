@@ -400,16 +400,15 @@ class RaftNode(LeaderMixin):
 
     def _unsafe_append(self, m: msg.AppendEntries) -> str | None:
         """Why appending ``m.entries`` (prev_index >= commit) would break the
-        log, or None: a committed entry replaced, or a configuration change
-        that cannot apply (``ConfState.apply`` would raise later)."""
+        log, or None: a configuration change that cannot apply
+        (``ConfState.apply`` would raise later). No entry is committed here:
+        validate makes them contiguous from prev_index + 1 > commit."""
         log = self._log
         if not log.matches(m.prev_index, m.prev_term):
             return None  # rejected without touching the log
         effective: list[Entry] = []
         for i, e in enumerate(m.entries):
             if log.term(e.index) != e.term:
-                if e.index <= log.committed:
-                    return "rewrites a committed entry"
                 effective.extend(m.entries[i:])
                 break
             effective.append(log.slice(e.index, e.index + 1)[0])
