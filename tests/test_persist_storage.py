@@ -310,3 +310,25 @@ def test_a_commit_only_change_is_written_without_fsync_and_may_be_lost():
     assert lost.stats.fsyncs == synced + 2
     fs.crash()
     assert reopen(fs).hard_state == HardState(2, "n2", 3)
+
+
+def test_a_commit_only_change_before_a_rotation_survives_a_crash():
+    """The new segment's header repeats the hard state: the unsynced
+    commit-only record before it is fsynced first, or a crash keeps the
+    header and loses the record, and the log no longer opens (found by
+    test_persist_model)."""
+    fs = LazyFileSystem()
+    meta = DataDirMeta(FORMAT_VERSION, "clu", "n1", "m-1")
+    disk = DiskStorage.create(fs, "/d", meta, segment_size=256)
+    disk.save(Ready(entries=tuple(Entry(2, i) for i in range(1, 6)),
+                    hard_state=HardState(2, "", 1)))
+    disk.save(Ready(entries=tuple(Entry(2, i, data=b"x" * 21) for i in range(6, 9))))
+    disk.save(Ready(hard_state=HardState(2, "", 5)))   # commit only: not fsynced,
+    # and the segment is now past 256 bytes: the compaction rotates first
+    disk.compact(Snapshot(SnapshotMeta(1, 2, ConfState({"n1"})), b""))
+    disk.close()
+    fs.crash()
+    reopened = DiskStorage.open(fs, "/d", "clu", "n1", segment_size=256)
+    assert reopened.hard_state == HardState(2, "", 5)
+    assert reopened.last_index() == 8
+    reopened.close()

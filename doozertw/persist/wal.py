@@ -452,8 +452,12 @@ class WriteAheadLog:
         return self._size >= self.segment_size
 
     def rotate(self, mark: Mark, hs: HardState) -> None:
-        """Start the next segment with a durable header. On ENOSPC the new
-        file is removed and the OSError propagates."""
+        """Start the next segment with a durable header. The current segment
+        is fsynced first: the new header repeats the hard state, so a record
+        left unsynced before it (a commit-only change) must not be lost
+        while the header survives. On ENOSPC the new file is removed and the
+        OSError propagates."""
+        self.sync()
         seq = self.segments[-1].seq + 1
         path = f"{self.directory}/{segment_name(seq)}"
         header = header_record(seq, mark, hs)
