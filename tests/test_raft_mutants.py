@@ -22,6 +22,7 @@ from doozertw.consensus.ready import (
     SoftState, early_send_allowed, is_leader_early_message,
 )
 from doozertw.consensus.validate import MAX_NUMBER, problem
+from doozertw.testing.raftkit import drain, make_leader, sent
 
 VOTERS = ("n1", "n2", "n3")
 BOOT = len(VOTERS)
@@ -29,30 +30,6 @@ BOOT = len(VOTERS)
 
 def make(nid="n1", voters=VOTERS, **kw):
     return RaftNode(nid, voters, MemoryStorage(), random.Random(0), **kw)
-
-
-def drain(node):
-    rd = node.ready()
-    node.advance(rd)
-    return rd
-
-
-def sent(node, cls=None):
-    return [m for m in drain(node).messages if cls is None or isinstance(m, cls)]
-
-
-def make_leader(node):
-    node.campaign()
-    for _ in range(3):
-        for m in sent(node):
-            if isinstance(m, msg.PreVote):
-                node.step(msg.PreVoteResponse(m.dst, node.id, m.term, True))
-            elif isinstance(m, msg.RequestVote):
-                node.step(msg.RequestVoteResponse(m.dst, node.id, m.term, True))
-        if node.is_leader:
-            drain(node)
-            return node
-    raise AssertionError("node did not become leader")
 
 
 def ack(leader, src, index):

@@ -18,6 +18,7 @@ from doozertw.consensus.ready import (
     ConfChangeInProgress, InvalidConfChange, NotLeader, ReadState, Role,
 )
 from doozertw.testing.simcluster import SimCluster
+from doozertw.testing.raftkit import drain, make_leader, sent
 
 VOTERS = ("n1", "n2", "n3")
 BOOT = len(VOTERS)  # index of the last bootstrap entry
@@ -26,31 +27,6 @@ BOOT = len(VOTERS)  # index of the last bootstrap entry
 def make(nid="n1", voters=VOTERS, storage=None, seed=0, **kw):
     return RaftNode(nid, voters, storage or MemoryStorage(),
                     random.Random(seed), **kw)
-
-
-def drain(node):
-    rd = node.ready()
-    node.advance(rd)
-    return rd
-
-
-def sent(node, cls=None):
-    return [m for m in drain(node).messages if cls is None or isinstance(m, cls)]
-
-
-def make_leader(node):
-    """Win an election for ``node`` by answering its requests by hand."""
-    node.campaign()
-    for _ in range(3):
-        for m in sent(node):
-            if isinstance(m, msg.PreVote):
-                node.step(msg.PreVoteResponse(m.dst, node.id, m.term, True))
-            elif isinstance(m, msg.RequestVote):
-                node.step(msg.RequestVoteResponse(m.dst, node.id, m.term, True))
-        if node.is_leader:
-            drain(node)
-            return node
-    raise AssertionError("node did not become leader")
 
 
 def storage_with(entries, term, voters=VOTERS):
