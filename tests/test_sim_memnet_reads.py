@@ -18,6 +18,7 @@ from doozertw.cluster.envelope import decode_payload
 from doozertw.cluster.memnet import MemoryNetwork
 from doozertw.consensus.messages import AppendEntries
 from doozertw.store import CLOBBER
+from doozertw.testing.memrun import run_until
 
 VOTERS = ("n1", "n2", "n3")
 
@@ -43,14 +44,6 @@ def formed(seed=0):
     run_until(net, lambda: net.leader() is not None and all(
         len(m.membership.slots()) == 3 for m in net.members.values()))
     return net
-
-
-def run_until(net, predicate, seconds=5.0):
-    for _ in range(int(seconds / 0.01)):
-        if predicate():
-            return
-        net.run(0.01)
-    assert predicate(), "condition not reached in time"
 
 
 def settled(net, d, seconds=2.0):
