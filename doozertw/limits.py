@@ -58,6 +58,10 @@ class Limits:
     - ``access_failures``: failed ACCESS attempts from one address before
       further attempts are refused unchecked for ``access_lockout`` seconds,
       doubling with each later failure up to ``access_lockout_max``.
+    - ``max_txn_ops``: compares plus operations in one transaction.
+    - ``max_txn_bytes``: bytes of paths and values in one transaction.
+    - ``max_leases``: leases that may exist at once (a grant beyond fails).
+    - ``max_lease_ttl``: the longest TTL a lease may be granted, in seconds.
     """
 
     max_value: int = MIB
@@ -77,6 +81,10 @@ class Limits:
     access_failures: int = 5
     access_lockout: float = 1.0
     access_lockout_max: float = 300.0
+    max_txn_ops: int = 128
+    max_txn_bytes: int = 4 * MIB
+    max_leases: int = 100_000
+    max_lease_ttl: int = 30 * 86_400
 
     @classmethod
     def from_mapping(cls, mapping: object, where: str) -> "Limits":
@@ -120,7 +128,8 @@ _CEILINGS = {
     "max_unsent": 16 * GIB, "max_batch": 1_000_000, "max_writes_in_flight": 1_000_000,
     "max_connections": 10_000_000, "max_connections_per_address": 10_000_000,
     "access_failures": 1_000_000, "access_lockout": 86_400.0,
-    "access_lockout_max": 7 * 86_400.0,
+    "access_lockout_max": 7 * 86_400.0, "max_txn_ops": 100_000, "max_txn_bytes": GIB,
+    "max_leases": 100_000_000, "max_lease_ttl": 365 * 86_400,
 }
 
 

@@ -34,11 +34,13 @@ from twisted.python.failure import Failure
 
 from doozertw import __version__
 from doozertw.errors import DoozerError, ErrCode
-from doozertw.frontends.interface import Cancellable, NodeAPI, NodeMetrics
+from doozertw.frontends.interface import (
+    Cancellable, LeaseInfo, NodeAPI, NodeMetrics, TxnResult)
 from doozertw.limits import Limits
 from doozertw.store import (
     ANY, CLOBBER, DeleteFile, Event, Glob, Mutation, Nop, Outcome, SetFile, Store,
     Watch, check_path)
+from doozertw.store.mutation import Compare, GrantLease, RevokeLease, Txn
 from doozertw.store.store import RevWaiter
 from doozertw.status import ClusterView
 
@@ -90,6 +92,19 @@ class LocalProposer:
         return result
 
 
+class LeaseKeeper(Protocol):
+    """The clock side of leases (doozertw.cluster.lessor.Lessor): keep-alives
+    and time left are the leader's, never written to the log."""
+
+    min_ttl: int
+
+    def keepalive(self, lease: int) -> defer.Deferred[float]: ...
+
+    def remaining(self, leases: tuple[int, ...]) -> defer.Deferred[dict[int, float]]: ...
+
+    def granted(self, lease: int) -> None: ...
+
+
 class Stats:
     """Counters a node keeps for its web view and metrics (read them through
     ``Node.metrics()``; front ends change them only through Node methods)."""
@@ -124,11 +139,15 @@ class Node:
                  limits: Limits | None = None, read_barrier: ReadBarrier | None = None,
                  reactor: Clock | None = None, *,
                  cluster_status: Callable[[], ClusterView] | None = None,
-                 raft_position: Callable[[], tuple[int, int]] | None = None) -> None:
+                 raft_position: Callable[[], tuple[int, int]] | None = None,
+                 lessor: LeaseKeeper | None = None) -> None:
         """``cluster_status``: a zero-argument callable returning a
         ClusterView (a clustered node; None: a single node);
         ``raft_position``: a zero-argument callable giving the (index, term)
-        of the last Raft entry applied to the store (None: unknown)."""
+        of the last Raft entry applied to the store (None: unknown);
+        ``lessor``: the lease clock (None: this node is its own leader and
+        keeps one on ``reactor``, made at the first lease verb, or at once
+        if ``reactor`` is given)."""
         self.cluster_status = cluster_status
         self.raft_position = raft_position
         self.name = name
@@ -141,6 +160,9 @@ class Node:
         self.stats = Stats()
         self.proposal_observers: list[Callable[[float], Any]] = []
         self._reactor = reactor
+        self._lessor = lessor
+        if lessor is None and reactor is not None:
+            self.lessor  # noqa: B018 -- a restored store's leases start counting now
 
     # -- reads -------------------------------------------------------------
 
@@ -258,15 +280,22 @@ class Node:
 
     # -- writes ------------------------------------------------------------
 
-    def set(self, path: str, rev: int, value: bytes) -> defer.Deferred[int]:
-        """Deferred new revision of the file."""
+    def set(self, path: str, rev: int, value: bytes, lease: int = 0) -> defer.Deferred[int]:
+        """Deferred new revision of the file; ``lease`` (0: none) attaches it
+        to that lease (NOENT if there is none)."""
         try:
-            check_path(path, self.limits.max_path, self.limits.max_depth)
-            if len(value) > self.limits.max_value:
-                raise DoozerError(ErrCode.OTHER, "value too large")
+            op = self._checked_set(SetFile(path, rev, bytes(value), lease))
         except DoozerError as e:
             return defer.fail(e)
-        return self._write(SetFile(path, rev, bytes(value)))
+        return self._write(op)
+
+    def _checked_set(self, op: SetFile) -> SetFile:
+        check_path(op.path, self.limits.max_path, self.limits.max_depth)
+        if len(op.value) > self.limits.max_value:
+            raise DoozerError(ErrCode.OTHER, "value too large")
+        if op.lease < 0 or op.lease >= 2 ** 63:
+            raise DoozerError(ErrCode.RANGE, f"lease {op.lease}")
+        return op
 
     def delete(self, path: str, rev: int) -> defer.Deferred[int]:
         """Deferred revision of the deletion."""
@@ -281,6 +310,10 @@ class Node:
         return self.proposer.propose(Nop()).addCallback(lambda _: None)
 
     def _write(self, mutation: Mutation) -> defer.Deferred[int]:
+        return self._commit(mutation).addCallback(lambda outcome: outcome.rev)
+
+    def _commit(self, mutation: Mutation) -> defer.Deferred[Outcome]:
+        """The mutation's Outcome once applied; fails with its error."""
         self.stats.writes += 1
         if not self.proposal_observers:
             return self.proposer.propose(mutation).addCallback(self._outcome)
@@ -304,11 +337,125 @@ class Node:
                 self.log.failure("proposal observer failed")
         return result
 
-    def _outcome(self, outcome: Outcome) -> int:
+    def _outcome(self, outcome: Outcome) -> Outcome:
         if outcome.error is not None:
             self.stats.write_errors += 1
             raise DoozerError(outcome.error)
-        return outcome.rev
+        return outcome
+
+    # -- transactions ------------------------------------------------------
+
+    def txn(self, compares: tuple[Compare, ...], success: tuple[SetFile | DeleteFile, ...],
+            failure: tuple[SetFile | DeleteFile, ...] = ()) -> defer.Deferred[TxnResult]:
+        """Deferred TxnResult of one atomic compare-then-ops step; see
+        NodeAPI.txn for the rules and limits."""
+        try:
+            txn = self._checked_txn(tuple(compares), tuple(success), tuple(failure))
+        except DoozerError as e:
+            return defer.fail(e)
+        return self._commit(txn).addCallback(
+            lambda o: TxnResult(succeeded=o.succeeded, revs=o.revs, rev=o.rev))
+
+    def _checked_txn(self, compares: tuple[Compare, ...],
+                     success: tuple[SetFile | DeleteFile, ...],
+                     failure: tuple[SetFile | DeleteFile, ...]) -> Txn:
+        limits = self.limits
+        if len(compares) + len(success) + len(failure) > limits.max_txn_ops:
+            raise DoozerError(ErrCode.OTHER, f"more than {limits.max_txn_ops} txn operations")
+        size = 0
+        for compare in compares:
+            if not isinstance(compare, Compare):
+                raise DoozerError(ErrCode.OTHER, "a txn compare must be a Compare")
+            check_path(compare.path, limits.max_path, limits.max_depth)
+            if compare.rev is not None and not 0 <= compare.rev < 2 ** 63:
+                raise DoozerError(ErrCode.RANGE, f"compare rev {compare.rev}")
+            size += len(compare.path) + len(compare.value or b"")
+        for op in success + failure:
+            if isinstance(op, SetFile):
+                self._checked_set(op)
+                size += len(op.value)
+            elif isinstance(op, DeleteFile):
+                check_path(op.path, limits.max_path, limits.max_depth)
+            else:
+                raise DoozerError(ErrCode.OTHER, "a txn op must be a SetFile or DeleteFile")
+            size += len(op.path)
+        if size > limits.max_txn_bytes:
+            raise DoozerError(ErrCode.OTHER, f"txn larger than {limits.max_txn_bytes} bytes")
+        return Txn(compares, success, failure)
+
+    # -- leases ------------------------------------------------------------
+
+    @property
+    def lessor(self) -> LeaseKeeper:
+        """The lease clock (made on first use for a node on its own)."""
+        if self._lessor is None:
+            from doozertw.cluster.lessor import Lessor
+            self._seconds()
+            lessor = Lessor(self.store, self.proposer.propose, cast(Any, self._reactor),
+                            extension=0.0)
+            lessor.promote()
+            self._lessor = lessor
+        return self._lessor
+
+    def grant_lease(self, ttl: int, lease: int = 0) -> defer.Deferred[LeaseInfo]:
+        """Deferred LeaseInfo of a new lease; see NodeAPI.grant_lease."""
+        limits = self.limits
+        if not 1 <= ttl <= limits.max_lease_ttl:
+            return defer.fail(DoozerError(ErrCode.RANGE, f"ttl {ttl}: 1..{limits.max_lease_ttl}"))
+        if not 0 <= lease < 2 ** 63:
+            return defer.fail(DoozerError(ErrCode.RANGE, f"lease {lease}"))
+        if len(self.store.leases) >= limits.max_leases:
+            return defer.fail(DoozerError(ErrCode.OTHER, f"{limits.max_leases} leases exist"))
+        lessor = self.lessor
+        ttl = max(ttl, lessor.min_ttl)
+
+        def granted(outcome: Outcome) -> LeaseInfo:
+            lessor.granted(outcome.lease)
+            return LeaseInfo(outcome.lease, ttl, float(ttl))
+
+        return self._commit(GrantLease(lease, ttl)).addCallback(granted)
+
+    def keepalive(self, lease: int) -> defer.Deferred[LeaseInfo]:
+        """Deferred LeaseInfo after restarting the lease's countdown."""
+        def kept(remaining: float) -> LeaseInfo:
+            return self._lease_info(lease, remaining)
+        return self.lessor.keepalive(lease).addCallback(kept)
+
+    def revoke_lease(self, lease: int) -> defer.Deferred[int]:
+        """Deferred revision after the lease and its files are gone."""
+        return self._commit(RevokeLease(lease)).addCallback(lambda o: o.rev)
+
+    def lease_info(self, lease: int) -> defer.Deferred[LeaseInfo]:
+        """Deferred LeaseInfo (linearizable; time left from the leader)."""
+        def known(answer: dict[int, float]) -> LeaseInfo:
+            if lease not in answer or lease not in self.store.leases:
+                raise DoozerError(ErrCode.NOENT, f"lease {lease} does not exist")
+            return self._lease_info(lease, answer[lease])
+        return self._lease_read(lambda: (lease,)).addCallback(known)
+
+    def leases(self) -> defer.Deferred[list[LeaseInfo]]:
+        """Deferred LeaseInfo of every lease, by id."""
+        def listed(answer: dict[int, float]) -> list[LeaseInfo]:
+            return [self._lease_info(lease, answer[lease]) for lease in sorted(answer)
+                    if lease in self.store.leases]
+        return self._lease_read(lambda: tuple(self.store.leases.ids())).addCallback(listed)
+
+    def _lease_read(self, which: Callable[[], tuple[int, ...]]
+                    ) -> defer.Deferred[dict[int, float]]:
+        self.stats.reads += 1
+        barrier: defer.Deferred[Any] = (defer.succeed(None) if self.read_barrier is None
+                                        else self.read_barrier.barrier())
+        return barrier.addCallback(lambda _: self.lessor.remaining(which()))
+
+    def _lease_info(self, lease: int, remaining: float) -> LeaseInfo:
+        leases = self.store.leases
+        if lease not in leases:
+            return LeaseInfo(lease, 0, remaining)
+        return LeaseInfo(lease, leases.ttl(lease), remaining, leases.files(lease))
+
+    def lease_of(self, path: str) -> int:
+        """The lease the file belongs to locally now (0: none)."""
+        return self.store.leases.owner(path)
 
     # -- metrics -----------------------------------------------------------
 

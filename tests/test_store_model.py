@@ -3,7 +3,9 @@
 The model keeps, for every revision, the whole tree as a dict
 path -> (value, rev), plus the list of events; every answer of the Store
 (including errors, past reads, the TOO_LATE window and watch deliveries) is
-compared with what the model derives from those snapshots directly.
+compared with what the model derives from those snapshots directly. It also
+keeps the leases (id -> ttl) and which lease owns each file, and applies
+transactions and revocations op by op, written independently of the store.
 """
 
 import re
@@ -14,6 +16,7 @@ from hypothesis.stateful import (
 
 from doozertw.errors import DoozerError, ErrCode
 from doozertw.store import DEL, DIR, SET, DeleteFile, Event, Glob, SetFile, Store
+from doozertw.store.mutation import Compare, GrantLease, RevokeLease, Txn
 
 HISTORY = 5
 PATHS = ["/a", "/a/b", "/a/b/c", "/b", "/c", "/c/d", "/c/e"]
@@ -21,6 +24,7 @@ DIRS = ["/", "/a", "/a/b", "/c", "/b", "/zz"]
 GLOBS = ["/**", "/a/**", "/*", "/a/*", "/?", "/a/b", "/c/*", "/*/b", "/**/c",
          "/*/*", "/c/?", "/zz"]
 VALUES = [b"", b"x", b"hello", b"\x00\xff"]
+LEASES = [0, 1, 2, 3, 9]
 
 
 def model_match(pattern, path):
@@ -74,6 +78,9 @@ class StoreModel(RuleBasedStateMachine):
         self.snapshots = [{}]
         self.events = []
         self.live = {}
+        self.leases = {}
+        self.owner = {}
+        self.next_lease = 1
 
     # -- helpers -------------------------------------------------------------
 
@@ -108,19 +115,28 @@ class StoreModel(RuleBasedStateMachine):
                     return ErrCode.NOTDIR
         return None
 
-    def commit(self, outcome, path, value, kind):
+    def commit(self, outcome, path, value, kind, lease=0):
         new_rev = self.rev + 1
         assert outcome.error is None
         assert outcome.rev == new_rev
         event = Event(new_rev, path, value, kind)
         assert outcome.event == event
+        self.change(path, value, kind, lease)
+
+    def change(self, path, value, kind, lease=0):
+        """One more revision: the model's own apply of a SET or DEL."""
+        new_rev = self.rev + 1
         snap = dict(self.current())
+        self.owner.pop(path, None)
         if kind == SET:
             snap[path] = (value, new_rev)
+            if lease:
+                self.owner[path] = lease
         else:
             snap.pop(path, None)
         self.snapshots.append(snap)
-        self.events.append(event)
+        self.events.append(Event(new_rev, path, value, kind))
+        return new_rev
 
     def read_rev(self, data):
         return data.draw(st.one_of(
@@ -145,6 +161,106 @@ class StoreModel(RuleBasedStateMachine):
             self.commit(out, path, value, SET)
         else:
             assert out.error == expected and out.rev == self.rev and out.event is None
+
+    @rule(path=st.sampled_from(PATHS), value=st.sampled_from(VALUES),
+          lease=st.sampled_from(LEASES))
+    def set_with_lease(self, path, value, lease):
+        expected = self.expected_write(path, -1, True)
+        if expected is None and lease and lease not in self.leases:
+            expected = ErrCode.NOENT
+        out = self.store.apply(SetFile(path, -1, value, lease))
+        if expected is None:
+            self.commit(out, path, value, SET, lease)
+        else:
+            assert out.error == expected and out.rev == self.rev and out.event is None
+
+    @rule(lease=st.sampled_from(LEASES), ttl=st.integers(0, 3))
+    def grant(self, lease, ttl):
+        out = self.store.apply(GrantLease(lease, ttl))
+        if ttl < 1:
+            assert out.error == ErrCode.RANGE
+        elif lease in self.leases:
+            assert out.error == ErrCode.REV_MISMATCH
+        else:
+            chosen = lease or self.next_lease
+            assert out.error is None and out.lease == chosen and out.rev == self.rev
+            self.leases[chosen] = ttl
+            self.next_lease = max(self.next_lease, chosen + 1)
+
+    @rule(lease=st.sampled_from(LEASES), expired=st.booleans())
+    def revoke(self, lease, expired):
+        out = self.store.apply(RevokeLease(lease, expired))
+        if lease not in self.leases:
+            assert out.error == ErrCode.NOENT and out.events == ()
+            return
+        del self.leases[lease]
+        owned = walk_order([p for p, owner in self.owner.items() if owner == lease])
+        start = self.rev
+        for path in owned:
+            self.change(path, b"", DEL)
+        assert out.error is None and out.rev == self.rev
+        assert list(out.events) == self.events[start:]
+
+    @rule(data=st.data())
+    def txn(self, data):
+        compares = data.draw(st.lists(st.one_of(
+            st.builds(lambda p, r: Compare(p, rev=r), st.sampled_from(PATHS + DIRS),
+                      st.integers(0, self.rev + 1) | st.just(DIR)),
+            st.builds(lambda p, v: Compare(p, value=v), st.sampled_from(PATHS + DIRS),
+                      st.sampled_from(VALUES))), max_size=3))
+        op = st.one_of(
+            st.builds(lambda p, v, lease: SetFile(p, -1, v, lease), st.sampled_from(PATHS),
+                      st.sampled_from(VALUES), st.sampled_from(LEASES)),
+            st.builds(lambda p: DeleteFile(p, -1), st.sampled_from(PATHS + ["/a/b/c/d"])))
+        success = tuple(data.draw(st.lists(op, max_size=3)))
+        failure = tuple(data.draw(st.lists(op, max_size=2)))
+        out = self.store.apply(Txn(tuple(compares), success, failure))
+        snap = self.current()
+        bad_compare = any(c.rev is not None and c.rev < 0 for c in compares)
+        if bad_compare:
+            assert out.error == ErrCode.RANGE and self.store.rev == self.rev
+            return
+        held = all(self.compare_holds(snap, c) for c in compares)
+        ops = success if held else failure
+        expected = self.txn_error(ops)
+        if expected is not None:
+            assert out.error == expected and out.events == () and out.rev == self.rev
+            return
+        start, revs = self.rev, []
+        for o in ops:
+            if isinstance(o, SetFile):
+                revs.append(self.change(o.path, o.value, SET, o.lease))
+            elif o.path in self.current():
+                revs.append(self.change(o.path, b"", DEL))
+            else:
+                revs.append(0)
+        assert out.error is None and out.succeeded == held
+        assert out.revs == tuple(revs) and out.rev == self.rev
+        assert list(out.events) == self.events[start:]
+
+    @staticmethod
+    def compare_holds(snap, compare):
+        found = snap.get(compare.path)
+        if compare.value is not None:
+            return found is not None and found[0] == compare.value
+        if found is not None:
+            return found[1] == compare.rev
+        is_dir = compare.path == "/" or bool(children(snap, compare.path))
+        return compare.rev == 0 and not is_dir
+
+    def txn_error(self, ops):
+        paths = [o.path for o in ops]
+        if len(set(paths)) != len(paths) or any(
+                q.startswith(p + "/") for p in paths for q in paths):
+            return ErrCode.BAD_PATH
+        for o in ops:
+            error = self.expected_write(o.path, -1, isinstance(o, SetFile))
+            if error is None and isinstance(o, SetFile) and o.lease \
+                    and o.lease not in self.leases:
+                error = ErrCode.NOENT
+            if error is not None:
+                return error
+        return None
 
     @rule(path=st.sampled_from(PATHS + ["/a/b/c/d"]), data=st.data())
     def delete(self, path, data):
@@ -288,6 +404,15 @@ class StoreModel(RuleBasedStateMachine):
         assert self.store.snapshot() == data
 
     # -- invariants -------------------------------------------------------------
+
+    @invariant()
+    def leases_and_their_files(self):
+        assert self.store.leases.items() == sorted(self.leases.items())
+        assert self.store.leases.attachments() == sorted(self.owner.items())
+        assert self.store.leases.next_id == self.next_lease
+        for lease in self.leases:
+            owned = walk_order([p for p, o in self.owner.items() if o == lease])
+            assert list(self.store.leases.files(lease)) == owned
 
     @invariant()
     def revisions_and_counts(self):

@@ -415,7 +415,7 @@ _ONE_FILE = struct.pack(">HqI", 2, 1, 1) + b"/av"
 
 
 @pytest.mark.parametrize("data, detail", [
-    (b"DZS3" + _image()[4:], "not a snapshot"),
+    (b"DZS9" + _image()[4:], "not a snapshot"),
     (_image() + b"\x00", "trailing bytes"),
     (_image()[:-1], "truncated"),
     (struct.pack(">4sqqII", b"DZS2", 1, 1, 2, 0) + _ONE_FILE, "count larger than the data"),

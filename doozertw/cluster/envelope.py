@@ -8,8 +8,9 @@ encoded field by field (no pickle):
 - int: u64 big-endian; str: u16 length + UTF-8; bytes: u32 length + raw;
   bool: one byte, 0 or 1 (any other value is malformed) -- the primitives
   of doozertw.wire.binary;
-- ``items``: u32 count, then per item (u64, bytes) for Forward or
-  (u64, u64, u64) for ForwardAck.
+- ``items``/``ids``/``leases``: u32 count, then per item (u64, bytes) for
+  Forward, (u64, u64, u64) for ForwardAck, (u64, u64) for LeaseAnswer, one
+  u64 for ForwardReject and LeaseAsk.
 
 ``decode_payload`` raises EnvelopeError (a CodecError) for malformed input
 and nothing else.
@@ -120,13 +121,35 @@ class SnapshotChunk:
     last: bool
 
 
+@attrs.frozen
+class LeaseAsk:
+    """A follower asks the leader how long ``leases`` have left, restarting
+    their countdowns first if ``renew`` (a forwarded keep-alive); ``req``
+    names the question in the LeaseAnswer."""
+
+    origin: str
+    req: int
+    renew: bool
+    leases: tuple = attrs.field(converter=tuple, factory=tuple)
+
+
+@attrs.frozen
+class LeaseAnswer:
+    """The answer to LeaseAsk ``req``: ``ok`` false if the receiver is not
+    the promoted leader; else (lease, milliseconds left) per known lease."""
+
+    req: int
+    ok: bool
+    items: tuple = attrs.field(converter=tuple, factory=tuple)
+
+
 # New types are appended: the type byte is the index in this tuple.
 ENVELOPE_TYPES = (Probe, ProbeReply, JoinRequest, Forward, ForwardAck, ForwardReject,
-                  SnapshotChunk)
+                  SnapshotChunk, LeaseAsk, LeaseAnswer)
 
 _KINDS = {"str": "text", "int": "u64", "tuple": None, "bytes": "blob", "bool": "boolean"}
 _ITEM_KINDS = {Forward: ("u64", "blob"), ForwardAck: ("u64", "u64", "u64"),
-               ForwardReject: ("u64",)}
+               ForwardReject: ("u64",), LeaseAsk: ("u64",), LeaseAnswer: ("u64", "u64")}
 
 
 class _Reader(Reader):
@@ -228,7 +251,7 @@ class Proposal:
 
 __all__ = [
     "APP", "ENVELOPE_TYPES", "EnvelopeError", "Forward", "ForwardAck",
-    "ForwardReject", "FreshState", "JoinRequest", "Probe", "ProbeReply",
+    "ForwardReject", "FreshState", "JoinRequest", "LeaseAnswer", "LeaseAsk", "Probe", "ProbeReply",
     "Proposal", "RAFT", "SnapshotChunk", "decode_payload", "encode_envelope", "encode_raft",
     "name_of",
 ]

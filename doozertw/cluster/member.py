@@ -17,6 +17,7 @@ and the network hands received payloads to ``receive(name, payload)``.
 
 from __future__ import annotations
 
+import math
 import secrets as _secrets
 import socket
 
@@ -25,6 +26,8 @@ from twisted.logger import Logger
 
 from doozertw.cluster.bootstrap import Bootstrapper
 from doozertw.cluster.driver import ClusterDriver, Timing
+from doozertw.cluster.lease_forward import LeaseForwarder
+from doozertw.cluster.lessor import Lessor
 from doozertw.cluster.membership import Membership, peer_path
 from doozertw.cluster.proposer import ReplicatedProposer
 from doozertw.cluster.reads import ReadBarrier
@@ -73,11 +76,12 @@ class ClusterMember:
                                      reactor, interval=membership_interval,
                                      timeout=timeout)
         self.cluster_status = ClusterStatus(self, peer_stats=peer_stats)
+        self.lessor = self._make_lessor(store, timing)
         self.node = Node(name=name, store=store, proposer=self.proposer,
                          cluster_name=cluster_name, limits=limits,
                          read_barrier=self.reads, reactor=reactor,
                          cluster_status=self.cluster_status,
-                         raft_position=self._raft_position)
+                         raft_position=self._raft_position, lessor=self.lessor)
         self.driver.on_role.append(self._role_changed)
         self.voters = frozenset(voters)
         self.bootstrap = Bootstrapper(
@@ -89,6 +93,18 @@ class ClusterMember:
     @property
     def store(self):
         return self.driver.store
+
+    def _make_lessor(self, store, timing):
+        """Leases are timed by the leader: a new leader gives each one the
+        longest election timeout on top of its TTL; the shortest TTL is one
+        and a half of that timeout (as etcd's)."""
+        election = 2 * timing.tick * timing.election_ticks
+        lessor = Lessor(store, self.proposer.propose, self.reactor, extension=election,
+                        min_ttl=max(1, math.ceil(1.5 * election)))
+        self.lease_forwarder = LeaseForwarder(self.driver, self.reactor, lessor.answer,
+                                              timeout=timing.quorum_timeout)
+        lessor.ask_leader = self.lease_forwarder.ask
+        return lessor
 
     def _raft_position(self):
         """(index, term) of the last entry applied to the store."""
@@ -130,6 +146,8 @@ class ClusterMember:
         if self._applied_loop is not None and self._applied_loop.running:
             self._applied_loop.stop()
         self.proposer.fail_all("node stopping")
+        self.lessor.demote()
+        self.lease_forwarder.fail_all("node stopping")
 
     def status(self):
         """A JSON-friendly summary for the web view, metrics and drills."""
@@ -195,6 +213,25 @@ class ClusterMember:
     def _role_changed(self, soft):
         if soft.role == Role.LEADER and soft.leader == self.driver.member_id:
             self.announce_leadership()
+            self._promote_lessor(self.driver.raft.status().term)
+        else:
+            self.lessor.demote()
+
+    def _promote_lessor(self, term):
+        """Time leases once this leader has applied all that was committed
+        before its term (its first read barrier), if it still leads then."""
+        def caught_up(_):
+            raft = self.driver.raft
+            if self.driver.is_leader and raft is not None and raft.status().term == term:
+                self.lessor.promote()
+
+        def failed(failure):
+            self.log.info("lease clock not started in term {term}: {error}", term=term,
+                          error=failure.getErrorMessage())
+            raft = self.driver.raft
+            if self.driver.is_leader and raft is not None and raft.status().term == term:
+                self._promote_lessor(term)
+        self.reads.barrier().addCallbacks(caught_up, failed)
 
     def announce_leadership(self):
         """Write this node's name to /ctl/leader (a normal replicated write)."""

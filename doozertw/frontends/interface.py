@@ -22,6 +22,32 @@ from twisted.internet.defer import Deferred
 from doozertw.errors import DoozerError, ErrCode
 from doozertw.limits import Limits
 from doozertw.store import ANY, CLOBBER, DEL, DIR, SET, Event, Glob, check_path
+from doozertw.store.mutation import Compare, DeleteFile, SetFile
+
+
+@attrs.frozen
+class LeaseInfo:
+    """A lease as a client sees it: ``id``; ``ttl``, the seconds it was
+    granted for; ``remaining``, the seconds left before it expires unless
+    kept alive (the leader's view; equal to ``ttl`` right after a grant or a
+    keep-alive); ``paths``, the files attached to it, sorted."""
+
+    id: int
+    ttl: int
+    remaining: float
+    paths: tuple[str, ...] = ()
+
+
+@attrs.frozen
+class TxnResult:
+    """What a transaction did: ``succeeded`` (the compares held, so the
+    success ops ran), ``revs`` (the revision of each op that ran, in order;
+    0 for deleting a file that did not exist) and ``rev`` (the store's
+    revision right after the transaction)."""
+
+    succeeded: bool
+    revs: tuple[int, ...]
+    rev: int
 
 
 @attrs.frozen
@@ -113,15 +139,51 @@ class NodeAPI(Protocol):
 
     # -- writes ------------------------------------------------------------
 
-    def set(self, path: str, rev: int, value: bytes) -> Deferred[int]:
+    def set(self, path: str, rev: int, value: bytes, lease: int = 0) -> Deferred[int]:
         """The new revision of the file (``rev``: CLOBBER, 0 to create, or the
-        file's revision)."""
+        file's revision). ``lease`` (0: none) attaches the file to a lease:
+        it is deleted when the lease expires or is revoked (NOENT if the
+        lease does not exist); a set without one detaches the file."""
 
     def delete(self, path: str, rev: int) -> Deferred[int]:
         """The revision of the deletion."""
 
     def nop(self) -> Deferred[None]:
         """Fires after a round trip through the commit path."""
+
+    def txn(self, compares: tuple[Compare, ...], success: tuple[SetFile | DeleteFile, ...],
+            failure: tuple[SetFile | DeleteFile, ...] = ()) -> Deferred[TxnResult]:
+        """One atomic step: if every compare holds apply ``success``, else
+        ``failure``. At most ``limits.max_txn_ops`` compares and ops in all and
+        ``limits.max_txn_bytes`` of paths and values; one op per path, none
+        inside another's path (BAD_PATH otherwise); an op that cannot apply
+        (ISDIR, NOTDIR, REV_MISMATCH, NOENT lease) fails the whole
+        transaction with that error and changes nothing."""
+
+    # -- leases ------------------------------------------------------------
+
+    def grant_lease(self, ttl: int, lease: int = 0) -> Deferred[LeaseInfo]:
+        """A new lease of ``ttl`` seconds (raised to the node's minimum TTL;
+        RANGE above ``limits.max_lease_ttl`` or below 1); ``lease`` asks for
+        that id (0: the next free one; REV_MISMATCH if taken). OTHER when
+        ``limits.max_leases`` leases exist."""
+
+    def keepalive(self, lease: int) -> Deferred[LeaseInfo]:
+        """Restart the lease's countdown (asked of the leader; not a
+        replicated write); NOENT if it does not exist (it expired)."""
+
+    def revoke_lease(self, lease: int) -> Deferred[int]:
+        """Delete the lease and its files in one step; the revision after
+        it. NOENT if the lease does not exist."""
+
+    def lease_info(self, lease: int) -> Deferred[LeaseInfo]:
+        """The lease now (the time left is the leader's); NOENT if none."""
+
+    def leases(self) -> Deferred[list[LeaseInfo]]:
+        """Every lease, by id (linearizable; time left from the leader)."""
+
+    def lease_of(self, path: str) -> int:
+        """The lease the file is attached to locally now (0: none)."""
 
     # -- operations --------------------------------------------------------
 
@@ -142,6 +204,7 @@ class NodeAPI(Protocol):
 
 
 __all__ = [
-    "ANY", "CLOBBER", "DEL", "DIR", "SET", "Cancellable", "DoozerError", "ErrCode",
-    "Event", "Glob", "NodeAPI", "NodeMetrics", "check_path",
+    "ANY", "CLOBBER", "DEL", "DIR", "SET", "Cancellable", "Compare", "DeleteFile",
+    "DoozerError", "ErrCode", "Event", "Glob", "LeaseInfo", "NodeAPI", "NodeMetrics",
+    "SetFile", "TxnResult", "check_path",
 ]

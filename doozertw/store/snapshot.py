@@ -18,7 +18,15 @@ is ``rev - floor``; a DEL carries an empty value. Replaying the events on
 the files gives the current tree, and the store rebuilds its per-path
 versions from that same replay, so nothing is stored twice.
 
-DZS1 (read only, the previous format)::
+DZS3 (written when the store has leases or has ever granted one): DZS2's
+head with magic b"DZS3", the same files and events, then::
+
+    leases = u32 count, then per lease u64 id, u64 ttl (ascending ids)
+    next   = u64 the id the next grant without a chosen id takes
+    owned  = u32 count, then per file u64 lease, u16 path length, path
+             (strictly sorted by path; each a current file of a listed lease)
+
+DZS1 (read only, the oldest format)::
 
     head = b"DZS1", i64 rev, u32 file count; then files as above, at ``rev``
 
@@ -44,6 +52,11 @@ from doozertw.store.mutation import DEL, SET, Event
 
 MAGIC_V1 = b"DZS1"
 MAGIC_V2 = b"DZS2"
+MAGIC_V3 = b"DZS3"
+_LEASE = struct.Struct(">QQ")
+_OWNED = struct.Struct(">QH")
+_U32 = struct.Struct(">I")
+_U64 = struct.Struct(">Q")
 _HEAD_V1 = struct.Struct(">4sqI")
 _HEAD_V2 = struct.Struct(">4sqqII")
 _FILE = struct.Struct(">HqI")
@@ -63,11 +76,18 @@ class SnapshotImage:
     floor: int
     files: tuple[tuple[str, bytes, int], ...]
     events: tuple[Event, ...]
+    leases: tuple[tuple[int, int], ...] = ()
+    """(id, ttl) of every lease, ascending ids."""
+    attached: tuple[tuple[str, int], ...] = ()
+    """(path, lease) of every file that belongs to a lease, sorted by path."""
+    next_lease: int = 1
 
 
 def encode(image: SnapshotImage) -> bytes:
-    """The DZS2 bytes of ``image`` (see the module docstring)."""
-    parts = [_HEAD_V2.pack(MAGIC_V2, image.rev, image.floor,
+    """The DZS2 bytes of ``image``, or DZS3 if it has lease state (see the
+    module docstring)."""
+    leased = bool(image.leases) or image.next_lease != 1
+    parts = [_HEAD_V2.pack(MAGIC_V3 if leased else MAGIC_V2, image.rev, image.floor,
                            len(image.files), len(image.events))]
     for path, value, rev in image.files:
         raw = path.encode("ascii")
@@ -76,6 +96,13 @@ def encode(image: SnapshotImage) -> bytes:
         raw = event.path.encode("ascii")
         parts += (_EVENT.pack(_KIND_CODES[event.kind], event.rev, len(raw), len(event.value)),
                   raw, event.value)
+    if leased:
+        parts.append(_U32.pack(len(image.leases)))
+        parts += (_LEASE.pack(lease, ttl) for lease, ttl in image.leases)
+        parts += (_U64.pack(image.next_lease), _U32.pack(len(image.attached)))
+        for path, lease in image.attached:
+            raw = path.encode("ascii")
+            parts += (_OWNED.pack(lease, len(raw)), raw)
     return b"".join(parts)
 
 
@@ -86,6 +113,8 @@ def decode(data: bytes) -> SnapshotImage:
         magic = bytes(reader.peek(len(MAGIC_V2)))
         if magic == MAGIC_V2:
             image = _decode_v2(reader)
+        elif magic == MAGIC_V3:
+            image = _read_leases(reader, _decode_v2(reader))
         elif magic == MAGIC_V1:
             image = _decode_v1(reader)
         else:
@@ -149,6 +178,29 @@ def _decode_v2(reader: _Reader) -> SnapshotImage:
     return SnapshotImage(rev=rev, floor=floor, files=files, events=events)
 
 
+def _read_leases(reader: _Reader, image: SnapshotImage) -> SnapshotImage:
+    """The lease section after a DZS3 image's events (structure only; the
+    store checks that owned files exist)."""
+    (count,) = reader.unpack(_U32)
+    reader.ensure(count, _LEASE)
+    leases = tuple(reader.unpack(_LEASE) for _ in range(count))
+    if any(lease == 0 for lease, _ in leases) or list(leases) != sorted(set(leases)):
+        raise ValueError("bad lease list")
+    (next_lease,) = reader.unpack(_U64)
+    (count,) = reader.unpack(_U32)
+    reader.ensure(count, _OWNED)
+    attached, previous = [], ""
+    for _ in range(count):
+        lease, path_len = reader.unpack(_OWNED)
+        path = reader.path(path_len)
+        if path <= previous:
+            raise ValueError("owned files out of order")
+        attached.append((path, lease))
+        previous = path
+    return attrs.evolve(image, leases=leases, attached=tuple(attached),
+                        next_lease=next_lease)
+
+
 def _read_files(reader: _Reader, count: int,
                 at_rev: int) -> tuple[tuple[str, bytes, int], ...]:
     """``count`` files of a tree at ``at_rev``: strictly sorted, revs in 1..at_rev."""
@@ -179,4 +231,4 @@ def _read_event(reader: _Reader, expected_rev: int) -> Event:
     return Event(rev, path, value, kind)
 
 
-__all__ = ["MAGIC_V1", "MAGIC_V2", "SnapshotImage", "decode", "encode"]
+__all__ = ["MAGIC_V1", "MAGIC_V2", "MAGIC_V3", "SnapshotImage", "decode", "encode"]

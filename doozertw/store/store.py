@@ -23,11 +23,16 @@ from collections import deque
 from collections.abc import Callable
 from typing import TypeAlias
 
+import attrs
+
 from doozertw.errors import DoozerError, ErrCode
 from doozertw.store import paths
 from doozertw.store import snapshot as _snapshot
+from doozertw.store import txn as _txn
+from doozertw.store.leases import LeaseTable
 from doozertw.store.mutation import (
-    CLOBBER, DEL, DIR, SET, DeleteFile, Event, Mutation, Nop, Outcome, SetFile)
+    CLOBBER, DEL, DIR, SET, Compare, DeleteFile, Event, GrantLease, Mutation, Nop, Outcome,
+    RevokeLease, SetFile, Txn)
 from doozertw.store.paths import Glob
 from doozertw.store.tree import Tree
 from doozertw.store.watches import Reporter, Watch, WatchRegistry
@@ -67,6 +72,8 @@ class Store:
         self._rev_waiters: list[tuple[int, int, RevWaiter]] = []
         self._waiter_seq = 0
         self._pending_waiters = 0
+        self.leases = LeaseTable()
+        """The leases and the files they own (read it; change it by applying)."""
 
     # -- sizes -------------------------------------------------------------
 
@@ -103,10 +110,16 @@ class Store:
             outcome = self._apply_del(mutation)
         elif isinstance(mutation, Nop):
             return Outcome(rev=self.rev)
+        elif isinstance(mutation, GrantLease):
+            return self._apply_grant(mutation)
+        elif isinstance(mutation, RevokeLease):
+            return self._apply_revoke(mutation)
+        elif isinstance(mutation, Txn):
+            return self._apply_txn(mutation)
         else:
             raise TypeError(f"not a mutation: {mutation!r}")
         if outcome.event is not None:
-            self._record(outcome.event)
+            self._record((outcome.event,))
         return outcome
 
     def _check_write(self, path: str, rev: int) -> ErrCode | None:
@@ -119,30 +132,119 @@ class Store:
             return ErrCode.REV_MISMATCH
         return None
 
-    def _apply_set(self, m: SetFile) -> Outcome:
+    def _check_set(self, m: SetFile) -> ErrCode | None:
         error = self._check_write(m.path, m.rev)
         if error is None and self._tree.under_file(m.path):
             error = ErrCode.NOTDIR
+        if error is None and m.lease and m.lease not in self.leases:
+            error = ErrCode.NOENT
+        return error
+
+    def _apply_set(self, m: SetFile) -> Outcome:
+        """Check and apply a SET; the caller records its event."""
+        error = self._check_set(m)
         if error is not None:
             return Outcome(rev=self.rev, error=error)
-        rev = self.rev + 1
+        return self._do_set(m, self.rev + 1)
+
+    def _do_set(self, m: SetFile, rev: int) -> Outcome:
         if m.path not in self._files:
             self._link(m.path)
         self._remember(m.path)
         self._files[m.path] = (m.value, rev)
         self._versions[m.path].append((rev, m.value))
+        self.leases.attach(m.path, m.lease)
         return Outcome(rev=rev, event=Event(rev, m.path, m.value, SET))
 
     def _apply_del(self, m: DeleteFile) -> Outcome:
         error = self._check_write(m.path, m.rev)
         if error is not None:
             return Outcome(rev=self.rev, error=error)
-        rev = self.rev + 1
-        self._remember(m.path)
-        if self._files.pop(m.path, None) is not None:
-            self._unlink(m.path)
-        self._versions[m.path].append((rev, None))
-        return Outcome(rev=rev, event=Event(rev, m.path, b"", DEL))
+        return self._do_del(m.path, self.rev + 1)
+
+    def _do_del(self, path: str, rev: int) -> Outcome:
+        self._remember(path)
+        if self._files.pop(path, None) is not None:
+            self._unlink(path)
+            self.leases.detach(path)
+        self._versions[path].append((rev, None))
+        return Outcome(rev=rev, event=Event(rev, path, b"", DEL))
+
+    # -- leases and transactions -------------------------------------------
+
+    def _apply_grant(self, m: GrantLease) -> Outcome:
+        if m.ttl < 1:
+            return Outcome(rev=self.rev, error=ErrCode.RANGE)
+        if m.lease in self.leases:
+            return Outcome(rev=self.rev, error=ErrCode.REV_MISMATCH)
+        return Outcome(rev=self.rev, lease=self.leases.grant(m.lease, m.ttl))
+
+    def _apply_revoke(self, m: RevokeLease) -> Outcome:
+        """Delete the lease's files in walk order, then notify, so that no
+        watcher or waiter runs while only some of them are gone."""
+        if m.lease not in self.leases:
+            return Outcome(rev=self.rev, error=ErrCode.NOENT)
+        events = []
+        for i, path in enumerate(self.leases.remove(m.lease)):
+            event = self._do_del(path, self.rev + 1 + i).event
+            assert event is not None
+            events.append(event)
+        return self._finish(events, Outcome(rev=self.rev + len(events), lease=m.lease))
+
+    def _apply_txn(self, m: Txn) -> Outcome:
+        """Compares, then every op of the chosen branch checked before any
+        applies; events recorded and notified only after the last."""
+        for compare in m.compares:
+            error = _txn.check_compare(compare)
+            if error is not None:
+                return Outcome(rev=self.rev, error=error)
+        succeeded = all(self._holds(c) for c in m.compares)
+        ops = m.success if succeeded else m.failure
+        error = _txn.check_ops_disjoint(ops)
+        for op in ops:
+            if error is not None:
+                break
+            if isinstance(op, SetFile):
+                error = self._check_set(op)
+            else:
+                error = self._check_write(op.path, op.rev)
+        if error is not None:
+            return Outcome(rev=self.rev, error=error, succeeded=succeeded)
+        events: list[Event] = []
+        revs = []
+        for op in ops:
+            rev = self.rev + len(events) + 1
+            if isinstance(op, SetFile):
+                done = self._do_set(op, rev)
+            elif op.path in self._files:
+                done = self._do_del(op.path, rev)
+            else:
+                revs.append(0)
+                continue
+            assert done.event is not None
+            events.append(done.event)
+            revs.append(rev)
+        outcome = Outcome(rev=self.rev + len(events), succeeded=succeeded, revs=tuple(revs))
+        return self._finish(events, outcome)
+
+    def _holds(self, compare: Compare) -> bool:
+        found = self._files.get(compare.path)
+        if compare.value is not None:
+            return found is not None and found[0] == compare.value
+        if found is not None:
+            return bool(found[1] == compare.rev)
+        return compare.rev == 0 and not self._tree.is_dir(compare.path)
+
+    def _finish(self, events: list[Event], outcome: Outcome) -> Outcome:
+        if events:
+            self._record(tuple(events))
+        return attrs.evolve(outcome, events=tuple(events))
+
+    def lease_ttl(self, lease: int) -> int:
+        """The TTL ``lease`` was granted with; NOENT if it does not exist."""
+        if lease not in self.leases:
+            raise DoozerError(ErrCode.NOENT, f"lease {lease}")
+        return self.leases.ttl(lease)
 
     def _remember(self, path: str) -> None:
         """Make sure the path's version list starts from its current state."""
@@ -158,12 +260,16 @@ class Store:
         self._sorted_files = None
         self._tree.unlink(path)
 
-    def _record(self, event: Event) -> None:
-        self.rev = event.rev
-        self._log.append(event)
-        self._log_bytes += len(event.value) + len(event.path) + _EVENT_OVERHEAD
+    def _record(self, events: tuple[Event, ...]) -> None:
+        """Log consecutive events, then notify watches of each in order, then
+        wake revision waiters: every callback sees all of them applied."""
+        for event in events:
+            self._log.append(event)
+            self._log_bytes += len(event.value) + len(event.path) + _EVENT_OVERHEAD
+        self.rev = events[-1].rev
         self._prune()
-        self._watches.notify(event)
+        for event in events:
+            self._watches.notify(event)
         self._wake_rev_waiters()
 
     def _prune(self) -> None:
@@ -297,7 +403,8 @@ class Store:
         """
         image = _snapshot.SnapshotImage(
             rev=self.rev, floor=self.floor, files=self._files_at_floor(),
-            events=tuple(self._log))
+            events=tuple(self._log), leases=tuple(self.leases.items()),
+            attached=tuple(self.leases.attachments()), next_lease=self.leases.next_id)
         return _snapshot.encode(image)
 
     def _files_at_floor(self) -> tuple[tuple[str, bytes, int], ...]:
@@ -337,6 +444,7 @@ class Store:
         self._versions, self._sorted_files = loaded._versions, None
         self._log, self._log_bytes = loaded._log, loaded._log_bytes
         self.rev, self.floor = loaded.rev, loaded.floor
+        self.leases = loaded.leases
         self._wake_rev_waiters()
 
     def _load(self, image: _snapshot.SnapshotImage) -> None:
@@ -360,6 +468,18 @@ class Store:
                 outcome = self.apply(DeleteFile(event.path, CLOBBER))
             if outcome.event != event:
                 raise DoozerError(ErrCode.OTHER, f"bad snapshot: event {event.rev} does not apply")
+        self._load_leases(image)
+
+    def _load_leases(self, image: _snapshot.SnapshotImage) -> None:
+        for lease, ttl in image.leases:
+            if lease in self.leases or lease >= image.next_lease or ttl < 1:
+                raise DoozerError(ErrCode.OTHER, f"bad snapshot: lease {lease}")
+            self.leases.grant(lease, ttl)
+        self.leases.next_id = image.next_lease
+        for path, lease in image.attached:
+            if path not in self._files or lease not in self.leases:
+                raise DoozerError(ErrCode.OTHER, f"bad snapshot: {path} in lease {lease}")
+            self.leases.attach(path, lease)
 
     # -- waiting -----------------------------------------------------------
 
