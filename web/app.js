@@ -297,6 +297,9 @@
     const v = tr.querySelector(".value");
     v.textContent = displayValue(f);
     v.classList.toggle("binary", f.encoding === "base64");
+    tr.classList.toggle("ephemeral", !!f.lease);
+    tr.title = f.lease ? tr.dataset.path + " (ephemeral: lease " + f.lease + ")"
+                       : (tr.dataset.path || "");
   }
 
   function cell(text, cls) {

@@ -7,7 +7,8 @@
 - ``PUT /v1/keys/<path>[?rev=N]``: write. The body is the raw value, or
   with ``Content-Type: application/json`` an object ``{"value", "encoding"}``.
   ``rev``: -1 (default) clobber, 0 create, n compare-and-set.
-  Answers ``{"path", "rev"}``.
+  ``lease``: attach the file to that lease (0, the default: to none; a
+  write without one detaches it). Answers ``{"path", "rev"}``.
 - ``DELETE /v1/keys/<path>[?rev=N]``: delete, same ``rev`` rules.
 - ``GET /v1/rev``: ``{"rev"}``.
 - ``GET /v1/walk?glob=G[&rev=N]``: ``{"rev", "files": [...]}``.
@@ -15,6 +16,8 @@
   from revision N (default: the next one) until the client disconnects.
 - ``GET /v1/cluster``: the cluster view.
 - ``GET /v1/snapshot``: a backup file of the store (frontends/web/backup.py).
+- ``/v1/leases...``: leases (frontends/web/leases.py).
+- ``POST /v1/txn``: a transaction (frontends/web/txn.py).
 """
 
 import json
@@ -27,7 +30,9 @@ from twisted.web import resource, server
 from doozertw.errors import DoozerError, ErrCode
 from doozertw.frontends.web import common
 from doozertw.frontends.web.backup import SnapshotResource
+from doozertw.frontends.web.leases import MAX_LEASE_ID, LeasesResource
 from doozertw.frontends.web.stream import OutputQueue
+from doozertw.frontends.web.txn import TxnResource
 from doozertw.frontends.interface import ANY, CLOBBER, check_path
 
 NDJSON_TYPE = b"application/x-ndjson"
@@ -81,12 +86,7 @@ class Api:
         return node.when_applied(at).addCallback(lambda _: (at, node.files(glob, at)))
 
 
-class _Leaf(resource.Resource):
-    isLeaf = True
-
-    def __init__(self, api):
-        super().__init__()
-        self.api = api
+_Leaf = common.Leaf
 
 
 class KeysResource(_Leaf):
@@ -150,8 +150,14 @@ class KeysResource(_Leaf):
         self.api.access(request).require_write()
         path = self._path(request)
         rev = common.parse_int(request, "rev", CLOBBER)
+        lease = common.parse_int(request, "lease", 0)
+        if not 0 <= lease <= MAX_LEASE_ID:
+            raise DoozerError(ErrCode.MISSING_ARG, "lease must be a lease id (0: none)")
         value = self._value(request)
-        d = self.api.timed_write(lambda: self.api.node.set(path, rev, value))
+        if lease:
+            d = self.api.timed_write(lambda: self.api.node.set(path, rev, value, lease=lease))
+        else:
+            d = self.api.timed_write(lambda: self.api.node.set(path, rev, value))
         return common.respond(
             request, d, lambda new_rev: common.write_json(
                 request, 200, {"path": path, "rev": new_rev}))
@@ -294,4 +300,6 @@ def v1_resource(api):
     root.putChild(b"watch", WatchResource(api))
     root.putChild(b"cluster", ClusterResource(api))
     root.putChild(b"snapshot", SnapshotResource(api))
+    root.putChild(b"leases", LeasesResource(api))
+    root.putChild(b"txn", TxnResource(api))
     return root

@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 
 from twisted.internet import defer
 from twisted.logger import Logger
-from twisted.web import server
+from twisted.web import resource, server
 
 from doozertw.errors import PERMISSION_DENIED, DoozerError, ErrCode
 from doozertw.frontends.access import Access
@@ -34,6 +34,16 @@ BASE64 = "base64"
 
 NO_QUORUM = "no quorum"
 VALUE_TOO_LARGE = "value too large"
+
+
+class Leaf(resource.Resource):
+    """A resource answering for its whole subtree, with the web port's Api."""
+
+    isLeaf = True
+
+    def __init__(self, api):
+        super().__init__()
+        self.api = api
 
 
 class NoQuorum(Exception):
@@ -180,6 +190,33 @@ def read_body(request, limit):
     if len(data) > limit:
         raise DoozerError(ErrCode.OTHER, VALUE_TOO_LARGE)
     return data
+
+
+def read_json_object(request, limit):
+    """The request body parsed as a JSON object (a dict).
+
+    DoozerError(too large) past ``limit`` bytes; MISSING_ARG if the body is
+    not JSON (or nested too deeply for the parser, or a number too long)
+    or not an object.
+    """
+    body = read_body(request, limit)
+    try:
+        doc = json.loads(body)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        raise DoozerError(ErrCode.MISSING_ARG, "body is not valid JSON") from None
+    if not isinstance(doc, dict):
+        raise DoozerError(ErrCode.MISSING_ARG, "body must be a JSON object")
+    return doc
+
+
+def json_int(doc, name, low, high, default=None):
+    """``doc[name]`` as an integer in [low, high] (JSON true/false and
+    floats are not integers); ``default`` if absent (None: required)."""
+    value = doc.get(name, default)
+    if type(value) is not int or not low <= value <= high:
+        raise DoozerError(ErrCode.MISSING_ARG,
+                          f"{name} must be an integer from {low} to {high}")
+    return value
 
 
 def parse_int(request, name, default=None):

@@ -11,6 +11,9 @@ Every message is a JSON text frame with a ``type``:
   follows, so nothing is missed (no ``event`` or ``status`` comes between
   the pages).
 - ``event`` ``{"path","rev","kind": "set"|"del","value","encoding"}``.
+- A file of a snapshot, and a ``set`` event, attached to a lease (an
+  ephemeral file) also has ``"lease": ID``: the lease it is attached to
+  when the message is built (``node.lease_of``); the view marks it.
 - ``status`` ``{"time","rev","files","watchers","reads","writes","cluster"}``
   every ``status_interval`` seconds (counters are totals; the page
   differentiates them into rates).
@@ -58,7 +61,7 @@ from doozertw.frontends.access import Access
 from doozertw.frontends.web import common
 from doozertw.frontends.web.hosts import MISDIRECTED, HostPolicy
 from doozertw.frontends.web.stream import OutputQueue
-from doozertw.frontends.interface import Glob, check_path
+from doozertw.frontends.interface import SET, Glob, check_path
 
 EVENTS_PREFIX = "/$events"
 CLOSE_BAD_PATH = 4400
@@ -217,7 +220,8 @@ class EventsProtocol(WebSocketServerProtocol):
         for glob in subtree_globs(self.subtree):
             files.extend(node.files(glob, rev))
         node.record_read()
-        self.snapshot = _SnapshotPages(rev, self.web.epoch, self.subtree, files)
+        self.snapshot = _SnapshotPages(rev, self.web.epoch, self.subtree, files,
+                                       node.lease_of)
         self.pending, self.pending_bytes = [], 0
         self._watch(rev + 1)
         self._pump()
@@ -267,7 +271,10 @@ class EventsProtocol(WebSocketServerProtocol):
             self._overflowed()
 
     def _deliver(self, event):
-        self.send_json(dict(type="event", **common.event_fields(event)))
+        fields = common.event_fields(event)
+        if event.kind == SET:
+            _add_lease(fields, self.web.node.lease_of)
+        self.send_json(dict(type="event", **fields))
 
     def _fail(self, what):
         """Delivery to this client failed: log, stop its watches, close it with 4500."""
@@ -331,8 +338,9 @@ class _SnapshotPages:
     """The pages of one snapshot: messages of about SNAPSHOT_PAGE bytes each
     (at least one file per page), built one at a time."""
 
-    def __init__(self, rev, epoch, path, files):
+    def __init__(self, rev, epoch, path, files, lease_of):
         self.rev, self.epoch, self.path = rev, epoch, path
+        self._lease_of = lease_of
         self._files = files
         self._next = 0
         self._first = True
@@ -342,7 +350,7 @@ class _SnapshotPages:
         while self._next < len(self._files) and (not files or size < SNAPSHOT_PAGE):
             event = self._files[self._next]
             self._next += 1
-            files.append(_file_fields(event))
+            files.append(_add_lease(_file_fields(event), self._lease_of))
             size += len(event.value) + len(event.path) + 64
         more = self._next < len(self._files)
         if self._first:
@@ -356,6 +364,14 @@ def _file_fields(event):
     out = {"path": event.path, "rev": event.rev}
     out.update(common.encode_value(event.value))
     return out
+
+
+def _add_lease(fields, lease_of):
+    """``fields`` with ``"lease"`` added if its file is attached to one now."""
+    lease = lease_of(fields["path"])
+    if lease:
+        fields["lease"] = lease
+    return fields
 
 
 class EventsFactory(WebSocketServerFactory):

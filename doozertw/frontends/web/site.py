@@ -3,6 +3,7 @@
     /                 the web view (static files from web/)
     /$events/<path>   websocket events (doozertw.frontends.web.events)
     /v1/...           HTTP JSON API (doozertw.frontends.web.api)
+    /leases           the leases and their files, as HTML (doozertw.frontends.web.leases)
     /mostdb/...       mostdb compatibility (doozertw.frontends.web.mostdb)
     /health /livez /readyz /metrics   operations (doozertw.frontends.web.ops)
 
@@ -20,6 +21,7 @@ from doozertw.frontends.web.conn import (
     ConnectionGate, GuardedChannel, GuardedRequest, max_body)
 from doozertw.frontends.web.events import events_resource
 from doozertw.frontends.web.hosts import HostPolicy, HostRefused
+from doozertw.frontends.web.leases import LeasesPage
 from doozertw.frontends.web.mostdb import mostdb_resource
 from doozertw.frontends.web.ops import (
     HealthResource, LivezResource, Metrics, MetricsResource, ReadyzResource)
@@ -99,6 +101,7 @@ def make_web_site(node, secrets=None, limits=None, reactor=None, status=None,
     events = events_resource(api, reactor, HostPolicy(options.hosts))
     root.putChild(b"$events", events)
     root.putChild(b"v1", api_module.v1_resource(api))
+    root.putChild(b"leases", LeasesPage(api))
     root.putChild(b"mostdb", mostdb_resource(api))
     root.putChild(b"health", HealthResource(api, protect=options.protect_metrics))
     root.putChild(b"livez", LivezResource())
