@@ -11,8 +11,9 @@ or after the command name (before its arguments): ``-a URI``, ``-b URI``,
 client port (and HTTPS for ``snapshot save``).
 
 Beyond the Go tool: ``ls``, ``tree``, ``walk``, ``members``, ``--json``
-(one JSON document per result; per event for ``wait``/``watch``), and
-``-a host:port`` as a shorthand URI.
+(one JSON document per result; per event for ``wait``/``watch``),
+``-a host:port`` as a shorthand URI, ``lease ...`` (doozertw.cli_lease)
+and ``--lease ID`` for ``set``/``add`` (attach the file to a lease).
 """
 
 import json
@@ -22,7 +23,7 @@ import urllib.parse
 
 import attrs
 
-from doozertw import __version__, cli_snapshot
+from doozertw import __version__, cli_lease, cli_snapshot
 from doozertw.client.blocking import BlockingClient
 from doozertw.client.core import WaitTimeout
 from doozertw.client.uri import DEFAULT_URI, PREFIX, InvalidURI
@@ -68,6 +69,7 @@ class Options:
     tls_ca: str = ""
     tls_cert: str = ""
     tls_key: str = ""
+    lease: int = 0
 
     def tls(self):
         """The ClientTLS of --tls-ca/--tls-cert/--tls-key, or None (TLSConfigError)."""
@@ -75,7 +77,7 @@ class Options:
 
 
 _VALUE_FLAGS = {"a": "uri", "b": "boot_uri", "r": "rev", "t": "timeout",
-                "tls-ca": "tls_ca", "tls-cert": "tls_cert", "tls-key": "tls_key"}
+                "tls-ca": "tls_ca", "tls-cert": "tls_cert", "tls-key": "tls_key", "lease": "lease"}
 _TLS_ENV = {"tls_ca": "DOOZER_TLS_CA", "tls_cert": "DOOZER_TLS_CERT",
             "tls_key": "DOOZER_TLS_KEY"}
 _BOOL_FLAGS = {"h": "help", "help": "help", "v": "version", "json": "json"}
@@ -87,6 +89,7 @@ _FLAG_HELP = [
     ("-h, --help", "", "show help", ""),
     ("-v", "", "print version string", ""),
     ("--json", "", "print results as JSON", ""),
+    ("--lease", "int", "set, add: attach the file to this lease", "0"),
     ("--tls-ca", "file", "speak TLS; verify the server against this CA (PEM)", ""),
     ("--tls-cert", "file", "TLS client certificate (PEM; needs --tls-ca)", ""),
     ("--tls-key", "file", "private key of --tls-cert (default: in that file)", ""),
@@ -222,7 +225,7 @@ def parse_flags(args, options):
 def _set_flag(options, name, value):
     field = _VALUE_FLAGS[name]
     try:
-        if field == "rev":
+        if field in ("rev", "lease"):
             value = int(value)
         elif field == "timeout":
             value = parse_duration(value)
@@ -374,7 +377,7 @@ def cmd_self(ctx):
 def cmd_set(ctx, path, rev):
     rev = _atoi(rev)
     body = ctx.stdin.read()
-    new_rev = ctx.client.set(path, rev, body)
+    new_rev = ctx.client.set(path, rev, body, lease=ctx.options.lease)
     ctx.json({"path": path, "rev": new_rev}) if ctx.options.json else ctx.line(new_rev)
 
 
@@ -457,6 +460,7 @@ COMMANDS = {
     "get": (cmd_get, "<path>", "read a file",
             "Prints the body of the file at <path>.\n\nWith -r, reads it as of <rev>.\n"),
     "help": (cmd_help, "<command>", "provide detailed help on a command", ""),
+    "lease": (cli_lease.main, cli_lease.SYNOPSIS, cli_lease.SUMMARY, cli_lease.HELP),
     "ls": (cmd_ls, "<dir>", "list files in a directory",
            "Prints the names of the entries of <dir>, one per line.\n"),
     "members": (cmd_members, "", "show cluster members",
@@ -562,6 +566,8 @@ def main(argv=None, stdin=None, stdout=None, stderr=None, environ=None):
     if name == "help" and not args:  # `doozer help`: the usage, as -h prints it
         usage(stderr)
         return EXIT_OK
+    if name == "lease":  # subcommands with their own flags: see cli_lease
+        return cli_lease.main(args, ctx, run)
     fn = COMMANDS[name][0]
     if len(args) != _arity(fn):
         stderr.write(f"{name}: wrong number of arguments\n")

@@ -100,6 +100,8 @@ def test_revision_index_maps_log_indexes_to_store_revisions():
     index.record(5, None)
     assert index.rev_at(1) is None              # slid out of the window
     assert [index.rev_at(i) for i in (2, 3, 4, 5)] == [1, 1, 2, 2]
+    index.record(6, Outcome(rev=4, events=(object(), object())))  # a txn or a revoke
+    assert index.rev_at(6) == 4
 
 
 def test_revision_index_forgets_across_a_snapshot_gap():

@@ -142,12 +142,18 @@ def test_malformed_bodies_raise_malformed_frame():
 
 
 def test_schema_keeps_doozer_field_numbers():
-    fields = {f.name: f.number for f in Request.DESCRIPTOR.fields}
-    assert fields == {"tag": 1, "verb": 2, "path": 4, "value": 5, "other_tag": 6,
+    """doozer's own fields keep their numbers; doozertw's additions (leases,
+    transactions) are numbered 20 and up (below doozer's 100, 101), so an
+    existing doozer client never meets one it does not know."""
+    doozer_request = {"tag": 1, "verb": 2, "path": 4, "value": 5, "other_tag": 6,
                       "offset": 7, "rev": 9}
-    fields = {f.name: f.number for f in Response.DESCRIPTOR.fields}
-    assert fields == {"tag": 1, "flags": 2, "rev": 3, "path": 5, "value": 6, "len": 8,
-                      "err_code": 100, "err_detail": 101}
+    doozer_response = {"tag": 1, "flags": 2, "rev": 3, "path": 5, "value": 6, "len": 8,
+                       "err_code": 100, "err_detail": 101}
+    for message, doozer in ((Request, doozer_request), (Response, doozer_response)):
+        fields = {f.name: f.number for f in message.DESCRIPTOR.fields}
+        assert {k: fields[k] for k in doozer} == doozer
+        added = {k: n for k, n in fields.items() if k not in doozer}
+        assert added and all(20 <= n < 100 for n in added.values()), added
 
 
 def test_wire_imports_only_the_standard_library_and_protobuf():

@@ -14,9 +14,10 @@ WAIT, say) is kept for it.
 
 Failover: when the connection fails the client tries the addresses in turn
 (backing off after each full round) for up to ``suspend_timeout`` seconds,
-presents its secret again, and re-sends every unanswered read and WAIT.
-Unanswered SET, DEL and NOP raise ConnectionLost (they may have been
-applied). If no address answers in time every call raises ConnectionLost
+presents its secret again, and re-sends every unanswered read and WAIT
+(and keepalive, lease_ttl, leases, which are idempotent). Unanswered SET,
+DEL, NOP, TXN, LEASE_GRANT and LEASE_REVOKE raise ConnectionLost (they may
+have been applied). If no address answers in time every call raises ConnectionLost
 (state LOST); the next call starts over. Listeners hear ``"connected"``,
 ``"suspended"`` and ``"lost"``.
 """
@@ -31,11 +32,13 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from doozertw.client import plans
 from doozertw.client.core import (
-    Call, ConnectionLost, ResponseReader, Tags, WaitTimeout, call, result_of)
+    Call, ConnectionLost, LeaseInfo, Op, ResponseReader, Tags, TxnResult, WaitTimeout, call,
+    result_of)
 from doozertw.client.uri import Address, Target, resolve
 from doozertw.client.verbs import Verbs
 from doozertw.errors import DoozerError
 from doozertw.store import Event
+from doozertw.store.mutation import Compare
 from doozertw.tlsutil import ClientTLS
 from doozertw.wire import ResponseMessage
 
@@ -107,7 +110,7 @@ class BlockingClient(Verbs):
         # Verbs' methods with this client's results (doozertw.client.verbs).
         def get(self, path: str, rev: int | None = None) -> tuple[bytes, int]: ...
 
-        def set(self, path: str, rev: int, value: bytes | str) -> int: ...
+        def set(self, path: str, rev: int, value: bytes | str, lease: int = 0) -> int: ...
 
         def delete(self, path: str, rev: int) -> int: ...
 
@@ -126,6 +129,19 @@ class BlockingClient(Verbs):
         self = self_id
 
         def access(self, secret: bytes | str) -> None: ...
+
+        def grant_lease(self, ttl: int, id: int = 0) -> LeaseInfo: ...
+
+        def keepalive(self, id: int) -> LeaseInfo: ...
+
+        def revoke_lease(self, id: int) -> int: ...
+
+        def lease_ttl(self, id: int) -> LeaseInfo: ...
+
+        def leases(self) -> list[LeaseInfo]: ...
+
+        def txn(self, compares: Iterable[Compare], success: Iterable[Op] = (),
+                failure: Iterable[Op] = ()) -> TxnResult: ...
 
         def getdir_all(self, path: str, rev: int | None = None) -> list[str]: ...
 

@@ -6,18 +6,22 @@ detail of the protocol:
 
 - ``Call`` is one request as data: its verb, fields, and whether it may be
   sent again on another connection after the first one was lost
-  (``retriable``: every read and WAIT; never SET, DEL or NOP, whose effect
-  may already have happened).
+  (``retriable``: every read and WAIT, and the idempotent lease verbs
+  LEASE_KEEPALIVE, LEASE_TTL, LEASE_LIST; never SET, DEL, NOP, TXN,
+  LEASE_GRANT or LEASE_REVOKE, whose effect may already have happened).
 - ``Tags`` hands out tags not in use on one connection.
 - ``ResponseReader`` turns received bytes into ``Response`` messages
   (through doozertw.wire's frame reader).
 - ``result_of`` turns a Response into the verb's result, or raises
   DoozerError with the server's code and detail.
+- ``LeaseInfo`` and ``TxnResult`` are the results of the lease verbs and
+  TXN (doozertw's extensions; docs/protocol-doozer-leases.md).
 """
 
 from __future__ import annotations
 
 import functools
+from collections.abc import Iterable
 from typing import Any, Callable, cast
 
 import attrs
@@ -27,11 +31,43 @@ from doozertw.wire import (
     FLAG_DEL, FLAG_SET, VERBS, FrameError, FrameReader, Request, RequestMessage, ResponseMessage,
     frame_tagged, read_responses)
 from doozertw.store import DEL, SET, Event
+from doozertw.store.mutation import Compare, DeleteFile, SetFile
 
 MAX_RESPONSE = 64 * 1024 * 1024
 """Largest response frame a client accepts before dropping the connection."""
 
 READ_VERBS = frozenset({"GET", "REV", "WAIT", "WALK", "GETDIR", "STAT", "SELF"})
+IDEMPOTENT_VERBS = frozenset({"ACCESS", "LEASE_KEEPALIVE", "LEASE_TTL", "LEASE_LIST"})
+"""Verbs besides the reads that may be sent again after a lost connection:
+doing them twice does what doing them once does."""
+
+Op = SetFile | DeleteFile
+"""A transaction's operation."""
+
+
+@attrs.frozen
+class LeaseInfo:
+    """A lease as the server reported it: ``id``; ``ttl``, the seconds it
+    was granted for; ``remaining``, the seconds left before it expires
+    unless kept alive; ``paths``, the files attached to it, sorted (only
+    ``lease_ttl`` reports them; empty otherwise)."""
+
+    id: int
+    ttl: int
+    remaining: float
+    paths: tuple[str, ...] = ()
+
+
+@attrs.frozen
+class TxnResult:
+    """What a TXN did: ``succeeded`` (its compares held, so the success ops
+    ran, else the failure ops did), ``revs`` (the revision of each op that
+    ran, in order; 0 for deleting a missing file) and ``rev`` (the store's
+    revision right after it)."""
+
+    succeeded: bool
+    revs: tuple[int, ...]
+    rev: int
 
 
 class ClientError(DoozerError):
@@ -75,11 +111,17 @@ class Call:
     rev: int | None = None
     value: bytes | None = None
     offset: int | None = None
+    lease: int | None = None
+    ttl: int | None = None
+    compares: tuple[Compare, ...] = ()
+    success: tuple[Op, ...] = ()
+    failure: tuple[Op, ...] = ()
 
     @property
     def retriable(self) -> bool:
-        """True if sending it again after a lost connection cannot change the store."""
-        return self.verb in READ_VERBS or self.verb == "ACCESS"
+        """True if sending it again after a lost connection does nothing more
+        than sending it once (reads, WAIT, ACCESS, keep-alives, lease reads)."""
+        return self.verb in READ_VERBS or self.verb in IDEMPOTENT_VERBS
 
     def request(self, tag: int | None = None) -> RequestMessage:
         """The protobuf Request for this call under ``tag`` (None: no tag)."""
@@ -94,6 +136,18 @@ class Call:
             request.value = self.value
         if self.offset is not None:
             request.offset = self.offset
+        if self.lease is not None:
+            request.lease = self.lease
+        if self.ttl is not None:
+            request.ttl = self.ttl
+        for compare in self.compares:
+            if compare.value is not None:
+                request.compares.add(path=compare.path, value=compare.value)
+            else:
+                request.compares.add(path=compare.path, rev=compare.rev)
+        for ops, field in ((self.success, request.success), (self.failure, request.failure)):
+            for op in ops:
+                _add_op(field, op)
         return request
 
     @functools.cached_property
@@ -105,14 +159,35 @@ class Call:
         return frame_tagged(tag, self._untagged)
 
 
+def _add_op(field: Any, op: Op) -> None:
+    if isinstance(op, SetFile):
+        added = field.add(verb=VERBS["SET"], path=op.path, rev=op.rev, value=op.value)
+        if op.lease:
+            added.lease = op.lease
+    elif isinstance(op, DeleteFile):
+        field.add(verb=VERBS["DEL"], path=op.path, rev=op.rev)
+    else:
+        raise TypeError(f"a transaction op is a SetFile or a DeleteFile, not {op!r}")
+
+
 def call(verb: str, path: str | None = None, rev: int | None = None,
-         value: bytes | str | None = None, offset: int | None = None) -> Call:
+         value: bytes | str | None = None, offset: int | None = None,
+         lease: int | None = None, ttl: int | None = None,
+         compares: Iterable[Compare] = (), success: Iterable[Op] = (),
+         failure: Iterable[Op] = ()) -> Call:
     """Build a Call, checking argument types the server would reject."""
     if verb not in VERBS:
         raise ValueError(f"unknown verb {verb!r}")
     if isinstance(value, str):
         value = value.encode("utf-8")
-    return Call(verb, path, rev, value, offset)
+    compares, success, failure = tuple(compares), tuple(success), tuple(failure)
+    for compare in compares:
+        if not isinstance(compare, Compare):
+            raise TypeError(f"a transaction compare is a Compare, not {compare!r}")
+    for op in success + failure:
+        if not isinstance(op, (SetFile, DeleteFile)):
+            raise TypeError(f"a transaction op is a SetFile or a DeleteFile, not {op!r}")
+    return Call(verb, path, rev, value, offset, lease, ttl, compares, success, failure)
 
 
 class Tags:
@@ -193,7 +268,21 @@ _RESULTS: dict[str, Callable[[ResponseMessage], Any]] = {
     "NOP": lambda r: None,
     "SELF": lambda r: bytes(r.value).decode("utf-8", "replace"),
     "ACCESS": lambda r: None,
+    "LEASE_GRANT": lambda r: lease_of(r),
+    "LEASE_KEEPALIVE": lambda r: lease_of(r),
+    "LEASE_REVOKE": lambda r: r.rev,
+    "LEASE_TTL": lambda r: (lease_of(r, tuple(r.paths)), r.more),
+    "LEASE_LIST": lambda r: ([LeaseInfo(x.id, x.ttl, x.remaining) for x in r.leases], r.more),
+    "TXN": lambda r: TxnResult(r.succeeded, tuple(r.revs), r.rev),
 }
+"""Each verb's result. LEASE_TTL and LEASE_LIST answer one page: (LeaseInfo
+with a page of its paths, more) and (list of LeaseInfo, more); the plans
+``lease_ttl`` and ``leases`` (doozertw.client.plans) ask for every page."""
+
+
+def lease_of(response: ResponseMessage, paths: tuple[str, ...] = ()) -> LeaseInfo:
+    """The LeaseInfo of a LEASE_GRANT, LEASE_KEEPALIVE or LEASE_TTL response."""
+    return LeaseInfo(response.lease, response.ttl, response.remaining, paths)
 
 
 def result_of(verb: str, response: ResponseMessage) -> Any:

@@ -6,8 +6,11 @@ the DoozerError that request failed with. It returns its answer with
 ``return``. ``drive_blocking`` runs a plan on the blocking client; the
 Twisted client runs it in ``DoozerClient.run_plan``.
 
-Every plan pins one revision first (the current one, unless given), so its
-answer is a consistent snapshot even while others write.
+Every listing plan pins one revision first (the current one, unless
+given), so its answer is a consistent snapshot even while others write.
+The lease plans (``lease_ttl``, ``leases``) cannot pin a revision (leases
+are not versioned): they page by key (the last path or lease id seen), so
+an entry that exists throughout is listed exactly once.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from collections.abc import Callable, Generator, Sequence
 from typing import Any, TypeVar
 
 from doozertw.errors import DoozerError, ErrCode
-from doozertw.client.core import Call, call
+from doozertw.client.core import Call, LeaseInfo, call
 from doozertw.store import DIR, Event
 
 BATCH = 32
@@ -115,6 +118,41 @@ def tree(root: str = "/", rev: int | None = None,
     paths = yield from find(root, rev, batch)
     stats = _raise_errors((yield [call("STAT", path=p, rev=rev) for p in paths]))
     return [(p, r == DIR, length, r) for p, (length, r) in zip(paths, stats)]
+
+
+MAX_PAGES = 1_000_000
+"""Pages a lease plan asks for before giving up (a server that never ends)."""
+
+
+def lease_ttl(lease: int) -> Plan[LeaseInfo]:
+    """Plan: the lease with every path attached to it (LEASE_TTL page by page).
+
+    Its ttl and time left are those of the first page.
+    """
+    first: LeaseInfo | None = None
+    paths: list[str] = []
+    after: str | None = None
+    for _ in range(MAX_PAGES):
+        ((info, more),) = _raise_errors((yield [call("LEASE_TTL", lease=lease, path=after)]))
+        first = first or info
+        paths.extend(info.paths)
+        if not more or not info.paths:
+            return LeaseInfo(first.id, first.ttl, first.remaining, tuple(paths))
+        after = info.paths[-1]
+    raise DoozerError(ErrCode.OTHER, "LEASE_TTL never ended")
+
+
+def leases() -> Plan[list[LeaseInfo]]:
+    """Plan: every lease, by id, without paths (LEASE_LIST page by page)."""
+    found: list[LeaseInfo] = []
+    after = 0
+    for _ in range(MAX_PAGES):
+        ((page, more),) = _raise_errors((yield [call("LEASE_LIST", lease=after)]))
+        found.extend(page)
+        if not more or not page:
+            return found
+        after = page[-1].id
+    raise DoozerError(ErrCode.OTHER, "LEASE_LIST never ended")
 
 
 def drive_blocking(plan: Plan[T], many: Callable[[Sequence[Call]], Outcomes]) -> T:

@@ -15,9 +15,11 @@ Connection states, reported to listeners added with ``add_listener``:
   held request failed with ConnectionLost. The next request starts over.
 - ``CLOSED``: ``close()`` was called.
 
-Requests in flight when a connection is lost: reads and WAITs are sent
-again on the next connection (so a watch resumes where it was); SET, DEL
-and NOP fail with ConnectionLost, because they may have been applied.
+Requests in flight when a connection is lost: reads and WAITs (and the
+idempotent lease verbs: keepalive, lease_ttl, leases) are sent again on the
+next connection (so a watch resumes where it was); SET, DEL, NOP, TXN,
+LEASE_GRANT and LEASE_REVOKE fail with ConnectionLost, because they may
+have been applied.
 """
 
 from __future__ import annotations
@@ -34,12 +36,14 @@ from zope.interface import implementer
 from twisted.python.failure import Failure
 
 from doozertw.client import plans
-from doozertw.client.core import Call, ConnectionLost, WaitTimeout, call
+from doozertw.client.core import (
+    Call, ConnectionLost, LeaseInfo, Op, TxnResult, WaitTimeout, call)
 from doozertw.client.protocol import DoozerClientProtocol
 from doozertw.client.uri import Address, Target, resolve
 from doozertw.client.verbs import Verbs
 from doozertw.client.watch import Watch
 from doozertw.store import Event
+from doozertw.store.mutation import Compare
 from doozertw.tlsutil import ClientTLS
 
 T = TypeVar("T")
@@ -157,7 +161,8 @@ class DoozerClient(Verbs):
         # Verbs' methods with this client's results (doozertw.client.verbs).
         def get(self, path: str, rev: int | None = None) -> defer.Deferred[tuple[bytes, int]]: ...
 
-        def set(self, path: str, rev: int, value: bytes | str) -> defer.Deferred[int]: ...
+        def set(self, path: str, rev: int, value: bytes | str,
+                lease: int = 0) -> defer.Deferred[int]: ...
 
         def delete(self, path: str, rev: int) -> defer.Deferred[int]: ...
 
@@ -178,6 +183,19 @@ class DoozerClient(Verbs):
         self = self_id
 
         def access(self, secret: bytes | str) -> defer.Deferred[None]: ...
+
+        def grant_lease(self, ttl: int, id: int = 0) -> defer.Deferred[LeaseInfo]: ...
+
+        def keepalive(self, id: int) -> defer.Deferred[LeaseInfo]: ...
+
+        def revoke_lease(self, id: int) -> defer.Deferred[int]: ...
+
+        def lease_ttl(self, id: int) -> defer.Deferred[LeaseInfo]: ...
+
+        def leases(self) -> defer.Deferred[list[LeaseInfo]]: ...
+
+        def txn(self, compares: Iterable[Compare], success: Iterable[Op] = (),
+                failure: Iterable[Op] = ()) -> defer.Deferred[TxnResult]: ...
 
         def getdir_all(self, path: str, rev: int | None = None) -> defer.Deferred[list[str]]: ...
 

@@ -62,7 +62,7 @@ class RevisionIndex:
             self._revs.clear()  # entries skipped (a snapshot): earlier revs unknown
             self._rev = None
         self._last_index = index
-        if outcome is not None and outcome.event is not None:
+        if outcome is not None and (outcome.event is not None or outcome.events):
             self._rev = outcome.rev
         self._revs.append(self._rev)
 

@@ -34,6 +34,16 @@ Per-connection contract:
   two look alike), those are answered at once with ``OTHER`` (ABANDONED)
   and cancelled; the other requests are answered, then the connection
   closes.
+
+doozertw's extension verbs (docs/protocol-doozer-leases.md): LEASE_GRANT,
+LEASE_KEEPALIVE, LEASE_REVOKE, LEASE_TTL, LEASE_LIST, TXN and SET's
+``lease`` field. Writes (all but LEASE_TTL and LEASE_LIST) need write
+access. A TXN is bounded before it reaches the node (``limits.max_txn_ops``
+compares and ops, ``limits.max_txn_bytes`` of paths and values, each path
+and value within ``max_path``/``max_value``); LEASE_TTL and LEASE_LIST
+answer one page (at most PAGE_ITEMS entries, about PAGE_BYTES of paths)
+after the key given and set ``more`` when the page was cut short
+(doozertw.frontends.doozer_ext builds them).
 """
 
 from twisted.internet.interfaces import IHalfCloseableProtocol, IPushProducer
@@ -48,6 +58,7 @@ from doozertw.frontends.connection import (
 from doozertw.wire import (
     FLAG_DEL, FLAG_SET, VERBS, FrameReader, FrameTooLarge, MalformedFrame, Response, frame,
     parse_request)
+from doozertw.frontends.doozer_ext import MAX_ID, lease_id, lease_page, list_page, txn_of
 from doozertw.frontends.interface import SET
 
 _OTHER = int(ErrCode.OTHER)
@@ -310,8 +321,8 @@ class DoozerProtocol(ConnectionStateView, Protocol):
         if self._input_ended:
             self._finish_if_done()
 
-    def _track(self, tag, d, on_result, cancellable=False, parked=False, write=False):
-        """Answer ``tag`` with ``on_result(result, tag)`` or an error reply.
+    def _track(self, tag, d, on_result, *args, cancellable=False, parked=False, write=False):
+        """Answer ``tag`` with ``on_result(result, *args, tag)`` or an error reply.
 
         A ``cancellable`` request (a read or WAIT) is cancelled if the
         connection is lost before it is answered; a ``parked`` one (a WAIT or
@@ -325,7 +336,7 @@ class DoozerProtocol(ConnectionStateView, Protocol):
             self._parked.add(tag)
         if write:
             self._writes.add(tag)
-        d.addCallback(on_result, tag).addErrback(self._failed, tag)
+        d.addCallback(on_result, *args, tag).addErrback(self._failed, tag)
 
     def _failed(self, failure, tag):
         if self._closed or tag not in self._pending:
@@ -429,7 +440,11 @@ class DoozerProtocol(ConnectionStateView, Protocol):
         value = request.value
         if len(value) > self.limits.max_value:
             raise DoozerError(ErrCode.OTHER, "value too large")
-        self._track(tag, self.node.set(path, rev, value), self._revised, write=True)
+        if request.lease:   # doozertw's extension: attach the file to a lease
+            d = self.node.set(path, rev, value, lease=lease_id(request.lease))
+        else:
+            d = self.node.set(path, rev, value)
+        self._track(tag, d, self._revised, write=True)
 
     def _del(self, request, tag):
         self._need_write()
@@ -499,6 +514,60 @@ class DoozerProtocol(ConnectionStateView, Protocol):
     def _named_self(self, name, tag):
         self._reply(Response(value=name.encode("utf-8")), tag)
 
+    def _lease_grant(self, request, tag):
+        self._need_write()
+        if not request.HasField("ttl"):
+            raise DoozerError(ErrCode.MISSING_ARG, "ttl")
+        if not 1 <= request.ttl <= self.limits.max_lease_ttl:
+            raise DoozerError(ErrCode.RANGE, f"ttl must be 1 to {self.limits.max_lease_ttl}")
+        if not 0 <= request.lease <= MAX_ID:
+            raise DoozerError(ErrCode.RANGE, "lease id")
+        self._track(tag, self.node.grant_lease(request.ttl, request.lease), self._leased,
+                    write=True)
+
+    def _leased(self, info, tag):
+        self._reply(Response(lease=info.id, ttl=info.ttl, remaining=info.remaining), tag)
+
+    def _lease_keepalive(self, request, tag):
+        self._need_write()
+        self._track(tag, self.node.keepalive(self._lease(request)), self._leased, write=True)
+
+    def _lease_revoke(self, request, tag):
+        self._need_write()
+        self._track(tag, self.node.revoke_lease(self._lease(request)), self._revised,
+                    write=True)
+
+    def _lease_ttl(self, request, tag):
+        """One page of the lease's paths: those after ``path`` (if given)."""
+        self._need_read()
+        lease = self._lease(request)
+        after = self._path(request) if request.HasField("path") else None
+        self._track(tag, self.node.lease_info(lease), self._paged, lease_page, after,
+                    cancellable=True)
+
+    def _paged(self, found, build_page, after, tag):
+        self._reply(build_page(found, after), tag)
+
+    def _lease_list(self, request, tag):
+        """One page of the leases: those whose id is above ``lease`` (if given)."""
+        self._need_read()
+        self._track(tag, self.node.leases(), self._paged, list_page, request.lease,
+                    cancellable=True)
+
+    def _txn(self, request, tag):
+        self._need_write()
+        compares, success, failure = txn_of(request, self.limits)
+        self._track(tag, self.node.txn(compares, success, failure), self._txn_done, write=True)
+
+    def _txn_done(self, result, tag):
+        self._reply(Response(succeeded=result.succeeded, revs=result.revs, rev=result.rev), tag)
+
+    def _lease(self, request):
+        """The request's lease id: MISSING_ARG if absent, NOENT if no lease can have it."""
+        if not request.HasField("lease"):
+            raise DoozerError(ErrCode.MISSING_ARG, "lease")
+        return lease_id(request.lease)
+
     def _access(self, request, tag):
         if self.access.grant(request.value):
             self._write(_encode(Response(tag=tag)))
@@ -518,4 +587,11 @@ _HANDLERS = {
     VERBS["STAT"]: DoozerProtocol._stat,
     VERBS["SELF"]: DoozerProtocol._self,
     VERBS["ACCESS"]: DoozerProtocol._access,
+    VERBS["LEASE_GRANT"]: DoozerProtocol._lease_grant,
+    VERBS["LEASE_KEEPALIVE"]: DoozerProtocol._lease_keepalive,
+    VERBS["LEASE_REVOKE"]: DoozerProtocol._lease_revoke,
+    VERBS["LEASE_TTL"]: DoozerProtocol._lease_ttl,
+    VERBS["LEASE_LIST"]: DoozerProtocol._lease_list,
+    VERBS["TXN"]: DoozerProtocol._txn,
 }
+
