@@ -174,3 +174,64 @@ def test_a_txn_through_a_follower_is_one_entry(cluster):
     for member in cluster.members.values():
         assert member.store.get("/t/y") == (b"2", result.rev - 1)
         assert member.store.get("/t/x") == (b"", 0)
+
+
+# -- randomized: no lease ends early, none outlives its holder for long ----------------
+
+
+def _nemesis(net, rng):
+    """One random fault or repair among the voters."""
+    choice = rng.random()
+    if choice < 0.3:
+        net.heal()
+    elif choice < 0.6:
+        net.isolate(rng.choice(VOTERS))
+    elif choice < 0.8:
+        a, b, c = rng.sample(VOTERS, 3)
+        net.partition({a}, {b, c})
+    else:
+        net.heal()
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_a_kept_lease_never_expires_early_under_partitions(seed):
+    """The holder keeps its lease alive through random nodes every TTL/4
+    while leaders come and go; the lease is revoked (on any node) no sooner
+    than TTL after the last keep-alive that succeeded was sent, and once the
+    holder stops and the network heals it is gone within TTL plus a failover."""
+    import random
+    rng = random.Random(seed)
+    net = MemoryNetwork(task.Clock())
+    for i, name in enumerate(VOTERS):
+        net.add(name, VOTERS, seed=seed * 10 + i)
+    run_until(net, lambda: net.leader() is not None and net.leader().lessor.active, 5.0)
+    ttl = 3
+    lease = outcome(net, net.leader().node.grant_lease(ttl)).id
+    outcome(net, net.leader().node.set("/held", CLOBBER, b"x", lease=lease))
+    revoked_at = {}
+    for name, member in net.members.items():
+        member.node.watch("/held", member.store.rev + 1,
+                          lambda e, n=name: e.is_set or revoked_at.setdefault(
+                              n, net.clock.seconds()))
+    last_ok = [net.clock.seconds()]
+
+    def keep_alive():
+        sent = net.clock.seconds()
+        via = net.members[rng.choice(VOTERS)]
+
+        def ok(_):
+            last_ok[0] = max(last_ok[0], sent)
+        via.node.keepalive(lease).addCallbacks(ok, lambda f: None)
+
+    for step in range(int(20 / 0.25)):
+        keep_alive()
+        if step % 8 == 0:
+            _nemesis(net, rng)
+        net.run(0.25)
+        assert not revoked_at or min(revoked_at.values()) >= last_ok[0] + ttl, (
+            "revoked early", revoked_at, last_ok[0])
+    stopped = net.clock.seconds()
+    net.heal()
+    run_until(net, lambda: len(revoked_at) == 3, 20.0)
+    assert min(revoked_at.values()) >= last_ok[0] + ttl
+    assert max(revoked_at.values()) - stopped <= ttl + 6.0
