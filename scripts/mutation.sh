@@ -3,7 +3,7 @@
 #
 #   scripts/mutation.sh TARGET [mutmut run options]
 #
-# TARGET is one of: store, consensus, persist, reads.  The script copies the
+# TARGET is one of: store, consensus, persist, reads, leases.  The script copies the
 # checkout to .mutation/TARGET/, writes mutmut's configuration for that
 # target (which files to mutate, which tests judge them), runs mutmut there
 # and prints the score with scripts/mutation_report.py.  A rerun resumes
@@ -13,7 +13,7 @@
 # ./test.sh; docs/testing.md records the last scores and every survivor.
 set -euo pipefail
 here="$(cd "$(dirname "$0")/.." && pwd)"
-target="${1:?usage: scripts/mutation.sh store|consensus|persist|reads [mutmut options]}"
+target="${1:?usage: scripts/mutation.sh store|consensus|persist|reads|leases [mutmut options]}"
 shift
 case "$target" in
   store)
@@ -30,6 +30,9 @@ case "$target" in
   reads)
     mutate='"doozertw/cluster/reads.py", "doozertw/cluster/proposer.py"'
     tests='"tests/test_cluster_proposer.py", "tests/test_cluster_reads.py", "tests/test_cluster_memory.py", "tests/test_cluster_regressions.py", "tests/test_sim_memnet_reads.py", "tests/test_cluster_driver.py", "tests/test_cluster_faults.py", "tests/test_cluster_durable.py"' ;;
+  leases)
+    mutate='"doozertw/store/leases.py", "doozertw/store/txn.py", "doozertw/store/mutation.py", "doozertw/cluster/lessor.py", "doozertw/cluster/lease_forward.py"'
+    tests='"tests/test_store_leases.py", "tests/test_lessor.py", "tests/test_cluster_leases.py", "tests/test_store_model.py", "tests/test_store.py"' ;;
   *) echo "unknown target: $target" >&2; exit 2 ;;
 esac
 

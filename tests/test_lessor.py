@@ -155,3 +155,53 @@ def test_demotion_forgets_every_deadline_and_stops_expiring(store, clock):
         lessor.answer((1,), False)
     lessor.promote()  # a later term starts the countdown afresh
     assert lessor.answer((1,), False) == {1: 11.0}
+
+
+def test_an_answer_covers_every_known_lease_asked(store, clock):
+    lessor, _ = make(store, clock)
+    store.apply(GrantLease(5, 4))
+    lessor.promote()
+    assert lessor.answer((7, 1, 5), False) == {1: 11.0, 5: 5.0}
+
+
+def test_time_left_counts_down_to_zero_not_below(store, clock):
+    lessor, proposals = make(store, clock)
+    lessor.promote()
+    proposals.hold = True
+    clock.advance(10.75)
+    assert lessor.answer((1,), False) == {1: 0.25}
+    lessor._revoking.clear()  # as if the revocation were still to come
+    clock.advance(0.2)
+    assert lessor.answer((1,), False) == {1: pytest.approx(0.05)}
+
+
+def test_a_lease_expires_exactly_at_its_deadline(store, clock):
+    lessor, proposals = make(store, clock)
+    lessor.promote()  # at 0: deadline 11.0, checks every 0.5 s
+    clock.advance(10.5)
+    assert proposals.made == []
+    clock.advance(0.5)
+    assert proposals.made == [RevokeLease(1, expired=True)]
+
+
+def test_granted_ignores_a_lease_it_does_not_know_or_when_not_leading(store, clock):
+    lessor, proposals = make(store, clock)
+    lessor.granted(1)
+    assert not clock.getDelayedCalls()
+    lessor.promote()
+    lessor.granted(99)  # not (yet) in this store: nothing to time
+    assert lessor.answer((99,), False) == {}
+
+
+def test_expiry_and_its_failure_are_logged_with_the_lease(store, clock):
+    from twisted.logger import capturedLogs
+    lessor, proposals = make(store, clock)
+    lessor.promote()
+    proposals.hold = True
+    with capturedLogs() as events:
+        clock.advance(11.0)
+        proposals.held.pop()[1].errback(DoozerError(ErrCode.OTHER, "no quorum"))
+    fields = [(e["log_format"].split(":")[0], e.get("lease"), e.get("error"))
+              for e in events]
+    assert ("lease.expired", 1, None) in fields
+    assert ("lease.expire.failed", 1, "OTHER: no quorum") in fields

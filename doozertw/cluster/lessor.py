@@ -69,7 +69,6 @@ class Lessor:
         self.interval = interval
         self.ask_leader = ask_leader
         self.active = False
-        self.expired = 0
         self._deadlines: dict[int, float] = {}
         self._revoking: set[int] = set()
         self._timer: Any = None
@@ -167,7 +166,6 @@ class Lessor:
 
     def _expire(self, lease: int) -> None:
         self._revoking.add(lease)
-        self.expired += 1
         self.log.info("lease.expired: {lease}", lease=lease)
 
         def applied(outcome: Outcome) -> None:
