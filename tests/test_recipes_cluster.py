@@ -1,0 +1,244 @@
+"""The Lock recipe against a real 3-node cluster (three ``twistd doozer``
+processes), with lock holders in separate Python processes killed by SIGKILL.
+
+- A holder takes the lock and sleeps; it is SIGKILLed together with the
+  node it talks to (the leader). The waiter, in this process, gets the lock
+  within the ttl plus one election, with a larger fencing token.
+- (slow) Several contender processes loop acquire/hold/release while
+  holders are killed at random; every hold is logged (token, start, end)
+  and the holds must never overlap, in token order, and tokens must grow.
+
+The cluster fixture is self-contained (as in test_client_cluster.py). The
+default test takes about 15-25 s on a 2-core machine.
+"""
+
+import json
+import os
+import random
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+import yaml
+
+from doozertw.client import BlockingClient
+from doozertw.client.recipes import BlockingSession, Lock
+from doozertw.errors import DoozerError
+from doozertw.testing.node_process import free_ports
+from doozertw.testing.proxy import child_env
+from doozertw.testing.spawn import Twistd
+
+pytestmark = pytest.mark.e2e
+
+NAMES = ("n1", "n2", "n3")
+TTL = 2
+FAILOVER_BOUND = 10.0
+"""Seconds (on top of the ttl) within which the lock must pass on."""
+
+CONTENDER = r"""
+import json, random, sys, time
+from doozertw.client import BlockingClient
+from doozertw.client.recipes import BlockingSession, Lock
+
+uri, log, seed, rounds, hold, ttl = sys.argv[1:7]
+seed, rounds, hold, ttl = int(seed), int(rounds), float(hold), int(ttl)
+rng = random.Random(seed)
+out = open(log, "a", buffering=1)
+client = BlockingClient(uri, suspend_timeout=20)
+session = BlockingSession(client, ttl=ttl).start()
+lock = Lock(session, "/locks/e2e", value=str(seed))
+for _ in range(rounds):
+    token = lock.acquire()
+    out.write(json.dumps(["acquired", token, time.monotonic()]) + "\n")
+    time.sleep(hold if hold >= 0 else rng.uniform(0.02, 0.3))
+    out.write(json.dumps(["releasing", token, time.monotonic(), session.state.value]) + "\n")
+    lock.release()
+    time.sleep(rng.uniform(0.0, 0.1))
+session.close()
+client.close()
+out.write(json.dumps(["done"]) + "\n")
+"""
+
+
+def until(predicate, timeout=15.0, what="condition"):
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            value = predicate()
+        except (DoozerError, OSError):
+            value = None
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+class Cluster:
+    """Three ``twistd doozer`` processes sharing one cluster file."""
+
+    def __init__(self, tmp_path):
+        self.tmp = tmp_path
+        ports = free_ports(2 * len(NAMES))
+        self.client_ports = dict(zip(NAMES, ports[::2]))
+        peer_ports = dict(zip(NAMES, ports[1::2]))
+        self.config = tmp_path / "cluster.yaml"
+        (tmp_path / "peer-secret").write_text("recipes-test-secret-" * 3)
+        self.config.write_text(yaml.safe_dump({"cluster": "demo",
+                                               "peer_secret_file": "peer-secret", "nodes": {
+            name: {"listen": f"tcp:{self.client_ports[name]}:interface=127.0.0.1",
+                   "web": "none",
+                   "peer_listen": f"tcp:{peer_ports[name]}:interface=127.0.0.1"}
+            for name in NAMES}}))
+        self.procs = {}
+
+    def address(self, name):
+        return f"127.0.0.1:{self.client_ports[name]}"
+
+    def uri(self, *names):
+        return "doozer:?" + "&".join(f"ca={self.address(n)}" for n in names)
+
+    def start(self, name):
+        self.procs[name] = Twistd(("--config", str(self.config), "--name", name),
+                                  str(self.tmp), name).launch()
+
+    def stop_all(self):
+        for proc in self.procs.values():
+            proc.kill()
+
+    def wait_ready(self, timeout=30.0):
+        """Wait until every node accepts a write; returns the leader's name."""
+        clients = {n: BlockingClient(self.address(n), suspend_timeout=0.5) for n in NAMES}
+        try:
+            for name, client in clients.items():
+                until(lambda c=client, n=name: c.set(f"/ready/{n}", -1, b"ok"), timeout,
+                      f"{name} to accept a write")
+
+            def agreed_leader():
+                seen = {c.get("/ctl/leader")[0].decode() for c in clients.values()}
+                return seen.pop() if len(seen) == 1 and "" not in seen else None
+
+            return until(agreed_leader, timeout, "the nodes to agree on a leader")
+        finally:
+            for client in clients.values():
+                client.close()
+
+
+@pytest.fixture
+def cluster(tmp_path):
+    c = Cluster(tmp_path)
+    try:
+        for name in NAMES:
+            c.start(name)
+        c.leader = c.wait_ready()
+        yield c
+    finally:
+        c.stop_all()
+
+
+class Contender:
+    """One contender process running CONTENDER, logging to its own file."""
+
+    def __init__(self, tmp_path, uri, seed, rounds, hold):
+        self.log = tmp_path / f"contender-{seed}.log"
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", CONTENDER, uri, str(self.log), str(seed), str(rounds),
+             str(hold), str(TTL)], env=child_env(), stdout=subprocess.DEVNULL,
+            stderr=open(tmp_path / f"contender-{seed}.err", "w"))
+        self.killed_at = None
+
+    def records(self):
+        if not self.log.exists():
+            return []
+        lines = self.log.read_text().splitlines()
+        return [json.loads(line) for line in lines if line.endswith("]")]
+
+    def holding(self):
+        records = self.records()
+        return records and records[-1][0] == "acquired"
+
+    def kill(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(10)
+        if self.killed_at is None:
+            self.killed_at = time.monotonic()  # it is dead by now
+
+
+def test_a_killed_holder_passes_the_lock_on_with_a_larger_token(cluster, tmp_path):
+    others = [n for n in NAMES if n != cluster.leader]
+    holder = Contender(tmp_path, cluster.uri(cluster.leader), 1, 1, 1000.0)
+    try:
+        until(holder.holding, 20.0, "the holder to take the lock")
+        held_token = holder.records()[-1][1]
+        client = BlockingClient(cluster.uri(*others, cluster.leader), suspend_timeout=30.0)
+        session = BlockingSession(client, ttl=TTL).start()
+        got = []
+        waiter = threading.Thread(
+            target=lambda: got.append((Lock(session, "/locks/e2e").acquire(timeout=60),
+                                       time.monotonic())), daemon=True)
+        waiter.start()
+        time.sleep(1.5)
+        assert not got, "the waiter got a held lock"
+        holder.kill()                           # mid-hold, with the node it talks to
+        cluster.procs[cluster.leader].kill()
+        killed = time.monotonic()
+        waiter.join(TTL + FAILOVER_BOUND + 5.0)
+        assert got, "the lock never passed on"
+        token, at = got[0]
+        assert token > held_token
+        assert at - killed < TTL + FAILOVER_BOUND
+        session.close()
+        client.close()
+    finally:
+        holder.kill()
+
+
+@pytest.mark.slow
+def test_random_kills_never_break_mutual_exclusion(cluster, tmp_path):
+    rng = random.Random(os.environ.get("DOOZER_SEED", "recipes"))
+    uri = cluster.uri(*NAMES)
+    seeds = iter(range(100, 10**6))
+    live = [Contender(tmp_path, uri, next(seeds), 10**6, -1.0) for _ in range(4)]
+    everyone = list(live)
+    try:
+        deadline = time.monotonic() + 25.0
+        kills = 0
+        while time.monotonic() < deadline:
+            time.sleep(rng.uniform(1.0, 3.0))
+            holders = [c for c in live if c.holding()]
+            victim = rng.choice(holders or live)
+            victim.kill()
+            kills += 1
+            live.remove(victim)
+            fresh = Contender(tmp_path, uri, next(seeds), 10**6, -1.0)
+            live.append(fresh)
+            everyone.append(fresh)
+    finally:
+        for contender in everyone:
+            contender.kill()
+    holds = []
+    for contender in everyone:
+        open_hold = None
+        for record in contender.records():
+            if record[0] == "acquired":
+                open_hold = [record[1], record[2], None, "connected"]
+                holds.append(open_hold)
+            elif record[0] == "releasing":
+                assert open_hold is not None and open_hold[0] == record[1]
+                open_hold[2], open_hold[3] = record[2], record[3]
+                open_hold = None
+        if open_hold is not None:
+            open_hold[2] = contender.killed_at
+    assert kills >= 5 and len(holds) >= 20, (kills, len(holds))
+    by_token = sorted(holds)
+    tokens = [h[0] for h in by_token]
+    assert len(set(tokens)) == len(tokens)
+    assert [h[0] for h in sorted(holds, key=lambda h: h[1])] == tokens, \
+        "tokens did not grow in the order the lock was taken"
+    for earlier, later in zip(by_token, by_token[1:]):
+        if earlier[3] == "lost":
+            continue                # a holder that knew its session was lost
+        assert later[1] >= earlier[2], f"holds overlap: {earlier} and {later}"
