@@ -132,7 +132,7 @@ MUTATIONS = [
     SetFile("/a", 3, b"x"), SetFile("/a", CLOBBER, b"\x00", 2 ** 63 - 1),
     DeleteFile("/b", CLOBBER), Nop(), GrantLease(0, 10), GrantLease(5, 2 ** 40),
     RevokeLease(3), RevokeLease(3, True),
-    Txn((Compare("/a", rev=0), Compare("/b", value=b"")),
+    Txn((Compare("/a", rev=0), Compare("/b", value=b""), Compare("/c", rev=2 ** 63 - 1)),
         (SetFile("/c", CLOBBER, b"v", 1), DeleteFile("/d", 4)), (SetFile("/e", 0, b""),)),
     Txn(),
 ]
@@ -161,10 +161,20 @@ def test_malformed_mutations_are_refused(data):
 
 
 def test_a_compare_gives_exactly_one_condition():
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="exactly one of rev and value"):
         Compare("/a")
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="exactly one of rev and value"):
         Compare("/a", rev=1, value=b"")
+
+
+def test_lease_files_come_in_walk_order_not_byte_order(store):
+    """Walk order compares path components: /a/b comes before /a-b."""
+    lease = grant(store)
+    for path in ("/a-b", "/a/b", "/a0"):
+        store.apply(SetFile(path, CLOBBER, b"", lease))
+    assert store.leases.files(lease) == ("/a/b", "/a-b", "/a0")
+    out = store.apply(RevokeLease(lease))
+    assert [e.path for e in out.events] == ["/a/b", "/a-b", "/a0"]
 
 
 # -- snapshots ---------------------------------------------------------------
