@@ -80,14 +80,14 @@ _VALUE_FLAGS = {"a": "uri", "b": "boot_uri", "r": "rev", "t": "timeout",
                 "tls-ca": "tls_ca", "tls-cert": "tls_cert", "tls-key": "tls_key", "lease": "lease"}
 _TLS_ENV = {"tls_ca": "DOOZER_TLS_CA", "tls_cert": "DOOZER_TLS_CERT",
             "tls_key": "DOOZER_TLS_KEY"}
-_BOOL_FLAGS = {"h": "help", "help": "help", "v": "version", "json": "json"}
+_BOOL_FLAGS = {"h": "help", "help": "help", "v": "version", "version": "version", "json": "json"}
 _FLAG_HELP = [
     ("-a", "string", "the address to bind to", DEFAULT_URI),
     ("-b", "string", "the DzNS uri", ""),
     ("-r", "int", "request rev", "-1"),
     ("-t", "duration", "wait timeout", "0s"),
     ("-h, --help", "", "show help", ""),
-    ("-v", "", "print version string", ""),
+    ("-v, --version", "", "print version string", ""),
     ("--json", "", "print results as JSON", ""),
     ("--lease", "int", "set, add: attach the file to this lease", "0"),
     ("--tls-ca", "file", "speak TLS; verify the server against this CA (PEM)", ""),

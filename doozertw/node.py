@@ -113,6 +113,7 @@ class Stats:
         self.reads = 0
         self.writes = 0
         self.write_errors = 0
+        self.write_failures = 0
         self.connections = 0
 
 
@@ -315,11 +316,14 @@ class Node:
     def _commit(self, mutation: Mutation) -> defer.Deferred[Outcome]:
         """The mutation's Outcome once applied; fails with its error."""
         self.stats.writes += 1
-        if not self.proposal_observers:
-            return self.proposer.propose(mutation).addCallback(self._outcome)
-        started = self._seconds()
         d = self.proposer.propose(mutation)
-        return d.addBoth(self._observe_latency, started).addCallback(self._outcome)
+        if self.proposal_observers:
+            d.addBoth(self._observe_latency, self._seconds())
+        return d.addCallbacks(self._outcome, self._failed)
+
+    def _failed(self, failure: Failure) -> Failure:
+        self.stats.write_failures += 1
+        return failure
 
     def _seconds(self) -> float:
         if self._reactor is None:
@@ -465,7 +469,9 @@ class Node:
         return NodeMetrics(rev=store.rev, files=store.file_count,
                            watchers=store.watch_count, connections=stats.connections,
                            reads=stats.reads, writes=stats.writes,
-                           write_errors=stats.write_errors)
+                           write_errors=stats.write_errors,
+                           write_failures=stats.write_failures,
+                           leases=len(store.leases))
 
     def record_read(self) -> None:
         """Count one read served without a read verb (a listing, a snapshot)."""

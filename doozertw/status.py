@@ -4,6 +4,9 @@ returning a ClusterView (doozertw.cluster.status); a node alone is described
 by doozertw.frontends.web.status.SingleNodeStatus.
 """
 
+import bisect
+import threading
+
 import attrs
 
 LEADER = "leader"
@@ -38,6 +41,75 @@ class StorageView:
     writes_refused: str = ""
 
 
+DURATION_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+                    0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+@attrs.frozen
+class Histogram:
+    """A copy of a Durations: ``buckets`` holds (upper bound, cumulative
+    count) pairs in increasing order, the last bound ``inf``."""
+
+    buckets: tuple[tuple[float, int], ...]
+    count: int
+    sum: float
+
+
+class Durations:
+    """Seconds observed by whoever owns a clock (a pure core never does):
+    ``observe(seconds)`` may be called from any thread (the WAL writer
+    thread times its fsyncs); ``snapshot()`` copies it for a reader.
+    Negative durations (a clock stepped back) count as 0."""
+
+    def __init__(self, buckets=DURATION_BUCKETS):
+        self.bounds = tuple(sorted(buckets)) + (float("inf"),)
+        self._counts = [0] * len(self.bounds)
+        self._sum = 0.0
+        self._lock = threading.Lock()
+
+    def observe(self, seconds: float) -> None:
+        seconds = max(0.0, seconds)
+        at = bisect.bisect_left(self.bounds, seconds)
+        with self._lock:
+            self._counts[at] += 1
+            self._sum += seconds
+
+    def snapshot(self) -> Histogram:
+        with self._lock:
+            counts, total = list(self._counts), self._sum
+        cumulative, running = [], 0
+        for bound, n in zip(self.bounds, counts):
+            running += n
+            cumulative.append((bound, running))
+        return Histogram(buckets=tuple(cumulative), count=running, sum=total)
+
+
+@attrs.frozen
+class RaftFigures:
+    """This member's consensus and replication figures, for /metrics.
+
+    ``role``: as in MemberStatus; ``commit``, ``applied``, ``last_index``:
+    Raft log indexes; ``read_rounds``: ReadIndex rounds started;
+    ``proposals_pending``: proposals awaiting their outcome;
+    ``snapshots_received``: snapshots streamed in from a leader;
+    ``snapshot_seconds``: time to take each snapshot (serialize the store,
+    compact, make it durable); ``fsync_seconds``: each fsync of the data
+    directory (None in memory); ``peers``: doozertw.peer.transport.PeerStats
+    of each peer link (empty without a transport).
+    """
+
+    role: str
+    commit: int
+    applied: int
+    last_index: int
+    read_rounds: int = 0
+    proposals_pending: int = 0
+    snapshots_received: int = 0
+    snapshot_seconds: Histogram | None = None
+    fsync_seconds: Histogram | None = None
+    peers: tuple = ()
+
+
 @attrs.frozen
 class ClusterView:
     """What this node knows about its cluster.
@@ -46,6 +118,8 @@ class ClusterView:
     - ``has_quorum``: this node can commit writes now.
     - ``leader_changes``: leaders this node has seen since it started.
     - ``peer_rtt``: (peer name, last round-trip time in seconds) pairs.
+    - ``raft``: RaftFigures of a replicated member (None for a node alone);
+      /metrics reads them, the JSON view does not carry them.
     """
 
     name: str
@@ -57,6 +131,7 @@ class ClusterView:
     leader_changes: int = 0
     peer_rtt: tuple = ()
     storage: StorageView | None = None
+    raft: RaftFigures | None = None
 
     def member(self, name):
         for m in self.members:

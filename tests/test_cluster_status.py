@@ -298,16 +298,17 @@ def test_proposal_latency_counts_doozer_protocol_writes_once(cluster):
     run_until(cluster, lambda: len(conn.replies()) == 3)
     conn.send("DEL", 4, path="/p/b", rev=-1)
     run_until(cluster, lambda: len(conn.replies()) == 4)
+    me = (("node", follower.name),)
     got = samples(client.call("GET", "/metrics")[2].decode())
-    assert got[("doozer_proposal_latency_seconds_count", ())] == 4
+    assert got[("doozer_proposal_latency_seconds_count", me)] == 4
     # forwarded to the leader over a 2 ms network: a real, positive latency
-    assert got[("doozer_proposal_latency_seconds_sum", ())] > 4 * 0.002
+    assert got[("doozer_proposal_latency_seconds_sum", me)] > 4 * 0.002
     d = client.treq.request("PUT", "http://doozer.test/v1/keys/p/c", data=b"3")
     run_until(cluster, lambda: follower.store.get("/p/c", None)[1] > 0)
     client.treq.flush()
     assert d.called
     got = samples(client.call("GET", "/metrics")[2].decode())
-    assert got[("doozer_proposal_latency_seconds_count", ())] == 5  # counted once
+    assert got[("doozer_proposal_latency_seconds_count", me)] == 5  # counted once
 
 
 def test_a_failing_observer_does_not_break_writes(cluster):

@@ -378,3 +378,26 @@ def test_describe_self_never_rewrites_the_cluster_name():
     other = Node(name="n2", store=node.store, cluster_name="prod")
     result_of(other.describe_self("b:2", hostname="h"))   # a node joining later
     assert result_of(node.get("/ctl/name")) == written == (b"prod", written[1])
+
+
+def test_metrics_count_writes_without_an_outcome_and_leases():
+    from twisted.internet import defer, task
+
+    from doozertw.errors import DoozerError, ErrCode
+    from doozertw.node import Node
+
+    class Lost:
+        def propose(self, mutation):
+            return defer.fail(DoozerError(ErrCode.OTHER, "no quorum"))
+
+    lost = Node(proposer=Lost())
+    lost.set("/a", -1, b"x").addErrback(lambda f: None)
+    figures = lost.metrics()
+    assert (figures.writes, figures.write_errors, figures.write_failures) == (1, 0, 1)
+    node = Node(reactor=task.Clock())
+    node.grant_lease(5)
+    node.grant_lease(5)
+    node.set("/d", 0, b"").addErrback(lambda f: None)
+    node.set("/d", 0, b"").addErrback(lambda f: None)  # REV_MISMATCH: an answer
+    figures = node.metrics()
+    assert (figures.leases, figures.write_errors, figures.write_failures) == (2, 1, 0)

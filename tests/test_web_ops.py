@@ -77,7 +77,7 @@ def test_metrics_parse_and_reflect_the_node(node):
     assert got[("doozer_has_quorum", me)] == 0
     assert got[("doozer_leader_changes_total", me)] == 3
     assert got[("doozer_peer_rtt_seconds", (("node", node.name), ("peer", "n2")))] == 0.25
-    assert got[("doozer_proposal_latency_seconds_count", ())] == 2
+    assert got[("doozer_proposal_latency_seconds_count", me)] == 2
     for name in ("doozer_watchers", "doozer_connections", "doozer_web_connections"):
         assert (name, me) in got
 

@@ -31,6 +31,10 @@ Contracts:
   calls ``on_fatal(failure)``; an fsync is never retried.
 - The Raft node exists only after ``start(conf)``; before that, Raft
   messages are dropped and ``raft`` is None.
+- ``snapshot_seconds`` (doozertw.status.Durations) times each snapshot
+  this node takes, on the reactor's clock: from serializing the store to
+  the storage call that makes it durable returning (a failed one is not
+  counted).
 """
 
 from __future__ import annotations
@@ -52,6 +56,7 @@ from doozertw.errors import DoozerError
 from doozertw.limits import DEFAULT_QUORUM_TIMEOUT
 from doozertw.consensus.messages import InstallSnapshot
 from doozertw.peer import PayloadTooLarge
+from doozertw.status import Durations
 
 
 @attrs.frozen
@@ -104,6 +109,7 @@ class ClusterDriver:
         self._processing = False
         self._in_flight = None
         self._applied_bytes = 0
+        self.snapshot_seconds = Durations()
         self._sent_early = False
         self._durable_hard = None
         self._ticker = None
@@ -437,10 +443,15 @@ class ClusterDriver:
                 and self._applied_bytes < self.timing.compact_bytes):
             return
         self._applied_bytes = 0
+        started = self.reactor.seconds()
         data = self.applier.snapshot()
         snapshot = self.raft.compact(self.applied, data)
-        if self.persister is not None:
-            self.persister.compact(snapshot).addErrback(self._compact_failed)
+        if self.persister is None:
+            self.snapshot_seconds.observe(self.reactor.seconds() - started)
+            return
+        d = self.persister.compact(snapshot)
+        d.addCallback(lambda _: self.snapshot_seconds.observe(self.reactor.seconds() - started))
+        d.addErrback(self._compact_failed)
 
     def _compact_failed(self, failure):
         if is_disk_full(failure.value):

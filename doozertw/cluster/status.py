@@ -24,7 +24,10 @@ this node can know:
   included) within that window; a follower or learner heard from the leader
   it follows within it; a candidate or a node not yet a member: False;
 - leader_changes: (term, leader) pairs this node has seen a leader for;
-- peer_rtt: the last ping round trip of each peer link (``peer_stats``).
+- peer_rtt: the last ping round trip of each peer link (``peer_stats``);
+- raft: RaftFigures for /metrics (None before Raft starts): indexes, this
+  node's role, ReadIndex rounds, pending proposals, snapshots received,
+  the snapshot and fsync duration histograms and every peer link's stats.
 """
 
 from __future__ import annotations
@@ -36,7 +39,8 @@ from doozertw.cluster.envelope import name_of
 from doozertw.consensus import Role
 from doozertw.errors import DoozerError
 from doozertw.status import (
-    CANDIDATE, FOLLOWER, LEADER, LEARNER, ClusterView, MemberStatus, StorageView)
+    CANDIDATE, FOLLOWER, LEADER, LEARNER, ClusterView, MemberStatus, RaftFigures,
+    StorageView)
 
 LINK_UP = "up"
 REMOVED = "removed"
@@ -120,7 +124,25 @@ class ClusterStatus:
         return ClusterView(name=member.node.cluster_name, self_name=member.name,
                            leader=leader, term=term, has_quorum=self.has_quorum(),
                            members=members, leader_changes=self.leader_changes,
-                           peer_rtt=rtt, storage=self._storage(st))
+                           peer_rtt=rtt, storage=self._storage(st),
+                           raft=self._raft(st, members, stats))
+
+    def _raft(self, st, members, stats):
+        """RaftFigures from Status ``st`` (None: Raft not started)."""
+        if st is None:
+            return None
+        member, driver = self.member, self.member.driver
+        me = next((m for m in members if m.name == member.name), None)
+        provider_fsyncs = getattr(driver.storage_provider, "fsync_seconds", None)
+        return RaftFigures(
+            role=me.role if me is not None else "", commit=st.commit,
+            applied=driver.applied, last_index=st.last_index,
+            read_rounds=member.reads.rounds,
+            proposals_pending=member.proposer.pending_count,
+            snapshots_received=driver.snapshots_in.completed,
+            snapshot_seconds=driver.snapshot_seconds.snapshot(),
+            fsync_seconds=None if provider_fsyncs is None else provider_fsyncs.snapshot(),
+            peers=tuple(stats[name] for name in sorted(stats)))
 
     def _storage(self, st):
         """``st``: the Raft node's Status, or None before it starts."""

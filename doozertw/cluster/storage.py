@@ -18,12 +18,14 @@ from __future__ import annotations
 import errno
 import os
 import shutil
+import time
 from typing import TYPE_CHECKING
 
 from twisted.logger import Logger
 
 from doozertw.cluster.persister import InlinePersister, ThreadPersister
 from doozertw.consensus import HardState, MemoryStorage
+from doozertw.status import Durations
 
 if TYPE_CHECKING:
     from doozertw.persist.storage import DiskStorage
@@ -60,6 +62,7 @@ class MemoryProvider:
     """In-memory storage, persisted inline."""
 
     durable = False
+    fsync_seconds = None
 
     def existing(self) -> str | None:
         return None
@@ -76,19 +79,25 @@ class DiskProvider:
     """A data directory for node ``node`` of cluster ``cluster``.
 
     ``threaded=False`` persists inline (tests on a deterministic clock).
+    ``fsync_seconds`` (a doozertw.status.Durations) times every fsync of the
+    directory, read on ``clock`` (default ``time.monotonic``) around the
+    call by a TimedFileSystem: the storage itself reads no clock.
     """
 
     durable = True
     log = Logger()
 
     def __init__(self, path, cluster: str, node: str, reactor, fs=None, threaded=True,
-                 reserve_bytes=DEFAULT_RESERVE, free_bytes=None):
+                 reserve_bytes=DEFAULT_RESERVE, free_bytes=None, clock=time.monotonic):
         from doozertw.persist.fs import OsFileSystem
+        from doozertw.persist.timedfs import TimedFileSystem
         self.path = os.fspath(path)
         self.cluster = cluster
         self.node = node
         self.reactor = reactor
-        self.fs = fs if fs is not None else OsFileSystem()
+        self.fsync_seconds = Durations()
+        self.fs = TimedFileSystem(fs if fs is not None else OsFileSystem(), clock,
+                                  self.fsync_seconds.observe)
         self.threaded = threaded
         self.reserve_bytes = reserve_bytes
         self._free_bytes = free_bytes or self._statvfs_free

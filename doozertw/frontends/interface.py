@@ -57,7 +57,9 @@ class NodeMetrics:
     ``rev``: the revision applied locally; ``files``: files in the store;
     ``watchers``: watches registered; ``connections``: open client-port
     connections; ``reads``, ``writes``, ``write_errors``: requests served
-    since start (counters).
+    since start (counters); ``write_failures``: writes that got no outcome
+    (no quorum, the node stopping: the client cannot know whether they
+    happened); ``leases``: leases in the store.
     """
 
     rev: int
@@ -67,6 +69,8 @@ class NodeMetrics:
     reads: int
     writes: int
     write_errors: int
+    write_failures: int = 0
+    leases: int = 0
 
 
 class Cancellable(Protocol):
