@@ -347,3 +347,32 @@ def test_exchange_returns_the_raw_response_with_its_error():
     assert refused.err_code == ErrCode.REV_MISMATCH and refused.err_detail == "old"
     got = c.exchange(call("GETDIR", path="/", rev=4, offset=0))
     assert (got.rev, got.path, got.HasField("err_code")) == (4, "x", False)
+
+
+def test_a_timed_out_request_is_abandoned_not_resent_after_a_reconnect():
+    from doozertw.wire import VERBS, Response
+
+    def answer(request):
+        if net.sockets[-1].address[0] == "a" and request.verb in (
+                VERBS["LEASE_KEEPALIVE"], VERBS["WAIT"], VERBS["GET"]):
+            return None                 # node a never answers these
+        if request.verb == VERBS["WAIT"]:
+            return Response(rev=request.rev, path="/w", value=b"", flags=4)
+        return Response(rev=1)
+
+    net = ScriptedNet(answer)
+    c = scripted_client(net)
+    watch = c.watch("/w", rev=9)        # outstanding, not abandoned: re-sent
+    with pytest.raises(WaitTimeout):
+        watch.next(timeout=0)
+    with pytest.raises(WaitTimeout):
+        c.request(call("LEASE_KEEPALIVE", lease=7), timeout=0)
+    with pytest.raises(WaitTimeout):
+        c.exchange(call("GET", path="/g"), timeout=0)
+    net.kill(("a", 1))
+    assert c.rev() == 1                 # fails over to b
+    assert watch.next(timeout=0).rev == 9
+    resent = [(r.verb, r.path) for address, r in net.requests if address == ("b", 2)]
+    assert (VERBS["WAIT"], "/w") in resent
+    assert VERBS["LEASE_KEEPALIVE"] not in [verb for verb, _ in resent]
+    assert (VERBS["GET"], "/g") not in resent

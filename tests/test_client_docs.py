@@ -7,6 +7,8 @@
   prints the last exit status) and its stdout must match the lines shown.
 
 ``127.0.0.1:8046`` in an example is replaced by the test node's address.
+That includes the "Recipes" section: one example per recipe (that each
+recipe has one is checked in test_recipes.py).
 """
 
 import inspect

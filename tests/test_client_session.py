@@ -15,20 +15,14 @@ import time
 
 import pytest
 import pytest_twisted
-from twisted.internet import defer
-from twisted.internet.error import ConnectionRefusedError
 from twisted.internet.task import Clock
-from twisted.test import iosim
 
 from doozertw.client import BlockingClient, DoozerClient, DoozerError, ErrCode
-from doozertw.client.protocol import DoozerClientProtocol
 from doozertw.client.session import (
     BlockingSession, Session, SessionCore, SessionLost, SessionState, lease_of_name)
-from doozertw.frontends.access import Secrets
-from doozertw.frontends.doozer import DoozerProtocol
-from doozertw.limits import Limits
 from doozertw.node import Node
 from doozertw.store import Store
+from doozertw.testing.memclient import MemNet, settle
 from doozertw.testing.servers import in_thread, start_servers, stop_all
 
 A, B = "10.0.0.1:8046", "10.0.0.2:8046"
@@ -88,48 +82,6 @@ def test_unique_names_carry_the_lease():
 # -- the Twisted session in memory ---------------------------------------------------
 
 
-class Net:
-    """In-memory servers by address; ``flush()`` moves bytes until quiet."""
-
-    def __init__(self, clock):
-        self.clock = clock
-        self.servers = {}
-        self.down = set()
-        self.pumps = []
-
-    def connector(self, address):
-        key = str(address)
-        if key in self.down or key not in self.servers:
-            return defer.fail(ConnectionRefusedError(key))
-        server = DoozerProtocol(self.servers[key], Secrets(), Limits(), self.clock)
-        client = DoozerClientProtocol()
-        pump = iosim.connect(server, iosim.makeFakeServer(server), client,
-                             iosim.makeFakeClient(client), greet=False, clock=self.clock)
-        pump.address = key
-        self.pumps.append(pump)
-        return defer.succeed(client)
-
-    def flush(self):
-        while any([pump.flush() for pump in list(self.pumps)]):
-            pass
-
-    def kill(self, address):
-        self.down.add(address)
-        for pump in self.pumps:
-            if pump.address == address:
-                pump.clientIO.stream = []
-                pump.serverIO.stream = []
-                pump.serverIO.loseConnection()
-        self.flush()
-        self.pumps = [p for p in self.pumps if p.address != address]
-
-    def run(self, seconds, step=0.1):
-        """Advance the clock by ``seconds`` in steps, moving bytes after each."""
-        for _ in range(round(seconds / step)):
-            self.clock.advance(step)
-            self.flush()
-
-
 @pytest.fixture
 def clock():
     return Clock()
@@ -142,19 +94,9 @@ def node(clock):
 
 @pytest.fixture
 def net(clock, node):
-    net = Net(clock)
+    net = MemNet(clock)
     net.servers[A] = net.servers[B] = node      # one node reachable at two addresses
     return net
-
-
-def settle(net, d):
-    out = []
-    d.addBoth(out.append)
-    net.flush()
-    assert out, "deferred did not fire"
-    if hasattr(out[0], "raiseException"):
-        out[0].raiseException()
-    return out[0]
 
 
 def started(net, clock, ttl=6, suspend_timeout=30.0):
@@ -187,6 +129,24 @@ def test_session_keeps_its_lease_alive_and_close_revokes_it(net, clock, node):
     assert states == [C, SessionState.CLOSED]    # no keep-alives after close
     with pytest.raises(SessionLost):
         settle(net, session.set_ephemeral("/svc/me", b"late"))
+
+
+def test_close_stops_listening_to_the_client_through_its_public_api(net, clock, node):
+    client, session, states = started(net, clock)
+    removed = []
+    real_remove = client.remove_listener
+
+    def remove_listener(listener):
+        removed.append(listener)
+        real_remove(listener)
+
+    client.remove_listener = remove_listener
+    settle(net, session.close())
+    settle(net, session.close())                 # removing it again is harmless
+    assert removed == [session._client_state] * 2
+    net.kill(A)                                  # the client fails over: nothing heard
+    net.run(5)
+    assert states == [C, SessionState.CLOSED]
 
 
 def test_session_survives_a_failover_to_another_address(net, clock, node):

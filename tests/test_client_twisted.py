@@ -127,6 +127,15 @@ def test_verbs_round_trip(net, clock):
     assert states == [State.CONNECTING, State.CONNECTED]
 
 
+def test_remove_listener_stops_it_and_ignores_one_not_added(net, clock):
+    client, states = make_client(net, clock)
+    client.remove_listener(print)                   # never added: ignored
+    client.remove_listener(states.append)
+    client.remove_listener(states.append)           # twice: ignored
+    settle(net, client.rev())
+    assert states == []                             # CONNECTING/CONNECTED not heard
+
+
 def test_errors_carry_server_codes(net, clock):
     client, _ = make_client(net, clock)
     settle(net, client.set("/f", 0, b"x"))

@@ -29,8 +29,10 @@ from examples.kvlab.lineclient import LineClient, LinePool, LinkError  # noqa: E
 from examples.kvlab.placement import (  # noqa: E402
     Assign, Clear, FileView, Member, choose_primary, plan, read_state)
 from examples.kvlab.server import KVServer, Replica  # noqa: E402
+from doozertw.testing.memclient import settle  # noqa: E402
 
 KEYS = [f"key-{i}" for i in range(2000)]
+DOOZER = "127.0.0.1:8046"
 
 
 # --- consistent hashing -------------------------------------------------------
@@ -296,62 +298,26 @@ def test_pool_connects_once_times_out_and_reconnects():
 
 # --- the master and the client on a real node, in memory -----------------------
 
-class Net:
-    """A DoozerClient connector to one in-process Node over iosim pumps on a
-    task.Clock; ``flush()`` moves bytes until quiet, ``run`` advances time."""
-
-    def __init__(self, clock, node):
-        self.clock = clock
-        self.node = node
-        self.pumps = []
-
-    def connector(self, address):
-        from doozertw.client.protocol import DoozerClientProtocol
-        from doozertw.frontends.access import Secrets
-        from doozertw.frontends.doozer import DoozerProtocol
-        from doozertw.limits import Limits
-        from twisted.test import iosim
-
-        server = DoozerProtocol(self.node, Secrets(), Limits(), self.clock)
-        client = DoozerClientProtocol()
-        self.pumps.append(iosim.connect(server, iosim.makeFakeServer(server), client,
-                                        iosim.makeFakeClient(client), greet=False,
-                                        clock=self.clock))
-        return defer.succeed(client)
-
-    def flush(self):
-        while any([pump.flush() for pump in list(self.pumps)]):
-            pass
-
-    def run(self, seconds, step=0.1):
-        for _ in range(round(seconds / step)):
-            self.clock.advance(step)
-            self.flush()
 
 
 @pytest.fixture
 def net():
+    """One in-process Node at DOOZER, over iosim pumps on a task.Clock."""
     from doozertw.node import Node
     from doozertw.store import Store
+    from doozertw.testing.memclient import MemNet
 
     clock = Clock()
-    return Net(clock, Node("a", store=Store(), reactor=clock))
+    net = MemNet(clock)
+    net.servers[DOOZER] = Node("a", store=Store(), reactor=clock)
+    return net
 
 
-def settle(net, d):
-    out = []
-    d = defer.ensureDeferred(d) if not isinstance(d, defer.Deferred) else d
-    d.addBoth(out.append)
-    net.flush()
-    assert out, "deferred did not fire"
-    if hasattr(out[0], "raiseException"):
-        out[0].raiseException()
-    return out[0]
 
 
 def doozer(net):
     from doozertw.client import DoozerClient
-    return DoozerClient(["127.0.0.1:8046"], reactor=net.clock, connector=net.connector)
+    return DoozerClient([DOOZER], reactor=net.clock, connector=net.connector)
 
 
 def primary_of(net, client, group):
@@ -385,6 +351,25 @@ def test_master_places_primaries_and_a_deposed_master_writes_nothing(net):
     net.run(0.5)
     assert primary_of(net, client, "g2") is None
     assert master.deposed.called
+
+
+def test_read_groups_uses_registrations_with_revisions_and_skips_junk(net):
+    from examples.kvlab.coordinator import read_groups
+
+    client = doozer(net)
+    assert settle(net, read_groups(client, settle(net, client.rev()))) == []   # no groups yet
+    r1 = settle(net, client.set(layout.node_path("g1", "d1"), 0, b"127.0.0.1:1"))
+    p1 = settle(net, client.set(layout.primary_path("g1"), 0, b"d1 127.0.0.1:1"))
+    settle(net, client.set("/kvlab/groups/bad_name/nodes/d9", 0, b"127.0.0.1:9"))
+    settle(net, client.set("/kvlab/groups/g2/primary/x", 0, b"a directory"))
+    r3 = settle(net, client.set(layout.node_path("g2", "d3"), 0, b"127.0.0.1:3"))
+    rev = settle(net, client.rev())
+    settle(net, client.delete(layout.node_path("g1", "d1"), -1))    # after the read rev
+    files = settle(net, read_groups(client, rev))
+    assert sorted(files, key=lambda f: f.path) == [
+        FileView(layout.node_path("g1", "d1"), b"127.0.0.1:1", r1),
+        FileView(layout.primary_path("g1"), b"d1 127.0.0.1:1", p1),
+        FileView(layout.node_path("g2", "d3"), b"127.0.0.1:3", r3)]
 
 
 class FakePool:

@@ -5,10 +5,9 @@
   lease can expire deterministically and lock_delay is exact);
 - blocking flavour over TCP against an in-process server
   (doozertw.testing.servers), with threads contending;
-- every example of docs/recipes.md runs against a fresh server.
+- docs/client.md has an example per recipe (run by test_client_docs.py).
 """
 
-import inspect
 import pathlib
 import re
 import threading
@@ -16,68 +15,23 @@ import time
 
 import pytest
 import pytest_twisted
-from twisted.internet import defer, reactor
-from twisted.internet.error import ConnectionRefusedError
+from twisted.internet import defer
 from twisted.internet.task import Clock
-from twisted.test import iosim
 
 from doozertw.client import (
-    BlockingClient, DoozerClient, DoozerError, ErrCode, WaitTimeout, call)
-from doozertw.client.protocol import DoozerClientProtocol
+    BlockingClient, Compare, DoozerClient, DoozerError, ErrCode, SetFile, WaitTimeout, call)
 from doozertw.client.recipes import (
-    Barrier, BlockingSession, Counter, DoubleBarrier, Election, Lock, LockTimeout, Queue,
-    Registry, RWLock, Semaphore, Session, SessionLost, SessionState)
+    Barrier, BlockingSession, Counter, DoubleBarrier, Election, Lock, LockTimeout, Member,
+    Queue, Registry, RWLock, Semaphore, Session, SessionLost, SessionState)
 from doozertw.client.recipes import _steps
 from doozertw.client.recipes.base import predecessor
-from doozertw.frontends.access import Secrets
-from doozertw.frontends.doozer import DoozerProtocol
-from doozertw.limits import Limits
 from doozertw.node import Node
 from doozertw.store import SET, Event, Store
+from doozertw.testing.memclient import MemNet, settle
+from doozertw.testing.memclient import outcomes as watch
 from doozertw.testing.servers import in_thread, start_servers, stop_all
 
 A, B = "10.0.0.1:8046", "10.0.0.2:8046"
-
-
-class Net:
-    """In-memory servers by address; ``flush()`` moves bytes until quiet."""
-
-    def __init__(self, clock):
-        self.clock = clock
-        self.servers = {}
-        self.down = set()
-        self.pumps = []
-
-    def connector(self, address):
-        key = str(address)
-        if key in self.down or key not in self.servers:
-            return defer.fail(ConnectionRefusedError(key))
-        server = DoozerProtocol(self.servers[key], Secrets(), Limits(), self.clock)
-        client = DoozerClientProtocol()
-        pump = iosim.connect(server, iosim.makeFakeServer(server), client,
-                             iosim.makeFakeClient(client), greet=False, clock=self.clock)
-        pump.address = key
-        self.pumps.append(pump)
-        return defer.succeed(client)
-
-    def flush(self):
-        while any([pump.flush() for pump in list(self.pumps)]):
-            pass
-
-    def kill(self, address):
-        self.down.add(address)
-        for pump in self.pumps:
-            if pump.address == address:
-                pump.clientIO.stream = []
-                pump.serverIO.stream = []
-                pump.serverIO.loseConnection()
-        self.flush()
-        self.pumps = [p for p in self.pumps if p.address != address]
-
-    def run(self, seconds, step=0.1):
-        for _ in range(round(seconds / step)):
-            self.clock.advance(step)
-            self.flush()
 
 
 @pytest.fixture
@@ -92,25 +46,9 @@ def node(clock):
 
 @pytest.fixture
 def net(clock, node):
-    net = Net(clock)
+    net = MemNet(clock)
     net.servers[A] = net.servers[B] = node
     return net
-
-
-def watch(d):
-    """A list that gets the outcome of ``d`` (a result or a Failure)."""
-    out = []
-    d.addBoth(out.append)
-    return out
-
-
-def settle(net, d):
-    out = watch(d)
-    net.flush()
-    assert out, "deferred did not fire"
-    if hasattr(out[0], "raiseException"):
-        out[0].raiseException()
-    return out[0]
 
 
 def new_session(net, clock, ttl=6, addresses=(A, B)):
@@ -337,10 +275,74 @@ def test_election_passes_on_resign_and_on_session_end(net, clock):
     settle(net, ec.resign())
     assert settle(net, ea.leader()) is None
     assert seen == [None, b"a", b"b", b"c", None]
-    observer.addErrback(lambda f: f.trap(defer.CancelledError))
-    observer.cancel()
+    stopped = watch(observer)
+    observer.cancel()                  # stopping an observer is not a failure
+    assert stopped == [None]
     with pytest.raises(TypeError):
         Election(sa.client, "/election/svc").campaign("x")
+
+
+def test_election_fence_guards_transactions_while_leading(net, clock, node):
+    sa, sb = new_session(net, clock), new_session(net, clock)
+    ea, eb = Election(sa, "/election/f"), Election(sb, "/election/f")
+    with pytest.raises(RuntimeError):
+        ea.fence()                      # not campaigning
+    settle(net, ea.campaign("a"))
+    wb = watch(eb.campaign("b"))
+    net.flush()
+    with pytest.raises(RuntimeError):
+        eb.fence()                      # a waiting candidate has no fence
+    fence = ea.fence()
+    path, rev = fence.path, fence.rev
+    assert path.startswith("/election/f/") and node.store.get(path) == (b"a", rev)
+
+    def guarded(client, fence, value):
+        return settle(net, client.txn([fence], [SetFile("/guarded", -1, value)], []))
+
+    assert guarded(sa.client, fence, b"from a").succeeded
+    settle(net, sa.close())             # a is deposed (its file goes with its lease)
+    assert wb and eb.is_leader
+    assert not guarded(sb.client, fence, b"stale a").succeeded
+    assert guarded(sb.client, eb.fence(), b"from b").succeeded
+    assert node.store.get("/guarded")[0] == b"from b"
+    settle(net, eb.resign())
+    with pytest.raises(RuntimeError):
+        eb.fence()
+
+
+def test_registry_members_with_revs_and_member_fences(net, clock, node):
+    s1, s2 = new_session(net, clock), new_session(net, clock)
+    viewer = Registry(s1.client, "/svc/db")
+    r2 = settle(net, Registry(s2, "/svc/db").register("zz", "10.0.0.2"))
+    r1 = settle(net, Registry(s1, "/svc/db").register("aa", "10.0.0.1"))
+    got = settle(net, viewer.members_with_revs())
+    assert list(got) == ["zz", "aa"]    # oldest registration first
+    assert got == {"zz": Member("zz", b"10.0.0.2", r2), "aa": Member("aa", b"10.0.0.1", r1)}
+    assert settle(net, viewer.members_with_revs(rev=r2)) == {"zz": got["zz"]}
+    fence = viewer.fence(got["aa"])
+    assert fence == Compare("/svc/db/aa", rev=r1)
+    assert settle(net, s1.client.txn([fence], [], [])).succeeded
+    settle(net, s1.close())             # aa's registration goes with s1's lease
+    assert not settle(net, s2.client.txn([fence], [], [])).succeeded
+    assert settle(net, viewer.members_with_revs()) == {"zz": got["zz"]}
+    # Re-registering the same name is a new registration: the old fence fails.
+    s3 = new_session(net, clock)
+    settle(net, Registry(s3, "/svc/db").register("aa", "10.0.0.1"))
+    assert not settle(net, s3.client.txn([fence], [], [])).succeeded
+
+
+def test_cancelling_a_registry_watch_stops_it_quietly(net, clock):
+    s1 = new_session(net, clock)
+    seen = []
+    watching = Registry(s1.client, "/svc/c").watch(seen.append)
+    done = watch(watching)
+    net.flush()
+    settle(net, Registry(s1, "/svc/c").register("n", "v"))
+    assert seen == [{}, {"n": b"v"}] and not done
+    watching.cancel()
+    assert done == [None]
+    settle(net, Registry(s1, "/svc/c").register("m", "w"))
+    assert seen == [{}, {"n": b"v"}]    # stopped: no more calls
 
 
 def test_registry_members_come_and_go_with_sessions(net, clock):
@@ -549,32 +551,31 @@ def test_blocking_session_close_frees_the_lock_to_a_waiter(server):
     assert before == [] and len(got) == 1 and got[0] > t1
 
 
-# -- docs/recipes.md examples ----------------------------------------------------------------
+# -- docs: every recipe's example is in docs/client.md ----------------------------------------
 
 
-DOC = pathlib.Path(__file__).parent.parent / "docs" / "recipes.md"
+DOCS = pathlib.Path(__file__).parent.parent / "docs"
 BLOCK = re.compile(r"^```python\n(.*?)^```", re.S | re.M)
 
 
-def examples():
-    return BLOCK.findall(DOC.read_text()) if DOC.exists() else []
+def client_md_recipes():
+    """The python examples of docs/client.md's "Recipes" section (they run,
+    like every example there, in tests/test_client_docs.py)."""
+    text = (DOCS / "client.md").read_text()
+    section = text.split("\n## Recipes\n", 1)[1].split("\n## ", 1)[0]
+    return BLOCK.findall(section)
 
 
-def test_the_doc_has_an_example_per_recipe():
-    text = "".join(examples())
+def test_client_md_has_an_example_per_recipe():
+    text = "".join(client_md_recipes())
     for name in ("Lock(", "RWLock(", "Semaphore(", "Election(", "Registry(", "DoubleBarrier(",
-                 "Barrier(", "Counter(", "Queue(", "BlockingSession(", "Session("):
+                 "Barrier(", "Counter(", "Queue(", "BlockingSession(", "Session(",
+                 ".fence(", ".members_with_revs(", ".observe("):
         assert name in text, name
 
 
-@pytest.mark.parametrize("index", range(len(examples())))
-@pytest_twisted.inlineCallbacks
-def test_doc_example(index, server):
-    source = examples()[index].replace("127.0.0.1:8046", server.address)
-    namespace = {"__name__": "doc_example"}
-    exec(compile(source, f"{DOC}:python[{index}]", "exec"), namespace)
-    main = namespace["main"]
-    if inspect.iscoroutinefunction(main):
-        yield defer.ensureDeferred(main(reactor))
-    else:
-        yield in_thread(main)
+def test_recipes_md_keeps_the_design_notes_and_links_to_the_examples():
+    text = (DOCS / "recipes.md").read_text()
+    assert not BLOCK.findall(text)      # examples live (and run) in docs/client.md only
+    assert "client.md#recipes" in text and "fencing token" in text
+    assert "recipes.md" in (DOCS / "client.md").read_text()

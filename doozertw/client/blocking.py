@@ -364,17 +364,30 @@ class BlockingClient(Verbs):
                 pending.finish(error=e)
 
     def request(self, call_: Call, timeout: float | None = None) -> Any:
-        """The result of one Call; raises its DoozerError."""
-        pending = self._await(self._send(call_), timeout)
+        """The result of one Call; raises its DoozerError.
+
+        After ``timeout`` seconds without an answer it raises WaitTimeout
+        and the request is abandoned: its late answer is dropped, and it is
+        not re-sent after a reconnect (a timed-out keep-alive, say, must not
+        reach a server later)."""
+        pending = self._await_or_abandon(self._send(call_), timeout)
         if pending.error is not None:
             raise pending.error
         return pending.result
 
+    def _await_or_abandon(self, pending: _Pending, timeout: float | None) -> _Pending:
+        """``_await``; on WaitTimeout ``pending`` is abandoned first."""
+        try:
+            return self._await(pending, timeout)
+        except WaitTimeout:
+            pending.abandoned = True
+            raise
+
     def exchange(self, call_: Call, timeout: float | None = None) -> ResponseMessage:
         """The server's raw Response to one Call, error codes included
         (for tests and tools that inspect the wire); raises ConnectionLost
-        or WaitTimeout as ``request`` does."""
-        pending = self._await(self._send(call_), timeout)
+        or WaitTimeout (abandoning the request) as ``request`` does."""
+        pending = self._await_or_abandon(self._send(call_), timeout)
         if pending.response is None:    # then it failed: error is set
             raise cast(DoozerError, pending.error)
         return pending.response
@@ -390,16 +403,10 @@ class BlockingClient(Verbs):
 
     def wait(self, glob: str, rev: int, timeout: float | None = None) -> Event:
         """First Event matching ``glob`` at or after ``rev``; WaitTimeout after ``timeout``."""
-        pending = self._send(call("WAIT", path=glob, rev=rev))
-        try:
-            self._await(pending, timeout)
-        except WaitTimeout:
-            pending.abandoned = True
-            raise
+        pending = self._await_or_abandon(self._send(call("WAIT", path=glob, rev=rev)), timeout)
         if pending.error is not None:
             raise pending.error
         return cast(Event, pending.result)
-
 
     # -- helpers -----------------------------------------------------------------
 

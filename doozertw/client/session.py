@@ -196,7 +196,9 @@ class Session(_Names):
         self._listeners.append(listener)
 
     def remove_listener(self, listener: Listener) -> None:
-        self._listeners.remove(listener)
+        """Stop calling ``listener``; one not added is ignored."""
+        if listener in self._listeners:
+            self._listeners.remove(listener)
 
     def _tell(self, state: SessionState | None) -> None:
         if state is None:
@@ -303,8 +305,7 @@ class Session(_Names):
         lease, was_over = self.lease, self.core.over
         self._tell(self.core.closed())
         self._stop_timer()
-        if self._client_state in self.client._listeners:
-            self.client.remove_listener(self._client_state)
+        self.client.remove_listener(self._client_state)
         if was_over or not lease:
             return defer.succeed(None)
         d = self.client.revoke_lease(lease)

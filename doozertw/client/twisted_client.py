@@ -213,7 +213,9 @@ class DoozerClient(Verbs):
         self._listeners.append(listener)
 
     def remove_listener(self, listener: Listener) -> None:
-        self._listeners.remove(listener)
+        """Stop calling ``listener``; one not added (or removed already) is ignored."""
+        if listener in self._listeners:
+            self._listeners.remove(listener)
 
     def _set_state(self, state: State) -> None:
         if state == self.state:

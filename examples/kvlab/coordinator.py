@@ -7,11 +7,13 @@ take over when the master's session ends (its process died, so its lease
 expired, or it was partitioned away for longer than the lease's ttl).
 
 The master (``Master``) watches everything under ``layout.GROUPS`` and,
-after every change, reads it all at one revision (``placement.read_state``),
-computes the changes (``placement.plan``) and applies each in a
-transaction that checks what it read still holds: the master's own
-election file (so a deposed master writes nothing), the primary file's
-revision and the chosen node's registration.
+after every change, reads every group at one revision (``read_groups``:
+each group's registrations through ``Registry.members_with_revs``, which
+gives their revisions, and its primary file), computes the changes
+(``placement.plan``) and applies each in a transaction that checks what it
+read still holds: the master's leadership (``Election.fence()``, so a
+deposed master writes nothing), the primary file's revision and the
+chosen node's registration.
 
 A coordinator whose session is LOST stops (exit status 3): its leadership,
 if it had one, is gone, and a supervisor would start it again.
@@ -25,8 +27,9 @@ from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from doozertw.client import Compare, DeleteFile, DoozerClient, SetFile, TxnResult
-from doozertw.client.recipes import Election, Session, SessionState
+from doozertw.client import (
+    Compare, DeleteFile, DoozerClient, DoozerError, ErrCode, SetFile, TxnResult)
+from doozertw.client.recipes import Election, Registry, Session, SessionState
 from examples.kvlab import layout
 from examples.kvlab.lineclient import fire
 from examples.kvlab.placement import Assign, Change, FileView, plan, read_state
@@ -50,7 +53,7 @@ def txn_for(change: Change, fence: Compare) -> tuple[list[Compare], list[SetFile
 
 class Master:
     """The acting master's loop (see the module docstring). ``fence``
-    compares the master's election file at its revision."""
+    holds while the master leads (``Election.fence()``)."""
 
     def __init__(self, client: DoozerClient, name: str, fence: Compare) -> None:
         self.client = client
@@ -102,8 +105,7 @@ class Master:
 
     async def _reconcile(self) -> None:
         rev = await self.client.rev()
-        events = await self.client.walk_all(layout.GROUPS_GLOB, rev)
-        members, primaries = read_state(FileView(e.path, e.value, e.rev) for e in events)
+        members, primaries = read_state(await read_groups(self.client, rev))
         for change in plan(members, primaries):
             compares, success = txn_for(change, self.fence)
             result: TxnResult = await self.client.txn(compares, success, [])
@@ -130,14 +132,34 @@ class Master:
             self.deposed.callback(failure.getErrorMessage())
 
 
-async def election_file(client: DoozerClient, name: str) -> Compare:
-    """The Compare that holds while our election file (the first one, whose
-    value is our name) is unchanged: the master's fence."""
-    rev = await client.rev()
-    entries = sorted(await client.walk_all(layout.MASTER + "/*", rev), key=lambda e: e.rev)
-    if not entries or entries[0].value != name.encode():
-        raise RuntimeError(f"{name} won the election but does not lead it")
-    return Compare(entries[0].path, rev=entries[0].rev)
+async def read_groups(client: DoozerClient, rev: int) -> list[FileView]:
+    """Every group's registrations (``Registry.members_with_revs``) and
+    primary file at revision ``rev``, for ``placement.read_state``. Names
+    under ``layout.GROUPS`` that are not group names are skipped, and so is
+    a primary that is a directory: anybody may write there."""
+    try:
+        names = await client.getdir_all(layout.GROUPS, rev)
+    except DoozerError as e:
+        if e.code not in (ErrCode.NOENT, ErrCode.NOTDIR):
+            raise
+        return []
+    files: list[FileView] = []
+    for group in names:
+        try:
+            nodes = layout.nodes_dir(group)
+        except ValueError:
+            continue
+        registered = await Registry(client, nodes).members_with_revs(rev)
+        files.extend(FileView(f"{nodes}/{m.name}", m.value, m.rev) for m in registered.values())
+        try:
+            value, file_rev = await client.get(layout.primary_path(group), rev)
+        except DoozerError as e:
+            if e.code != ErrCode.ISDIR:
+                raise
+            continue
+        if file_rev > 0:
+            files.append(FileView(layout.primary_path(group), value, file_rev))
+    return files
 
 
 async def run(reactor: Any, target: str, name: str, ttl: int) -> int:
@@ -163,15 +185,16 @@ async def run(reactor: Any, target: str, name: str, ttl: int) -> int:
         "{me}: master is now {who}", me=name,
         who=value.decode("ascii", "replace") if value else "nobody"))
     campaign = election.campaign(name)
-    campaign.addCallback(lambda token: defer.ensureDeferred(_lead(client, name, token, lost)))
+    campaign.addCallback(
+        lambda token: defer.ensureDeferred(_lead(client, election, name, token, lost)))
     campaign.addErrback(lambda f: fire(lost, _failed(name, f)))
     return await lost
 
 
-async def _lead(client: DoozerClient, name: str, token: int,
+async def _lead(client: DoozerClient, election: Election, name: str, token: int,
                 lost: defer.Deferred[int]) -> None:
     log.info("{me}: ELECTED master (fencing token {token})", me=name, token=token)
-    master = Master(client, name, await election_file(client, name))
+    master = Master(client, name, election.fence())
     await master.start()
     why = await master.deposed
     log.warn("{me}: no longer master ({why}): stopping", me=name, why=why)

@@ -61,8 +61,8 @@ class KVClient:
             self._primary_changed(event)
         self._watch = self.doozer.watch(layout.PRIMARIES_GLOB, rev=rev + 1,
                                         callback=self._primary_changed)
+        # Cancelling the observer (stop) fires it with None: nothing to trap.
         self._observer = Election(self.doozer, layout.MASTER).observe(self._master_changed)
-        self._observer.addErrback(lambda f: f.trap(defer.CancelledError))
 
     def stop(self) -> None:
         if self._watch is not None:

@@ -29,6 +29,7 @@ if __package__ in (None, ""):      # run as a script: make ``examples`` importab
 from twisted.internet import defer, task  # noqa: E402
 
 from doozertw.client import DoozerClient, DoozerError  # noqa: E402
+from doozertw.client.recipes import Registry  # noqa: E402
 from doozertw.testing.node_process import free_ports  # noqa: E402
 from doozertw.testing.spawn import Twistd  # noqa: E402
 from examples.kvlab import layout  # noqa: E402
@@ -140,8 +141,9 @@ class Demo:
     async def all_registered(self, client: KVClient, bound: float) -> None:
         """Wait until every data node's registration is in doozertw."""
         want = sum(len(nodes) for nodes in GROUPS.values())
+        registries = [Registry(client.doozer, layout.nodes_dir(g)) for g in GROUPS]
         start = self.reactor.seconds()
-        while len(await client.doozer.walk_all(layout.NODES_GLOB)) < want:
+        while sum([len(await r.members()) for r in registries]) < want:
             if self.reactor.seconds() - start > bound:
                 raise Failed("not every data node registered", 2)
             await self.sleep(0.1)

@@ -70,9 +70,10 @@ class Flavoured:
         return self.session
 
 
-def listing(directory: str) -> Recipe[tuple[int, list[Event]]]:
-    """(rev, files directly under ``directory`` at rev, by creation revision)."""
-    rev = yield from plans.pin(None)
+def listing(directory: str, at: int | None = None) -> Recipe[tuple[int, list[Event]]]:
+    """(rev, files directly under ``directory`` at rev, by creation revision);
+    rev is ``at`` if given, else the current revision."""
+    rev = yield from plans.pin(at)
     events = yield from plans.walk_all(directory.rstrip("/") + "/*", rev)
     return rev, sorted(events, key=lambda e: e.rev)
 

@@ -4,12 +4,15 @@
 fair Lock whose file holds ``value``) and answers, once this candidate
 leads, its fencing token (it grows from leader to leader). ``resign()``
 steps down (the next candidate leads). A leader whose session ends steps
-down with it. ``leader()`` answers the current leader's value (None if
-there is none); ``observe(callback)`` calls ``callback(value)`` with the
-leader's value now and at every change of leader (None: no leader) until
-the callback returns False. On the Twisted side ``observe`` answers a
-Deferred that fires when it stops (cancel it to stop it); on the blocking
-side it returns then.
+down with it. ``fence()`` answers, while leading, the Compare that holds
+exactly as long as this leadership does (the candidate's file at its
+revision): a TXN guarded by it writes nothing once the leader is deposed.
+``leader()`` answers the current leader's value (None if there is none);
+``observe(callback)`` calls ``callback(value)`` with the leader's value
+now and at every change of leader (None: no leader) until the callback
+returns False. On the Twisted side ``observe`` answers a Deferred that
+fires with None when it stops, or when it is cancelled (cancelling is how
+to stop it from outside); on the blocking side it returns then.
 """
 
 from __future__ import annotations
@@ -17,9 +20,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from twisted.internet.defer import CancelledError
+
 from doozertw.client.recipes._steps import Recipe
 from doozertw.client.recipes.base import Flavoured, listing, wait_change
 from doozertw.client.recipes.lock import Lock
+from doozertw.store.mutation import Compare
 
 
 class Election(Flavoured):
@@ -34,6 +40,14 @@ class Election(Flavoured):
     @property
     def is_leader(self) -> bool:
         return self._lock is not None and self._lock.is_acquired
+
+    def fence(self) -> Compare:
+        """The Compare that holds while this candidate leads (its election
+        file at its revision), for guarding transactions; answered at once.
+        RuntimeError unless leading."""
+        if self._lock is None or not self._lock.is_acquired:
+            raise RuntimeError(f"not the leader of {self.path}")
+        return self._lock.fence()
 
     def campaign(self, value: bytes | str, timeout: float | None = None) -> Any:
         """Become leader with ``value``: the fencing token once leading."""
@@ -77,14 +91,18 @@ def _nothing() -> Recipe[None]:
 
 def observe_first(directory: str, callback: Callable[[bytes | None], object]) -> Recipe[None]:
     """Tell ``callback`` the value of the first file under ``directory`` now
-    and whenever it changes, until ``callback`` returns False."""
+    and whenever it changes, until ``callback`` returns False (or the run
+    is cancelled: that ends it too, with None)."""
     unset = object()
     last: Any = unset
-    while True:
-        rev, entries = yield from listing(directory)
-        first = entries[0].path if entries else None
-        if first != last:       # a new leader (even one with the same value)
-            last = first
-            if callback(entries[0].value if entries else None) is False:
-                return
-        yield from wait_change(directory + "/*", rev, None)
+    try:
+        while True:
+            rev, entries = yield from listing(directory)
+            first = entries[0].path if entries else None
+            if first != last:       # a new leader (even one with the same value)
+                last = first
+                if callback(entries[0].value if entries else None) is False:
+                    return
+            yield from wait_change(directory + "/*", rev, None)
+    except CancelledError:
+        return

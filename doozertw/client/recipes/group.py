@@ -3,9 +3,14 @@
 - ``Registry(on, path)``: ``register(name, value)`` creates ``path/name``
   under the session's lease (REV_MISMATCH if the name is taken), so a
   member disappears with its session; ``unregister(name)``;
-  ``members()`` answers {name: value}; ``watch(callback)`` calls
+  ``members()`` answers {name: value}; ``members_with_revs(rev=None)``
+  answers {name: Member(name, value, rev)}, oldest registration first,
+  read at one revision (``rev``, else the current one): a member's ``rev``
+  makes ``Compare(path, rev=member.rev)`` hold while that registration
+  lives (``Registry.fence(member)``); ``watch(callback)`` calls
   ``callback(members)`` now and at every change of the member set or a
-  member's value, until the callback returns False.
+  member's value, until the callback returns False (or the Twisted
+  Deferred it answers is cancelled: it then fires with None).
 - ``Barrier(on, path)``: ``set()`` raises it (creates ``path``),
   ``remove()`` lowers it, ``wait(timeout)`` blocks while it is up.
 - ``DoubleBarrier(session, path, count)``: ``enter()`` blocks until
@@ -21,6 +26,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import attrs
+from twisted.internet.defer import CancelledError
+
 from doozertw.client.core import WaitTimeout, call
 from doozertw.client.recipes._steps import Recipe
 from doozertw.client.recipes.base import (
@@ -29,8 +37,19 @@ from doozertw.client.recipes.base import (
 from doozertw.client import plans
 from doozertw.errors import DoozerError, ErrCode
 from doozertw.store import Event
+from doozertw.store.mutation import Compare
 
 Members = dict[str, bytes]
+
+
+@attrs.frozen
+class Member:
+    """A live registration: its name, value and the revision of its file
+    (the registration's creation revision, unless the file was rewritten)."""
+
+    name: str
+    value: bytes
+    rev: int
 
 
 def _name(event: Event) -> str:
@@ -60,20 +79,37 @@ class Registry(Flavoured):
         _, entries = yield from listing(self.path)
         return {_name(e): e.value for e in entries}
 
+    def members_with_revs(self, rev: int | None = None) -> Any:
+        """{name: Member(name, value, rev)} of the live members at revision
+        ``rev`` (None: now), oldest registration first."""
+        return self._run(self._members_with_revs(rev))
+
+    def _members_with_revs(self, at: int | None) -> Recipe[dict[str, Member]]:
+        _, entries = yield from listing(self.path, at)
+        return {_name(e): Member(_name(e), e.value, e.rev) for e in entries}
+
+    def fence(self, member: Member) -> Compare:
+        """The Compare that holds while ``member``'s registration (as read)
+        lives: for a TXN that must act only on a live member."""
+        return Compare(f"{self.path}/{member.name}", rev=member.rev)
+
     def watch(self, callback: Callable[[Members], object]) -> Any:
         """``callback(members)`` now and at every change, until it returns False."""
         return self._run(self._watch(callback))
 
     def _watch(self, callback: Callable[[Members], object]) -> Recipe[None]:
         last: Members | None = None
-        while True:
-            rev, entries = yield from listing(self.path)
-            members = {_name(e): e.value for e in entries}
-            if members != last:
-                last = members
-                if callback(dict(members)) is False:
-                    return
-            yield from wait_change(self.path + "/*", rev, None)
+        try:
+            while True:
+                rev, entries = yield from listing(self.path)
+                members = {_name(e): e.value for e in entries}
+                if members != last:
+                    last = members
+                    if callback(dict(members)) is False:
+                        return
+                yield from wait_change(self.path + "/*", rev, None)
+        except CancelledError:
+            return
 
 
 Party = Registry

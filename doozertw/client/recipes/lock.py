@@ -24,6 +24,7 @@ from doozertw.client.recipes._steps import Recipe
 from doozertw.client.recipes.base import (
     Blocker, Flavoured, delete_quietly, join_queue, listing, predecessor)
 from doozertw.store import Event
+from doozertw.store.mutation import Compare
 
 
 class _Held:
@@ -60,6 +61,16 @@ class _QueueLock(Flavoured):
     @property
     def is_acquired(self) -> bool:
         return self.held is not None
+
+    def fence(self) -> Compare:
+        """A Compare that holds exactly while this hold lasts: our queue
+        file at its (creation) revision. Put it among a TXN's compares to
+        write only while we hold the lock; a hold lost meanwhile (released,
+        or the session's lease ended) fails the TXN. Answered at once, with
+        no request (RuntimeError when not held)."""
+        if self.held is None:
+            raise RuntimeError(f"{self.path} is not held by this object")
+        return Compare(self.held.path, rev=self.held.rev)
 
     def acquire(self, timeout: float | None = None) -> Any:
         """Wait for the lock: its fencing token. LockTimeout after
