@@ -399,8 +399,12 @@ class BlockingSession(_Names):
 
     def _run(self) -> None:
         period = self.core.period
-        while not self._stopping.wait(period):
+        next_at = self._now() + period
+        # each keep-alive is due a period after the previous one was sent,
+        # however long that one took to answer or time out
+        while not self._stopping.wait(max(0.0, next_at - self._now())):
             sent = self._now()
+            next_at = sent + period
             try:
                 self._keeper.request(call("LEASE_KEEPALIVE", lease=self.lease), timeout=period)
                 with self._lock:
