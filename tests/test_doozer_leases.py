@@ -1,5 +1,5 @@
 """doozertw's extension verbs on the doozer protobuf front end: leases, SET
-with a lease, TXN (docs/protocol-doozer-leases.md).
+with a lease, TXN (docs/protocol.md, "Extensions: leases and transactions").
 
 Driven over StringTransport with a fake clock. ``LeaseNode`` is a small
 stand-in that records what the front end asks of the node (so argument

@@ -15,7 +15,7 @@ detail of the protocol:
 - ``result_of`` turns a Response into the verb's result, or raises
   DoozerError with the server's code and detail.
 - ``LeaseInfo`` and ``TxnResult`` are the results of the lease verbs and
-  TXN (doozertw's extensions; docs/protocol-doozer-leases.md).
+  TXN (doozertw's extensions; docs/protocol.md, "Extensions: leases and transactions").
 """
 
 from __future__ import annotations

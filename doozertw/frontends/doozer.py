@@ -35,7 +35,7 @@ Per-connection contract:
   and cancelled; the other requests are answered, then the connection
   closes.
 
-doozertw's extension verbs (docs/protocol-doozer-leases.md): LEASE_GRANT,
+doozertw's extension verbs (docs/protocol.md, "Extensions: leases and transactions"): LEASE_GRANT,
 LEASE_KEEPALIVE, LEASE_REVOKE, LEASE_TTL, LEASE_LIST, TXN and SET's
 ``lease`` field. Writes (all but LEASE_TTL and LEASE_LIST) need write
 access. A TXN is bounded before it reaches the node (``limits.max_txn_ops``

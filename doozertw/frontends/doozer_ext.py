@@ -1,5 +1,5 @@
 """doozertw's extensions of the doozer protocol, as pure functions of
-messages (docs/protocol-doozer-leases.md); doozertw.frontends.doozer
+messages (docs/protocol.md, "Extensions: leases and transactions"); doozertw.frontends.doozer
 dispatches the verbs and calls these.
 
 - ``txn_of(request, limits)``: a TXN Request as (compares, success,

@@ -30,10 +30,14 @@ def _take_value(data, pos, length):
     return data[pos:pos + length], pos + length + 2
 
 
+LISTS = (b"DIR", b"HELP", b"TTL", b"LEASES", b"TXN", b"SRVR", b"STATS", b"MNTR", b"CONS")
+"""Replies ``OK <KIND> ... <n>`` followed by n lines."""
+
+
 def parse_units(data):
     """Split a reply stream into units: (header words, payload).
 
-    Payload is bytes for value units, a list of lines for DIR and HELP, a
+    Payload is bytes for value units, a list of lines for LISTS kinds, a
     list of (words, bytes) for WALK, else None. Raises Malformed.
     """
     units, pos = [], 0
@@ -44,7 +48,7 @@ def parse_units(data):
         if w[:2] == [b"OK", b"VALUE"] or w[:2] == [b"OK", b"EVENT"] or (
                 w[0] == b"EVENT" and w[2] != b"ERROR"):
             payload, pos = _take_value(data, pos, int(w[-1]))
-        elif w[:2] in ([b"OK", b"DIR"], [b"OK", b"HELP"]):
+        elif w[0] == b"OK" and len(w) > 2 and w[1] in LISTS:
             payload = []
             for _ in range(int(w[-1])):
                 item, pos = _take_line(data, pos)

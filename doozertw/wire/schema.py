@@ -11,7 +11,7 @@ are the bits of ``Response.flags`` for WAIT and WALK events.
 ``RequestMessage``/``ResponseMessage`` describe their instances' fields
 for the type checker.
 
-doozertw's extensions (docs/protocol-doozer-leases.md) use only verb and
+doozertw's extensions (docs/protocol.md, "Extensions: leases and transactions") use only verb and
 field numbers doozer never used, and every new field is optional, so a
 doozer client neither sends nor sees them: the lease verbs and TXN
 (``EXTENSION_VERBS``, 50 to 55), and fields 20 and up. Request: ``lease``

@@ -12,9 +12,16 @@ Commands start as soon as they are read (they are not serialised), except
 that a command that is not a write waits for this connection's earlier
 writes to finish, so a pipelined ``set`` then ``get`` reads its own write.
 
+Beyond doozer's verbs: leases (``lease ...``, ``set lease=ID ...``),
+transactions (a ``txn`` ... ``end`` block, answered as one command) and
+ZooKeeper's admin words (``ruok``, ``isro``, ``srvr``, ``stat``, ``mntr``,
+``cons``), answered locally without a read barrier.
+
 Modules: ``framing`` (pure: bytes to Commands, word parsing), ``replies``
-(pure: reply formatting, HELP), ``verbs`` (one method per command) and
-``protocol`` (TextProtocol: ordering, back-pressure, timeouts).
+(pure: reply formatting, HELP), ``txn`` (pure: write lines and txn blocks
+as data), ``verbs`` (one method per command), ``leases`` and ``admin``
+(their mixins for lease/txn verbs and admin words) and ``protocol``
+(TextProtocol: ordering, back-pressure, timeouts, txn blocks).
 """
 
 from doozertw.frontends.text.framing import (

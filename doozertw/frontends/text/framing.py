@@ -65,19 +65,45 @@ def split_rest(line, count):
 
 
 _VALUE_WORDS = {b"set": 2, b"cas": 3}
+LEASE_OPTION = b"lease="
+BRANCHES = (b"then", b"else")
+
+
+def _value_words(first):
+    """How many words precede the VALUE field, given a line's first five
+    words (None where missing); None when the line has no VALUE field.
+
+    ``set``/``cas`` take one more word when their second is a
+    ``lease=ID`` option; a transaction line ``then``/``else`` adds one word
+    to the write it carries; ``if PATH value VALUE`` has three.
+    """
+    verb = (first[0] or b"").lower()
+    skip = 0
+    if verb in BRANCHES:
+        skip, verb = 1, (first[1] or b"").lower()
+    elif verb == b"if":
+        return 3 if (first[2] or b"").lower() == b"value" else None
+    count = _VALUE_WORDS.get(verb)
+    if count is None:
+        return None
+    if (first[skip + 1] or b"").startswith(LEASE_OPTION):
+        count += 1
+    return skip + count
 
 
 def value_field(line):
     """(verb in lower case, the VALUE field or None) of a line."""
-    verb = (split_rest(line, 1)[0][0] or b"").lower()
-    count = _VALUE_WORDS.get(verb)
+    first = split_rest(line, 5)[0]
+    count = _value_words(first)
+    verb = (first[0] or b"").lower()
     if count is None:
         return verb, None
     return verb, split_rest(line, count)[1]
 
 
 def literal_size(line):
-    """N if the line is a ``set``/``cas`` whose VALUE is exactly ``{N}``, else None."""
+    """N if the line has a VALUE field (``set``, ``cas``, their ``then``/``else``
+    forms, ``if PATH value``) that is exactly ``{N}``, else None."""
     _, value = value_field(line)
     if value is None:
         return None
@@ -184,3 +210,8 @@ def parse_number(word, what, least):
     if not least <= value < _INT64:
         raise DoozerError(ErrCode.OTHER, f"bad {what}")
     return value
+
+
+def parse_lease(word):
+    """The ID of a ``lease=ID`` option word (0: no lease); else ERR OTHER bad lease id."""
+    return parse_number(word[len(LEASE_OPTION):], "lease id", 0)

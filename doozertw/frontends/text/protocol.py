@@ -1,5 +1,6 @@
 """TextProtocol: one text-protocol connection to a Node (framing, ordering, back-pressure)."""
 
+import itertools
 from collections import deque
 
 from twisted.internet import defer
@@ -12,8 +13,10 @@ from doozertw.errors import DoozerError, ErrCode
 from doozertw.frontends.access import Access, AccessThrottle
 from doozertw.frontends.connection import (
     IN_FLIGHT, WRITES, ClientConnection, ConnectionStateView)
+from doozertw.frontends.text.admin import TEXT_CONNECTIONS
 from doozertw.frontends.text.framing import Framer, FramingError, Rejected, value_field
 from doozertw.frontends.text.replies import clean, error_reply
+from doozertw.frontends.text.txn import TxnBlock
 from doozertw.frontends.text.verbs import READ, WRITE, COMMANDS, TextVerbs
 
 INPUT_SLACK = 256 * 1024
@@ -22,6 +25,9 @@ OUTPUT_BATCH = 64 * 1024
 """Bytes of replies after which a connection's turn ends."""
 
 ABANDONED = "abandoned: the client closed its side"
+UNTERMINATED = "unterminated txn block: the client closed its side before end"
+
+_serials = itertools.count(1)
 
 
 class _Reply:
@@ -57,6 +63,12 @@ class TextProtocol(ConnectionStateView, TextVerbs, Protocol):
     ``node`` is a doozertw.frontends.interface.NodeAPI. The connection's
     states, read gate and output measure are a ClientConnection
     (doozertw.frontends.connection), of which this is the ConnectionOwner.
+
+    A ``txn`` line opens a block: the lines up to ``end`` are collected in a
+    TxnBlock (bounded by ``limits.max_txn_ops`` and ``limits.max_txn_bytes``)
+    and answered as one command. The request timer runs while a block is
+    open (each line restarts it); a half-close before ``end`` answers the
+    block ``ERR OTHER`` (UNTERMINATED).
     """
 
     log = Logger()
@@ -82,14 +94,28 @@ class TextProtocol(ConnectionStateView, TextVerbs, Protocol):
         self._turn_bytes = 0
         self._processing = False
         self._flushing = False
+        self._block = None
+        self._block_reply = None
+        self.serial = next(_serials)
+        self.served = 0
+        """Commands read (a txn block counts once)."""
+        self.answered = 0
+        """Replies written."""
         self._conn = ClientConnection("text", self, node, limits, clock)
+
+    @property
+    def watches(self):
+        """Streaming watches open on this connection."""
+        return len(self._streams)
 
     # -- connection life (doozertw.frontends.connection) -----------------------
 
     def connectionMade(self):
+        TEXT_CONNECTIONS.add(self.node, self)
         self._conn.made(self.transport)
 
     def connectionLost(self, reason=None):
+        TEXT_CONNECTIONS.discard(self.node, self)
         self._conn.lost()
         self._teardown()
 
@@ -112,6 +138,15 @@ class TextProtocol(ConnectionStateView, TextVerbs, Protocol):
         parked, self._parked = self._parked, set()
         for d in parked:
             d.cancel()
+        if not self._paused_by and not self._processing:
+            self._unterminated()
+
+    def _unterminated(self):
+        """Input ended inside a txn block: answer the block, drop it."""
+        if self._block is None:
+            return
+        reply, self._block, self._block_reply = self._block_reply, None, None
+        self._fill(error_reply(ErrCode.OTHER, UNTERMINATED), reply)
 
     def writeConnectionLost(self):
         self._conn.close("write side lost")
@@ -144,6 +179,7 @@ class TextProtocol(ConnectionStateView, TextVerbs, Protocol):
             d.cancel()
         self._gates.clear()
         self._replies.clear()
+        self._block = self._block_reply = None
 
     def dataReceived(self, data):
         if self._closed:
@@ -191,7 +227,7 @@ class TextProtocol(ConnectionStateView, TextVerbs, Protocol):
 
     def _process(self):
         self._processing = True
-        progressed = False
+        progressed = exhausted = False
         self._turn_commands = self._turn_bytes = 0
         try:
             while not self._paused_by and not self._closed:
@@ -201,6 +237,7 @@ class TextProtocol(ConnectionStateView, TextVerbs, Protocol):
                     break
                 item = self._framer.next()
                 if item is None:
+                    exhausted = True
                     break
                 progressed = True
                 self._turn_commands += 1
@@ -210,6 +247,8 @@ class TextProtocol(ConnectionStateView, TextVerbs, Protocol):
         finally:
             self._processing = False
         if self._input_ended:
+            if exhausted:
+                self._unterminated()
             self._finish_if_done()
         elif not self._closed:
             self._arm_timer(progressed)
@@ -226,7 +265,7 @@ class TextProtocol(ConnectionStateView, TextVerbs, Protocol):
             self._process()
 
     def _arm_timer(self, progressed):
-        if self._paused_by or not self._framer.partial:
+        if self._paused_by or not (self._framer.partial or self._block is not None):
             self._cancel_timer()
         elif self._timer is None or progressed:
             self._cancel_timer()
@@ -288,6 +327,7 @@ class TextProtocol(ConnectionStateView, TextVerbs, Protocol):
         try:
             while self._replies and self._replies[0].data is not None:
                 reply = self._replies.popleft()
+                self.answered += 1
                 self._write(reply.data)
                 if reply.then is not None:
                     reply.then()
@@ -301,6 +341,10 @@ class TextProtocol(ConnectionStateView, TextVerbs, Protocol):
     # -- commands --------------------------------------------------------------------
 
     def _handle(self, item):
+        if self._block is not None:
+            self._block_line(item)
+            return
+        self.served += 1
         if isinstance(item, Rejected):
             self._enqueue(_Reply(error_reply(
                 ErrCode.OTHER, f"value too large ({item.size} > {self.limits.max_value})")))
@@ -309,8 +353,28 @@ class TextProtocol(ConnectionStateView, TextVerbs, Protocol):
         reply = _Reply()
         self._enqueue(reply)
         verb = value_field(item.line)[0]
+        if verb == b"txn":
+            self._block, self._block_reply = TxnBlock(item.line, self.limits), reply
+            return
+        self._answer(verb, reply, self._dispatch, verb, item.line, item.literal, reply)
+
+    def _block_line(self, item):
+        """The next line of the open txn block; at ``end``, run the block."""
+        block = self._block
+        if isinstance(item, Rejected):
+            block.reject(item.size)
+            return
+        if not block.add(item.line, item.literal):
+            return
+        reply, self._block, self._block_reply = self._block_reply, None, None
+        self._answer(b"txn", reply, self.run_txn, block)
+
+    def _answer(self, verb, reply, fn, *args):
+        """Run ``fn(*args)`` (bytes or a Deferred of bytes); its outcome fills ``reply``."""
         try:
-            d = self._dispatch(verb, item.line, item.literal, reply)
+            d = fn(*args)
+            if isinstance(d, bytes):
+                d = defer.succeed(d)
         except DoozerError as e:
             d = defer.fail(e)
         except Exception:

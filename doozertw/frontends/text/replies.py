@@ -5,8 +5,9 @@ from doozertw.frontends.text.framing import CRLF, value_field
 
 HELP = (
     ("get PATH [REV]", "read a file -> OK VALUE <rev> <len>, the bytes, CRLF"),
-    ("set PATH VALUE", "write a file whatever its revision -> OK REV <rev>"),
-    ("cas PATH REV VALUE", "write if REV >= the file's rev (0 create, -1 any) -> OK REV <rev>"),
+    ("set [lease=ID] PATH VALUE", "write a file whatever its revision -> OK REV <rev>"),
+    ("cas [lease=ID] PATH REV VALUE",
+     "write if REV >= the file's rev (0 create, -1 any) -> OK REV <rev>"),
     ("del PATH [REV]", "delete a file (REV default -1) -> OK REV <rev>"),
     ("rev", "current revision -> OK REV <rev>"),
     ("stat PATH [REV]", "size and revision -> OK STAT <rev> <len> (dir: rev -2, len entries)"),
@@ -17,6 +18,18 @@ HELP = (
     ("unwatch ID", "stop a watch -> OK"),
     ("nop", "a round trip through consensus -> OK"),
     ("self", "this node's id -> OK SELF <id>"),
+    ("lease grant TTL [ID]", "a lease of TTL seconds -> OK LEASE <id> <ttl>"),
+    ("lease keepalive ID", "restart a lease's countdown -> OK LEASE <id> <remaining>"),
+    ("lease revoke ID", "delete a lease and its files -> OK REV <rev>"),
+    ("lease ttl ID", "one lease -> OK TTL <id> <ttl> <remaining> <n>, n paths"),
+    ("lease list", "every lease -> OK LEASES <n>, n lines <id> <ttl> <remaining>"),
+    ("txn", "lines if/then/else ..., end: one transaction -> OK TXN <true|false> <rev> <n>"),
+    ("ruok", "is the node serving (no secret needed) -> OK imok"),
+    ("isro", "may this connection write -> OK rw or OK ro"),
+    ("srvr", "this node's figures -> OK SRVR <n>, n lines 'Name: value'"),
+    ("stat", "srvr's lines and the text connections -> OK STATS <n>, n lines"),
+    ("mntr", "figures for monitoring -> OK MNTR <n>, n lines 'doozer_key<TAB>value'"),
+    ("cons", "this node's text connections -> OK CONS <n>, n lines"),
     ("access SECRET", "present a secret -> OK"),
     ("help", "this list -> OK HELP <n>, n lines"),
     ("quit", "close the connection -> OK BYE"),
@@ -56,7 +69,7 @@ def listing(kind, rev, items):
 
 
 def help_reply():
-    lines = [f"{usage:<28} {text}".encode("ascii") + CRLF for usage, text in HELP]
+    lines = [f"{usage:<30} {text}".encode("ascii") + CRLF for usage, text in HELP]
     return b"OK HELP %d\r\n" % len(lines) + b"".join(lines)
 
 

@@ -8,8 +8,11 @@ from twisted.internet import defer
 
 from doozertw.errors import PERMISSION_DENIED, DoozerError, ErrCode
 from doozertw.frontends.text.framing import CRLF, parse_number, split_rest, words
+from doozertw.frontends.text.admin import AdminVerbs
+from doozertw.frontends.text.leases import LeaseVerbs
 from doozertw.frontends.text.replies import (
     clean, event_unit, help_reply, listing, usage_of, value_unit)
+from doozertw.frontends.text.txn import write_op
 from doozertw.frontends.interface import CLOBBER, Glob, check_path
 
 
@@ -32,7 +35,7 @@ class _Stream:
 READ, WRITE, OPEN = "read", "write", "open"
 
 
-class TextVerbs:
+class TextVerbs(LeaseVerbs, AdminVerbs):
     """The commands of a TextProtocol connection, looked up through COMMANDS."""
 
     # -- argument parsing ---------------------------------------------------------------
@@ -71,21 +74,13 @@ class TextVerbs:
             lambda found: value_unit(b"OK VALUE %d" % found[1], found[0]))
 
     def cmd_set(self, line, literal, reply):
-        (_, path), value = split_rest(line, 2)
-        return self._write_value(path, CLOBBER, literal, value)
-
-    def cmd_cas(self, line, literal, reply):
-        (_, path, rev), value = split_rest(line, 3)
-        return self._write_value(path, parse_number(rev, "revision", -1), literal, value)
-
-    def _write_value(self, path, rev, literal, value):
-        if path is None or (value is None and literal is None):
-            raise DoozerError(ErrCode.MISSING_ARG, "no value")
-        value = literal if literal is not None else value
-        if len(value) > self.limits.max_value:
-            raise DoozerError(ErrCode.OTHER, "value too large")
-        d = self._writing(self.node.set(self._path(path), rev, value))
+        """``set [lease=ID] PATH VALUE`` (and ``cas [lease=ID] PATH REV VALUE``)."""
+        op = write_op(line, literal, self.limits)
+        extra = {"lease": op.lease} if op.lease else {}
+        d = self._writing(self.node.set(op.path, op.rev, op.value, **extra))
         return d.addCallback(lambda new: b"OK REV %d\r\n" % new)
+
+    cmd_cas = cmd_set
 
     def cmd_del(self, line, literal, reply):
         path, rev = self._args(line, 1, 2)
@@ -108,6 +103,8 @@ class TextVerbs:
             lambda name: b"OK SELF %s\r\n" % clean(name).encode("ascii"))
 
     def cmd_stat(self, line, literal, reply):
+        if not words(line)[1:]:
+            return self.admin_stat()
         path, rev = self._args(line, 1, 2)
         path, rev = self._path(path), parse_number(rev, "revision", 0)
         d = self._after_own_writes(self.node.stat, path, rev)
@@ -290,4 +287,16 @@ COMMANDS = {
     "access": (OPEN, TextVerbs.cmd_access),
     "help": (OPEN, TextVerbs.cmd_help),
     "quit": (OPEN, TextVerbs.cmd_quit),
+    "lease": (READ, TextVerbs.cmd_lease),
+    "end": (OPEN, TextVerbs.cmd_end),
+    "if": (OPEN, TextVerbs.cmd_txn_line),
+    "then": (OPEN, TextVerbs.cmd_txn_line),
+    "else": (OPEN, TextVerbs.cmd_txn_line),
+    "ruok": (OPEN, TextVerbs.cmd_ruok),
+    "isro": (READ, TextVerbs.cmd_isro),
+    "srvr": (READ, TextVerbs.cmd_srvr),
+    "mntr": (READ, TextVerbs.cmd_mntr),
+    "cons": (READ, TextVerbs.cmd_cons),
 }
+"""``txn`` is not here: TextProtocol collects a whole block (``txn`` ... ``end``)
+into a TxnBlock and answers it with ``run_txn``."""
