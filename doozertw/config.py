@@ -6,6 +6,7 @@ docs/configuration.md for the format.
 """
 
 import os
+from collections.abc import Callable, Mapping
 
 import attrs
 import yaml
@@ -13,6 +14,8 @@ import yaml
 from doozertw.limits import DEFAULT_QUORUM_TIMEOUT, Limits, LimitsError, warn_deprecated
 from doozertw.frontends.access import Secrets
 from doozertw.frontends.web.options import TUNABLES, WebOptionError, WebOptions
+from doozertw.logging_setup import (
+    DEFAULT_FORMAT, DEFAULT_LEVEL, LoggingError, format_named, level_named)
 from doozertw.store import DEFAULT_HISTORY, DEFAULT_HISTORY_BYTES
 
 DEFAULT_CLIENT = "tcp:8046:interface=127.0.0.1"
@@ -68,6 +71,9 @@ class ClusterConfig:
     client_ca: str | None = None
     # the web port's defences (doozertw.frontends.web.options, docs/web.md)
     web: WebOptions = WebOptions()
+    # doozertw.logging_setup: DEBUG, INFO, WARN or ERROR; text or json
+    log_level: str = DEFAULT_LEVEL
+    log_format: str = DEFAULT_FORMAT
 
     def data_dir_of(self, node):
         """The data directory of ``node`` (a NodeConfig): its own
@@ -91,19 +97,24 @@ _TOP_KEYS = {"cluster", "history", "history_bytes", "secrets", "limits", "nodes"
 _PEER_AUTH_KEYS = ("peer_secret_file", "peer_cert", "peer_key", "peer_ca")
 _TOP_KEYS |= {*_PEER_AUTH_KEYS, "insecure_peers"}
 _TOP_KEYS |= {"web_hosts", "protect_metrics", "web_limits"}
-_TOP_KEYS |= {"client_ca"}
+_TOP_KEYS |= {"client_ca", "log_level", "log_format"}
 
 
 def load(path):
     """Parse a cluster YAML file into a ClusterConfig."""
+    return parse(load_raw(path), source=path)
+
+
+def load_raw(path):
+    """The YAML document of file ``path`` (an empty file is {});
+    ConfigError (one line) if it cannot be read or is not YAML."""
     try:
         with open(path, encoding="utf-8") as f:
-            data = yaml.safe_load(f) or {}
+            return yaml.safe_load(f) or {}
     except OSError as e:
         raise ConfigError(f"{path}: {e.strerror or e}") from None
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: not valid YAML: {' '.join(str(e).split())}") from None
-    return parse(data, source=path)
 
 
 def parse(data, source="<config>"):
@@ -138,7 +149,19 @@ def parse(data, source="<config>"):
         **{key: str(data[key]) for key in _PEER_AUTH_KEYS if data.get(key)},
         client_ca=str(data["client_ca"]) if data.get("client_ca") else None,
         web=_web_options(data, source),
+        log_level=_logging_choice(data.get("log_level", DEFAULT_LEVEL), level_named,
+                                  source, "log_level"),
+        log_format=_logging_choice(data.get("log_format", DEFAULT_FORMAT), format_named,
+                                   source, "log_format"),
     )
+
+
+def _logging_choice(value, check, source, key):
+    """``check(value)`` (a logging_setup name check), its error as ConfigError."""
+    try:
+        return check(value)
+    except LoggingError as e:
+        raise ConfigError(f"{source}: {key}: {e}") from None
 
 
 def _web_options(data, source):
@@ -196,13 +219,13 @@ def _seconds(value, key, source):
     return value
 
 
-def parse_peers(text):
+def parse_peers(text, label="--peers"):
     """``n2=host:port,n3=host:port`` -> {"n2": "host:port", ...}."""
     peers = {}
     for item in filter(None, (part.strip() for part in text.split(","))):
         name, sep, address = item.partition("=")
         if not sep or not name or not address:
-            raise ConfigError(f"--peers: expected name=host:port, got {item!r}")
+            raise ConfigError(f"{label}: expected name=host:port, got {item!r}")
         check_name(name)
         peers[name] = address
     return peers
@@ -219,11 +242,29 @@ def _secret(value):
     return str(value).encode("utf-8") if value else None
 
 
-def resolve(options, environ=os.environ):
+def resolve(options, environ=os.environ, origins=None):
     """Combine the config file (if any), the environment and the options.
 
-    Returns (ClusterConfig, NodeConfig) for the node this process runs.
+    ``options`` maps option keys (``peer_listen``) to what the command line
+    or the environment gave (None: not given; see ``layered``);
+    ``origins`` says which did (key -> "flag" or the variable's name), so
+    that an error names what to fix and an environment ``false`` overrides
+    the file. Returns (ClusterConfig, NodeConfig) for the node this process
+    runs.
     """
+    origins = origins or {}
+
+    def where(key):
+        """(source, name) of option ``key`` for an error message."""
+        origin = origins.get(key, "flag")
+        if origin == "flag":
+            return "command line", "--" + key.replace("_", "-")
+        return "environment", origin
+
+    def explicit(key):
+        """A flag given true, or given at all (false) through the environment."""
+        return bool(options.get(key)) or (key in origins and options.get(key) is not None)
+
     cluster = load(options["config"]) if options.get("config") else ClusterConfig()
     name = options.get("name") or (next(iter(cluster.nodes)) if len(cluster.nodes) == 1 else "n1")
     check_name(name)
@@ -231,7 +272,7 @@ def resolve(options, environ=os.environ):
     if options.get("peers"):
         nodes = dict(cluster.nodes)
         nodes.setdefault(name, NodeConfig(name=name))
-        for peer, address in parse_peers(options["peers"]).items():
+        for peer, address in parse_peers(options["peers"], where("peers")[1]).items():
             if peer != name:
                 nodes[peer] = NodeConfig(name=peer, peer_listen=address)
         cluster = attrs.evolve(cluster, nodes=nodes)
@@ -244,18 +285,18 @@ def resolve(options, environ=os.environ):
         if options.get(key)})
     if options.get("in_memory"):
         if options.get("data_dir"):
-            raise ConfigError("--in-memory and --data-dir exclude each other")
+            raise ConfigError(f"{where('in_memory')[1]} and {where('data_dir')[1]} "
+                              "exclude each other")
         node = attrs.evolve(node, in_memory=True)
     if options.get("silent_voter_timeout") is not None:
         node = attrs.evolve(node, silent_voter_timeout=_seconds(
-            options["silent_voter_timeout"], "--silent-voter-timeout", "command line"))
+            options["silent_voter_timeout"], *reversed(where("silent_voter_timeout"))))
     if cluster.nodes and not in_file:
         # from --peers: this node's peer address is where it listens; a node
         # in the file keeps the file's address (how the others reach it)
         cluster = attrs.evolve(cluster, nodes={**cluster.nodes, name: node})
-    secrets = Secrets(
-        rw=_secret(environ.get("DOOZER_RWSECRET")) or cluster.secrets.rw,
-        ro=_secret(environ.get("DOOZER_ROSECRET")) or cluster.secrets.ro)
+    secrets = Secrets(rw=env_secret(environ, "DOOZER_RWSECRET") or cluster.secrets.rw,
+                      ro=env_secret(environ, "DOOZER_ROSECRET") or cluster.secrets.ro)
     overrides = {"secrets": secrets}
     if options.get("cluster"):
         overrides["cluster"] = options["cluster"]
@@ -263,17 +304,22 @@ def resolve(options, environ=os.environ):
     for key in _PEER_AUTH_KEYS:
         if options.get(key):
             overrides[key] = options[key]
-    if options.get("insecure_peers"):
-        overrides["insecure_peers"] = True
+    if explicit("insecure_peers"):
+        overrides["insecure_peers"] = bool(options["insecure_peers"])
     if options.get("client_ca"):
         overrides["client_ca"] = options["client_ca"]
-    overrides["web"] = _web_overrides(cluster.web, options)
+    overrides["web"] = _web_overrides(cluster.web, options, explicit("protect_metrics"),
+                                      where("web_host")[1])
     for key in ("history", "history_bytes", "snapshot_entries"):
         if options.get(key) is not None:
-            overrides[key] = _positive(options[key], key, "command line")
+            source, label = where(key)
+            overrides[key] = _positive(options[key], label, source)
     if options.get("quorum_timeout") is not None:
         overrides["quorum_timeout"] = _seconds(
-            options["quorum_timeout"], "--quorum-timeout", "command line")
+            options["quorum_timeout"], *reversed(where("quorum_timeout")))
+    for key, check in (("log_level", level_named), ("log_format", format_named)):
+        if options.get(key):
+            overrides[key] = _logging_choice(options[key], check, *where(key))
     return attrs.evolve(cluster, **overrides), node
 
 
@@ -290,13 +336,184 @@ def attached_to(cluster: ClusterConfig, found: str, address: str) -> ClusterConf
     return attrs.evolve(cluster, cluster=found, cluster_given=True)
 
 
-def _web_overrides(web, options):
-    """``--web-host`` (replaces the file's ``web_hosts``) and ``--protect-metrics``."""
+def _web_overrides(web, options, protect_given=False, label="--web-host"):
+    """``--web-host`` (replaces the file's ``web_hosts``) and
+    ``--protect-metrics`` (with ``protect_given``: its value, even false)."""
     try:
         if options.get("web_host"):
             web = attrs.evolve(web, hosts=options["web_host"])
     except WebOptionError as e:
-        raise ConfigError(f"--web-host: {e}") from None
-    if options.get("protect_metrics"):
-        web = attrs.evolve(web, protect_metrics=True)
+        raise ConfigError(f"{label}: {e}") from None
+    if protect_given or options.get("protect_metrics"):
+        web = attrs.evolve(web, protect_metrics=bool(options.get("protect_metrics")))
     return web
+
+
+# -- the environment ------------------------------------------------------------------------
+
+ENV_PREFIX = "DOOZER_"
+TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
+FALSE_WORDS = frozenset({"0", "false", "no", "off"})
+PARAM, FLAG, LIST = "param", "flag", "list"
+
+# where each option lives in the cluster file, if it does ("nodes.<name>." keys
+# are per node); doozertw.tap checks that every option is listed here
+YAML_KEYS: dict[str, str | None] = {
+    "name": None, "config": None, "peers": None, "attach": None,
+    "silent-voter-timeout": None, "in-memory": None, "print-config": None,
+    "listen": "nodes.<name>.listen", "web": "nodes.<name>.web",
+    "peer-listen": "nodes.<name>.peer_listen", "advertise": "nodes.<name>.advertise",
+    "peer-advertise": "nodes.<name>.peer_advertise",
+    "data-dir": "data_dir, nodes.<name>.data_dir",
+    "cluster": "cluster", "history": "history", "history-bytes": "history_bytes",
+    "quorum-timeout": "quorum_timeout", "snapshot-entries": "snapshot_entries",
+    "peer-secret-file": "peer_secret_file", "peer-cert": "peer_cert",
+    "peer-key": "peer_key", "peer-ca": "peer_ca", "client-ca": "client_ca",
+    "insecure-peers": "insecure_peers", "protect-metrics": "protect_metrics",
+    "web-host": "web_hosts", "log-level": "log_level", "log-format": "log_format",
+}
+
+# variables that are not options but are read by the node or by the clients
+OTHER_VARIABLES = frozenset({
+    "DOOZER_RWSECRET", "DOOZER_ROSECRET", "DOOZER_RWSECRET_FILE", "DOOZER_ROSECRET_FILE",
+    "DOOZER_URI", "DOOZER_BOOT_URI", "DOOZER_TLS_CA", "DOOZER_TLS_CERT", "DOOZER_TLS_KEY",
+    "DOOZER_MUTATION", "DOOZER_VERBS",
+    # build-time names of the container files (Dockerfile, compose.yaml, scripts)
+    "DOOZER_IMAGE", "DOOZER_BASE_IMAGE", "DOOZER_CHECK_IMAGE"})
+
+
+@attrs.frozen
+class OptionSpec:
+    """One ``twistd doozer`` option as the environment and the docs see it:
+    ``name`` (``peer-listen``), ``kind`` (PARAM, FLAG or LIST: repeatable),
+    ``coerce`` (int, float or None: text), ``env`` (``DOOZER_PEER_LISTEN``,
+    None for actions such as --print-config), its ``yaml`` key (or None),
+    and the ``default`` and ``meaning`` the docs show."""
+
+    name: str
+    kind: str = PARAM
+    coerce: Callable | None = None
+    env: str | None = None
+    yaml: str | None = None
+    default: str = "none"
+    meaning: str = ""
+    short: str | None = None
+
+    @property
+    def key(self) -> str:
+        """The key of the option in ``resolve``'s options (``peer_listen``)."""
+        return self.name.replace("-", "_")
+
+
+def env_name(option: str) -> str:
+    """``peer-listen`` -> ``DOOZER_PEER_LISTEN``."""
+    return ENV_PREFIX + option.upper().replace("-", "_")
+
+
+def from_environment(specs, environ: Mapping[str, str]) -> dict:
+    """{option key: value} of the options set in ``environ`` (an empty
+    variable counts as unset); ConfigError (one line naming the variable)
+    for a value that does not parse. Flags take 1/true/yes/on or
+    0/false/no/off (any case); LIST options a comma-separated list."""
+    found = {}
+    for spec in specs:
+        raw = environ.get(spec.env or "")
+        if spec.env is None or raw is None or raw.strip() == "":
+            continue
+        found[spec.key] = _env_value(spec, raw.strip())
+    return found
+
+
+def _env_value(spec, raw):
+    if spec.kind == FLAG:
+        word = raw.lower()
+        if word in TRUE_WORDS:
+            return True
+        if word in FALSE_WORDS:
+            return False
+        raise ConfigError(f"environment: {spec.env}={raw!r}: use 1/true/yes/on or "
+                          "0/false/no/off")
+    if spec.kind == LIST:
+        return [raw]
+    if spec.coerce is None:
+        return raw
+    try:
+        return spec.coerce(raw)
+    except ValueError:
+        kind = "an integer" if spec.coerce is int else "a number"
+        raise ConfigError(f"environment: {spec.env}={raw!r}: not {kind}") from None
+
+
+def layered(specs, given: Mapping, environ: Mapping[str, str]) -> tuple[dict, dict]:
+    """(options, origins): the command line's ``given`` (option key ->
+    value; None, or a false flag or empty list, when not given) over the
+    environment.
+    ``origins[key]`` is "flag" or the variable's name for every key set."""
+    unset_when_falsy = {spec.key for spec in specs if spec.kind in (FLAG, LIST)}
+    options = {key: (None if key in unset_when_falsy and not value else value)
+               for key, value in given.items()}
+    origins = {key: "flag" for key, value in options.items() if value is not None}
+    for key, value in from_environment(specs, environ).items():
+        if options.get(key) is None:
+            options[key] = value
+            origins[key] = next(s.env for s in specs if s.key == key)
+    return options, origins
+
+
+def unknown_variables(specs, environ: Mapping[str, str]) -> list[str]:
+    """DOOZER_* variables in ``environ`` that are neither an option's nor
+    one of OTHER_VARIABLES (most likely a typo), sorted."""
+    known = {spec.env for spec in specs if spec.env} | OTHER_VARIABLES
+    return sorted(name for name in environ
+                  if name.startswith(ENV_PREFIX) and name not in known)
+
+
+def env_secret(environ: Mapping[str, str], name: str) -> bytes | None:
+    """The secret in variable ``name``, or in the file named by
+    ``name``_FILE (its content without the final line break; for
+    container secrets); None if neither is set. ConfigError naming the
+    variable, never the secret, if both are set or the file cannot be read
+    or is empty."""
+    value, path = environ.get(name) or None, environ.get(name + "_FILE") or None
+    if value is not None and path is not None:
+        raise ConfigError(f"environment: give {name} or {name}_FILE, not both")
+    if path is None:
+        return _secret(value)
+    try:
+        with open(path, "rb") as f:
+            content = f.read(65537)
+    except OSError as e:
+        raise ConfigError(f"environment: {name}_FILE {path}: {e.strerror or e}") from None
+    if len(content) > 65536:
+        raise ConfigError(f"environment: {name}_FILE {path}: larger than 64 KiB")
+    secret = content.rstrip(b"\r\n")
+    if not secret:
+        raise ConfigError(f"environment: {name}_FILE {path}: empty")
+    return secret
+
+
+def secret_source(environ: Mapping[str, str], name: str, file_value) -> str:
+    """Where the secret of variable ``name`` comes from (for --print-config):
+    ``env NAME``, ``env NAME_FILE``, ``file`` or ``default`` (unset)."""
+    for variable in (name, name + "_FILE"):
+        if environ.get(variable):
+            return f"env {variable}"
+    return "file" if file_value else "default"
+
+
+def file_has(raw: Mapping, yaml_key: str | None, node: str) -> bool:
+    """Does the cluster file's document ``raw`` set ``yaml_key`` (a
+    YAML_KEYS value) for node ``node``?"""
+    if not yaml_key or not isinstance(raw, Mapping):
+        return False
+    nodes = raw.get("nodes")
+    nodes = nodes if isinstance(nodes, Mapping) else {}
+    spec = nodes.get(node)
+    spec = spec if isinstance(spec, Mapping) else {}
+    for key in (k.strip() for k in yaml_key.split(",")):
+        if key.startswith("nodes.<name>."):
+            if key.split(".", 2)[2] in spec:
+                return True
+        elif key in raw:
+            return True
+    return False

@@ -15,8 +15,9 @@ from twisted.internet.endpoints import serverFromString
 from twisted.logger import Logger
 from twisted.python import usage
 
-from doozertw import __version__, config
-from doozertw.frontends.client_port import ClientPortFactory
+from doozertw import __version__, config, shutdown
+from doozertw.logging_setup import DEFAULT_FORMAT, DEFAULT_LEVEL
+from doozertw.frontends.drain import DRAIN_GRACE, DrainingClientPortFactory
 from doozertw.node import Node
 from doozertw.store import Store
 
@@ -26,9 +27,13 @@ class Options(usage.Options):
     longdesc = (
         "Run a doozertw node: a doozer-compatible, strongly consistent store. "
         "Addresses are Twisted endpoint strings, e.g. tcp:8046:interface=0.0.0.0. "
-        "Secrets come from DOOZER_RWSECRET / DOOZER_ROSECRET or the config file.")
+        "Every option can also be set as DOOZER_<OPTION> in the environment "
+        "(DOOZER_PEER_LISTEN, DOOZER_IN_MEMORY=1); the command line wins over the "
+        "environment, which wins over --config. Secrets come from DOOZER_RWSECRET / "
+        "DOOZER_ROSECRET (or *_FILE: a file holding it) or the config file.")
     optParameters = [
-        ["name", "n", None, "This node's id (default: the only node in --config, else n1)."],
+        ["name", "n", None,
+         "This node's id [default: the only node in --config, else n1]."],
         ["config", "c", None, "Cluster YAML file (see docs/configuration.md)."],
         ["listen", "l", None,
          f"Client port: doozer and text protocols [default: {config.DEFAULT_CLIENT}]."],
@@ -37,24 +42,24 @@ class Options(usage.Options):
         ["peer-listen", None, None,
          f"Peer port for cluster traffic [default: {config.DEFAULT_PEER}]."],
         ["advertise", None, None,
-         "Client address published in /ctl/node/<id>/addr (default: the bound address)."],
-        ["cluster", None, None, "Cluster name, written to /ctl/name (default: local; "
-         "with --attach: the cluster's, and another name is refused)."],
+         "Client address published in /ctl/node/<id>/addr [default: the bound address]."],
+        ["cluster", None, None, "Cluster name, written to /ctl/name (with --attach: "
+         "the cluster's name if not given; another name is refused) [default: local]."],
         ["history", None, None, "Revisions of history kept for past reads and watches "
          "[default: 10000].", int],
         ["history-bytes", None, None, "Bytes of history kept at most [default: 64 MiB].", int],
         ["peer-advertise", None, None,
          "Peer address the other nodes dial to reach this one, published in "
-         "/ctl/node/<id>/peer (default: this node's peer address in --config, "
-         "else the bound peer port)."],
+         "/ctl/node/<id>/peer [default: this node's peer address in --config, "
+         "else the bound peer port]."],
         ["peers", "p", None,
          "Other voters of the cluster: name=host:port,... (their peer ports)."],
         ["attach", "a", None,
          "Join the running cluster that has a member at this client address "
          "(host:port) as a learner."],
         ["silent-voter-timeout", None, None,
-         "Demote a voter silent for this many seconds (off by default; "
-         "see docs/cluster.md for the risk).", float],
+         "Demote a voter silent for this many seconds (see docs/cluster.md "
+         "for the risk) [default: off].", float],
         ["quorum-timeout", None, None,
          "Seconds a write or linearizable read may wait for a quorum "
          f"[default: {config.DEFAULT_QUORUM_TIMEOUT:g}].", float],
@@ -72,6 +77,12 @@ class Options(usage.Options):
         ["client-ca", None, None,
          "Require client certificates signed by this CA (PEM) on the client port "
          "(an ssl: --listen); a verified certificate grants read-write without ACCESS."],
+        ["log-level", None, None,
+         "Log events at this level and above: DEBUG, INFO, WARN or ERROR "
+         f"[default: {DEFAULT_LEVEL}]."],
+        ["log-format", None, None,
+         "text, or json: one JSON object per line for log shippers (on twistd's "
+         f"--logfile, stdout by default) [default: {DEFAULT_FORMAT}]."],
     ]
     optFlags = [
         ["in-memory", None,
@@ -81,8 +92,11 @@ class Options(usage.Options):
          "Accept unauthenticated peers (trusted networks only): anyone who can "
          "reach the peer port can then join, write and disrupt the cluster."],
         ["protect-metrics", None,
-         "/metrics and /health need the read secret (default: open, as "
-         "Prometheus expects)."],
+         "/metrics and /health need the read secret (by default they are "
+         "open, as Prometheus expects)."],
+        ["print-config", None,
+         "Print the effective configuration and where each value comes from "
+         "(flag, env, file, default), then exit; secrets are never printed."],
     ]
 
     def opt_web_host(self, value):
@@ -111,15 +125,27 @@ class Options(usage.Options):
         print(f"doozertw {__version__}")
         sys.exit(0)
 
+    environ = None
+    """The environment read for DOOZER_* (None: os.environ; tests set it)."""
+
     def postOptions(self):
-        """Resolve the configuration and check everything that can be checked
-        before anything listens; a problem ends the process with one line
-        on stderr (``doozer: ...``) and exit status 1."""
+        """Resolve the configuration (command line > environment > --config
+        file > defaults) and check everything that can be checked before
+        anything listens; a problem ends the process with one line on
+        stderr (``doozer: ...``) and exit status 1. ``--print-config``
+        prints the result and exits 0."""
         from doozertw.persist.errors import StorageError
+        environ = os.environ if self.environ is None else self.environ
         try:
-            cluster, node = config.resolve(
-                {key.replace("-", "_"): value for key, value in self.items()})
-            check_endpoints(node)
+            specs = option_specs()
+            options, origins = config.layered(
+                specs, {key.replace("-", "_"): value for key, value in self.items()}, environ)
+            _warn_unknown_variables(specs, environ)
+            cluster, node = config.resolve(options, environ, origins)
+            if options.get("print_config"):
+                self._print_config(specs, options, origins, cluster, node, environ)
+            self._logging(cluster)
+            check_endpoints(node, origins)
             if node.attach:
                 found = cluster_name_at(node.attach, cluster.secrets)
                 cluster = config.attached_to(cluster, found, node.attach)
@@ -132,14 +158,83 @@ class Options(usage.Options):
             raise SystemExit(f"doozer: {e}") from None
         self.cluster, self.node = cluster, node
 
+    def _print_config(self, specs, options, origins, cluster, node, environ):
+        """Print the effective configuration on stdout; exit 0."""
+        from doozertw.config_print import effective, render
+        raw = config.load_raw(options["config"]) if options.get("config") else {}
+        rows = effective(specs, options, origins, cluster, node, raw, environ)
+        sys.stdout.write(render(rows, node.name))
+        sys.stdout.flush()
+        raise SystemExit(0)
 
-def check_endpoints(me: config.NodeConfig) -> None:
-    """ConfigError naming the option whose endpoint string does not parse
-    (an unknown type, a bad port, an ssl: certificate that cannot be read)."""
+    def _logging(self, cluster):
+        """Under twistd (``parent``: its options), log at the configured
+        level and format (doozertw.logging_setup)."""
+        parent = getattr(self, "parent", None)
+        if parent is None:
+            return
+        from doozertw.logging_setup import LoggingError, install
+        try:
+            install(parent, cluster.log_level, cluster.log_format)
+        except LoggingError as e:
+            raise config.ConfigError(str(e)) from None
+
+
+NO_ENV = ("print-config",)
+"""Options that are actions: no environment variable."""
+
+
+def option_specs() -> list[config.OptionSpec]:
+    """Every ``twistd doozer`` option (but --version and the deprecated
+    spellings) as the environment, --print-config and the docs see it."""
+    specs = []
+    parameters: list = Options.optParameters
+    flags: list = Options.optFlags
+    for name, short, _, doc, *coerce in parameters:
+        specs.append(_spec(name, short, config.PARAM, coerce[0] if coerce else None, doc))
+    for name, short, doc in flags:
+        specs.append(_spec(name, short, config.FLAG, None, doc))
+    specs.append(_spec("web-host", None, config.LIST, None, Options.opt_web_host.__doc__))
+    return specs
+
+
+def _spec(name, short, kind, coerce, doc):
+    meaning, default = _split_default(" ".join(doc.split()))
+    return config.OptionSpec(
+        name, kind, coerce, env=None if name in NO_ENV else config.env_name(name),
+        yaml=config.YAML_KEYS[name], short=short,
+        default=default or ("off" if kind == config.FLAG else "none"), meaning=meaning)
+
+
+def _split_default(doc):
+    """(help without its ``[default: X]``, X or "")."""
+    start = doc.find("[default: ")
+    if start < 0:
+        return doc, ""
+    end = doc.find("]", start)
+    return (doc[:start].rstrip() + doc[end + 1:]).strip(), doc[start + 10:end].strip()
+
+
+def _warn_unknown_variables(specs, environ):
+    """One warning line on stderr per DOOZER_* variable that is no option's."""
+    for name in config.unknown_variables(specs, environ):
+        sys.stderr.write(f"doozer: warning: {name} is not a doozer setting (ignored); "
+                         "see twistd doozer --help\n")
+
+
+def check_endpoints(me: config.NodeConfig, origins=None) -> None:
+    """ConfigError naming the option (or, per ``origins``, the environment
+    variable) whose endpoint string does not parse (an unknown type, a bad
+    port, an ssl: certificate that cannot be read)."""
     from twisted.internet import reactor
-    described = [("--listen", me.listen), ("--peer-listen", me.peer_listen)]
+    origins = origins or {}
+
+    def label(key):
+        origin = origins.get(key, "flag")
+        return "--" + key.replace("_", "-") if origin == "flag" else origin
+    described = [(label("listen"), me.listen), (label("peer_listen"), me.peer_listen)]
     if me.web != config.DISABLED:
-        described.append(("--web", me.web))
+        described.append((label("web"), me.web))
     for option, description in described:
         try:
             serverFromString(reactor, description)
@@ -265,17 +360,25 @@ def is_clustered(cluster, me):
     return bool(me.attach) or len(cluster.nodes) > 1 or not me.in_memory
 
 
-def build(cluster, me, reactor=None, storage=None, on_start_failure=None):
+def build(cluster, me, reactor=None, storage=None, on_start_failure=None, on_serving=None,
+          drain_grace=DRAIN_GRACE):
     """The node and a MultiService exposing it, as twistd runs it.
 
     One in-memory node alone commits writes locally; any other node runs
     doozertw.cluster with ``storage`` (a provider; default: opened from
     ``me``'s data directory, or memory with ``in_memory``);
     ``on_start_failure(reason)`` hears a cluster start that fails once the
-    reactor runs (default: the reactor stops).
+    reactor runs (default: the reactor stops); ``on_serving(line)`` hears
+    the serving line once the ports listen (systemd's READY=1).
+
+    The services stop one after the other (StopInOrder): the web port stops
+    listening, the client port stops listening and drains its connections
+    (up to ``drain_grace`` seconds; doozertw.frontends.drain), and only then
+    the cluster member hands over its leadership and stops, so that the
+    writes in flight still find their quorum.
     """
     store = Store(history=cluster.history, history_bytes=cluster.history_bytes)
-    top = service.MultiService()
+    top = shutdown.StopInOrder()
     if is_clustered(cluster, me):
         from doozertw.cluster.service import ClusterService
         from doozertw.peer.security import for_node
@@ -304,12 +407,12 @@ def build(cluster, me, reactor=None, storage=None, on_start_failure=None):
         def announce(port):
             node.describe_self(me.advertise or _address(port), voter_slot=0)
 
-    serving = ServingLine(me)
-    client = ListeningService(
-        me.listen, ClientPortFactory(node, cluster.secrets, cluster.limits, reactor,
-                                     certificate_grants=bool(cluster.client_ca)),
+    serving = ServingLine(me, on_serving)
+    client = DrainingListeningService(
+        me.listen, DrainingClientPortFactory(node, cluster.secrets, cluster.limits, reactor,
+                                             certificate_grants=bool(cluster.client_ca)),
         reactor, on_listening=lambda port: (announce(port), serving.client_at(port)),
-        make_endpoint=_client_endpoint(cluster, me))
+        make_endpoint=_client_endpoint(cluster, me), grace=drain_grace)
     _warn_cleartext(cluster, me)
     client.setServiceParent(top)
     if me.web != config.DISABLED:
@@ -321,16 +424,31 @@ def build(cluster, me, reactor=None, storage=None, on_start_failure=None):
     return node, top
 
 
+class DrainingListeningService(ListeningService):
+    """The client port: on stop it stops listening, then drains its
+    connections for up to ``grace`` seconds (doozertw.frontends.drain)."""
+
+    def __init__(self, *args, grace=DRAIN_GRACE, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.grace = grace
+
+    def stopService(self):
+        d = defer.maybeDeferred(super().stopService)
+        return d.addCallback(lambda _: self.factory.drain(self.grace))
+
+
 class ServingLine:
     """Logs one line saying where node ``me`` serves (``node n1 serving:
     client port HOST:PORT (doozer and text protocols), web view
     http://HOST:PORT/``) once its client port and web port (unless
-    ``none``) listen; ``line`` holds it afterwards."""
+    ``none``) listen; ``line`` holds it afterwards, and ``on_serving(line)``
+    hears it."""
 
     log = Logger()
 
-    def __init__(self, me: config.NodeConfig):
+    def __init__(self, me: config.NodeConfig, on_serving=None):
         self.me = me
+        self._on_serving = on_serving
         self.client = None
         self.web = None if me.web != config.DISABLED else "off"
         self.line = None
@@ -350,6 +468,8 @@ class ServingLine:
         self.line = (f"node {self.me.name} serving: client port {self.client} (doozer and "
                      f"text protocols), web view {self.web}")
         self.log.info("{line}", line=self.line)
+        if self._on_serving is not None:
+            self._on_serving(self.line)
 
 
 def _client_endpoint(cluster, me):
@@ -415,8 +535,16 @@ class StartupGuard(service.MultiService):
 
 
 def makeService(options):
+    """The node's services under a StartupGuard, with systemd notification
+    (doozertw.sdnotify; nothing without NOTIFY_SOCKET) and a clean exit
+    (status 0) on SIGTERM and SIGINT once they stopped."""
+    from doozertw.sdnotify import Notifier, NotifyService
     guard = StartupGuard()
+    notify = NotifyService(Notifier())
     _, top = build(options.cluster, options.node, storage=options.storage,
-                   on_start_failure=guard.failed_while_running)
+                   on_start_failure=guard.failed_while_running, on_serving=notify.serving)
     top.setServiceParent(guard)
+    notify.setServiceParent(guard)  # last: stopped first, so STOPPING=1 comes first
+    from twisted.internet import reactor
+    reactor.callWhenRunning(shutdown.stop_cleanly_on_signals, reactor)
     return guard

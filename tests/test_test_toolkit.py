@@ -89,7 +89,7 @@ def test_a_detached_node_is_paused_resumed_and_a_hung_one_killed(tmp_path):
         assert "--- n1 did not end within 0.5s: SIGABRT" in node.log_text()
         assert not node.running() and not node.pause() and node.exit_code() == -9
         node.launch().wait_ready(listening(port))       # the same options again
-        assert node.stop() == -signal.SIGTERM and "Main loop terminated" in node.log_text()
+        assert node.stop() == 0 and "Main loop terminated" in node.log_text()
     finally:
         node.kill()
 

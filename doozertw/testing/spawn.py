@@ -227,7 +227,8 @@ class Twistd:
         return self
 
     def stop(self, timeout: float = 10.0) -> int | None:
-        """``terminate``, then ``reap(timeout)``; the exit code."""
+        """``terminate``, then ``reap(timeout)``; the exit code (0 for a node
+        that drained and stopped cleanly on SIGTERM)."""
         self.terminate()
         return self.reap(timeout)
 
