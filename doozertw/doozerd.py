@@ -318,10 +318,9 @@ def translate(parsed: Parsed, extra: Sequence[str] = (),
     notes = [BY_NAME[name].note for name in sorted(parsed) if BY_NAME[name].note]
     if "b" not in parsed and environ.get("DOOZER_BOOT_URI"):
         notes.append("DOOZER_BOOT_URI is ignored: doozertw does not boot through DzNS")
-    host, port = split_host_port(parsed.get("l", DEFAULT_LISTEN), "l")
-    options = ["--listen", _listen(host, port, parsed), "--web", _web(host, parsed)]
-    derived = [("--name", node_name(host, port, hostname)),
-               ("--peer-listen", endpoint(host, peer_port(port)))]
+    host, port, options = _addresses(parsed, environ)
+    derived = [] if host is None else [("--name", node_name(host, port, hostname)),
+                                       ("--peer-listen", endpoint(host, peer_port(port)))]
     if "name" in parsed:
         options += ["--name", parsed["name"]]
     if "peer" in parsed:
@@ -340,6 +339,51 @@ def translate(parsed: Parsed, extra: Sequence[str] = (),
     if not _peer_auth_configured(extra, environ):
         options.append("--insecure-peers")
     return Translation(["-n", "--pidfile=", "doozer", *options, *extra], notes)
+
+
+def _addresses(parsed: Parsed, environ: Mapping[str, str]
+               ) -> tuple[str | None, int, list[str]]:
+    """(host, port of the client port if known, --listen/--web options).
+
+    -l and -w win. Without them, DOOZER_LISTEN and DOOZER_WEB in doozerd's
+    own HOST:PORT form (and ``false`` for the web) are read as if given as
+    -l and -w; in twistd's endpoint form they are left to twistd doozer
+    (flag > environment), and no name or peer port is derived."""
+    parsed = dict(parsed)
+    for flag, variable in (("l", "DOOZER_LISTEN"), ("w", "DOOZER_WEB")):
+        value = environ.get(variable, "")
+        if flag not in parsed and value and _doozerd_form(value, flag):
+            parsed[flag] = value
+    options: list[str] = []
+    host: str | None = None
+    port = 0
+    if "l" in parsed or not environ.get("DOOZER_LISTEN"):
+        host, port = split_host_port(parsed.get("l", DEFAULT_LISTEN), "l")
+        options += ["--listen", _listen(host, port, parsed)]
+    if "w" in parsed or not environ.get("DOOZER_WEB"):
+        options += ["--web", _web(host or "127.0.0.1", parsed)]
+    return host, port, options
+
+
+ENDPOINT_TYPES = frozenset({"tcp", "tcp6", "ssl", "tls", "unix", "systemd", "none"})
+
+
+def _doozerd_form(value: str, flag: str) -> bool:
+    """Whether ``value`` is doozerd's HOST:PORT (or, for -w, a boolean), not
+    a twistd endpoint (``tcp:PORT:...``, ``ssl:...``, ``unix:...``)."""
+    if value.split(":", 1)[0].lower() in ENDPOINT_TYPES:
+        return False
+    if flag == "w":
+        try:
+            parse_bool(value)
+            return True
+        except ValueError:
+            pass
+    try:
+        split_host_port(value, flag)
+        return True
+    except AddressError:
+        return False
 
 
 def _listen(host: str, port: int, parsed: Parsed) -> str:

@@ -201,6 +201,24 @@ def test_derived_values_yield_to_their_variables():
     assert parsed["peer-listen"] == "tcp:7999:interface=127.0.0.1"
 
 
+def test_listen_and_web_from_the_environment_when_not_given_as_flags():
+    # doozerd's HOST:PORT form reads as -l / -w
+    parsed = option_values(twistd_args([], environ={"DOOZER_LISTEN": "127.0.0.1:9046",
+                                                    "DOOZER_WEB": "false"})[0])
+    assert parsed["listen"] == "tcp:9046:interface=127.0.0.1" and parsed["web"] == "none"
+    assert parsed["name"] == "127.0.0.1-9046"
+    assert parsed["peer-listen"] == "tcp:8046:interface=127.0.0.1"
+    # twistd's endpoint form is left to twistd doozer, which reads the variable
+    options, _ = twistd_args([], environ={"DOOZER_LISTEN": "tcp:9046:interface=::1",
+                                          "DOOZER_WEB": "tcp:9000"})
+    assert not {"--listen", "--web", "--name", "--peer-listen"} & set(options)
+    # flags win over both
+    parsed = option_values(twistd_args(["-l", "127.0.0.1:7777", "-w", "false"],
+                                       environ={"DOOZER_LISTEN": "127.0.0.1:9046",
+                                                "DOOZER_WEB": "127.0.0.1:1"})[0])
+    assert parsed["listen"] == "tcp:7777:interface=127.0.0.1" and parsed["web"] == "none"
+
+
 def test_every_mapped_flag_names_a_twistd_option():
     known = {o.rstrip("=") for o in tap.Options().longOpt}
     for flag in FLAGS:
