@@ -16,102 +16,25 @@ import time
 
 import pytest
 import pytest_twisted
-import yaml
 from twisted.internet import defer, reactor, task
 
 from doozertw.client import BlockingClient, ConnectionLost, DoozerClient, State, WaitTimeout
 from doozertw.errors import DoozerError
-from doozertw.testing.node_process import free_ports
 from doozertw.testing.proxy import child_env
-from doozertw.testing.spawn import Twistd
+from doozertw.testing.tcpcluster import NAMES, Cluster, until
 
 pytestmark = pytest.mark.e2e
 
-NAMES = ("n1", "n2", "n3")
+
 FAILOVER_BOUND = 10.0
 """Seconds within which a write must succeed again after a node is killed."""
-
-
-def until(predicate, timeout=15.0, what="condition"):
-    """The first truthy value of ``predicate()``; client errors count as falsy."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            value = predicate()
-        except (DoozerError, OSError):
-            value = None
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
-
-
-class Cluster:
-    """Three ``twistd doozer`` processes sharing one cluster file."""
-
-    def __init__(self, tmp_path):
-        self.tmp = tmp_path
-        ports = free_ports(2 * len(NAMES))
-        self.client_ports = dict(zip(NAMES, ports[::2]))
-        peer_ports = dict(zip(NAMES, ports[1::2]))
-        self.config = tmp_path / "cluster.yaml"
-        (tmp_path / "peer-secret").write_text("client-test-secret-" * 3)
-        self.config.write_text(yaml.safe_dump({"cluster": "demo",
-                                               "peer_secret_file": "peer-secret", "nodes": {
-            name: {"listen": f"tcp:{self.client_ports[name]}:interface=127.0.0.1",
-                   "web": "none",
-                   "peer_listen": f"tcp:{peer_ports[name]}:interface=127.0.0.1"}
-            for name in NAMES}}))
-        self.procs = {}
-
-    def address(self, name):
-        return f"127.0.0.1:{self.client_ports[name]}"
-
-    def uri(self, *names):
-        """A doozer URI listing the nodes' client addresses in this order."""
-        return "doozer:?" + "&".join(f"ca={self.address(n)}" for n in names)
-
-    def start(self, name):
-        self.procs[name] = Twistd(("--config", str(self.config), "--name", name),
-                                  str(self.tmp), name).launch()
-
-    def kill(self, name):
-        """SIGKILL one node and reap it."""
-        self.procs[name].kill()
-
-    def stop_all(self):
-        for proc in self.procs.values():
-            proc.kill()
-
-    def wait_ready(self, timeout=30.0):
-        """Wait until every node accepts a write; returns the leader's name."""
-        clients = {n: BlockingClient(self.address(n), suspend_timeout=0.5) for n in NAMES}
-        try:
-            for name, client in clients.items():
-                until(lambda c=client, n=name: c.set(f"/ready/{n}", -1, b"ok"), timeout,
-                      f"{name} to accept a write")
-
-            def agreed_leader():
-                seen = {c.get("/ctl/leader")[0].decode() for c in clients.values()}
-                return seen.pop() if len(seen) == 1 and "" not in seen else None
-
-            return until(agreed_leader, timeout, "the nodes to agree on a leader")
-        finally:
-            for client in clients.values():
-                client.close()
-
-    def survivors(self, dead):
-        return [n for n in NAMES if n != dead]
 
 
 @pytest.fixture
 def cluster(tmp_path):
     c = Cluster(tmp_path)
     try:
-        for name in NAMES:
-            c.start(name)
-        c.leader = c.wait_ready()
+        c.start_all()
         yield c
     finally:
         c.stop_all()
