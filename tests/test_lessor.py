@@ -205,3 +205,42 @@ def test_expiry_and_its_failure_are_logged_with_the_lease(store, clock):
               for e in events]
     assert ("lease.expired", 1, None) in fields
     assert ("lease.expire.failed", 1, "OTHER: no quorum") in fields
+
+
+def test_refusals_say_why(store, clock):
+    lessor, _ = make(store, clock)
+    with pytest.raises(DoozerError) as err:
+        result(lessor.keepalive(1))
+    assert err.value.detail == "no leader to keep leases: try again"
+    lessor.promote()
+    with pytest.raises(DoozerError) as err:
+        result(lessor.keepalive(7))
+    assert err.value.detail == "lease 7 does not exist"
+
+
+def test_a_lease_first_seen_by_a_question_counts_from_then(store, clock):
+    lessor, _ = make(store, clock)
+    lessor.promote()
+    clock.advance(0.2)  # before the first check
+    lease = store.apply(GrantLease(0, 3)).lease
+    assert lessor.answer((lease,), False) == {lease: 3.0}
+    clock.advance(0.1)
+    assert lessor.answer((lease,), False) == {lease: pytest.approx(2.9)}
+
+
+def test_a_grant_counts_from_when_it_was_applied_not_the_next_check(store, clock):
+    lessor, _ = make(store, clock)
+    lessor.promote()
+    clock.advance(0.1)
+    lease = store.apply(GrantLease(0, 3)).lease
+    lessor.granted(lease)
+    clock.advance(0.2)  # still before the first check
+    assert lessor.answer((lease,), False) == {lease: pytest.approx(2.8)}
+
+
+def test_nothing_is_kept_of_a_lease_once_its_expiry_is_applied(store, clock):
+    lessor, proposals = make(store, clock)
+    lessor.promote()
+    clock.advance(11.0)
+    assert proposals.made == [RevokeLease(1, expired=True)]
+    assert lessor._revoking == set() and lessor._deadlines == {}  # memory stays bounded

@@ -161,9 +161,9 @@ def test_malformed_mutations_are_refused(data):
 
 
 def test_a_compare_gives_exactly_one_condition():
-    with pytest.raises(ValueError, match="exactly one of rev and value"):
+    with pytest.raises(ValueError, match="^a compare gives exactly one of rev and value$"):
         Compare("/a")
-    with pytest.raises(ValueError, match="exactly one of rev and value"):
+    with pytest.raises(ValueError, match="^a compare gives exactly one of rev and value$"):
         Compare("/a", rev=1, value=b"")
 
 
