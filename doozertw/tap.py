@@ -20,6 +20,7 @@ from doozertw.logging_setup import DEFAULT_FORMAT, DEFAULT_LEVEL
 from doozertw.frontends.drain import DRAIN_GRACE, DrainingClientPortFactory
 from doozertw.node import Node
 from doozertw.store import Store
+from doozertw.peer.resolver import install_daemon_resolver
 
 
 class Options(usage.Options):
@@ -546,5 +547,8 @@ def makeService(options):
     top.setServiceParent(guard)
     notify.setServiceParent(guard)  # last: stopped first, so STOPPING=1 comes first
     from twisted.internet import reactor
+    # host name lookups on daemon threads: one blocked on an unreachable DNS
+    # server must not hold up the exit (doozertw/peer/resolver.py)
+    install_daemon_resolver(reactor)
     reactor.callWhenRunning(shutdown.stop_cleanly_on_signals, reactor)
     return guard
