@@ -60,6 +60,8 @@ setup(
             "pytest>=7",
             "pytest-twisted>=1.14",
             "pytest-timeout>=2.1",
+            # ./test.sh runs the suite on two workers: most e2e time is waiting
+            "pytest-xdist>=3.5",
             # rule-based state machines and parser fuzzing
             "hypothesis>=6.80",
             # in-memory HTTP testing of the web API
