@@ -2,7 +2,7 @@
 # Set up (once) and run the whole test suite against the installed package.
 #   ./test.sh            everything but the long soak: the hermetic tests, the
 #                        e2e tests (real twistd, CLI and browser processes) and
-#                        the slow fault-injection runs (about 12 minutes on 2 cores)
+#                        the slow fault-injection runs (about 11 minutes on 2 cores, two workers)
 #   ./test.sh --fast     the quick hermetic developer run, pytest's default
 #                        selection: no e2e, slow or soak test, no process started
 #   ./test.sh -m e2e     one marker's tests alone (e2e, slow, or soak: the long
