@@ -32,7 +32,7 @@ case "$target" in
     tests='"tests/test_cluster_proposer.py", "tests/test_cluster_reads.py", "tests/test_cluster_memory.py", "tests/test_cluster_regressions.py", "tests/test_sim_memnet_reads.py", "tests/test_cluster_driver.py", "tests/test_cluster_faults.py", "tests/test_cluster_durable.py"' ;;
   leases)
     mutate='"doozertw/store/leases.py", "doozertw/store/txn.py", "doozertw/store/mutation.py", "doozertw/cluster/lessor.py", "doozertw/cluster/lease_forward.py"'
-    tests='"tests/test_store_leases.py", "tests/test_lessor.py", "tests/test_lease_forward.py", "tests/test_cluster_leases.py", "tests/test_store_model.py", "tests/test_store.py"' ;;
+    tests='"tests/test_store_leases.py", "tests/test_lessor.py", "tests/test_lease_forward.py", "tests/test_cluster_leases.py", "tests/test_store_model.py", "tests/test_store.py", "tests/test_node.py"' ;;
   *) echo "unknown target: $target" >&2; exit 2 ;;
 esac
 

@@ -139,3 +139,10 @@ def test_stopping_fails_every_waiting_question(clock):
         err = error_of(d)
         assert err.code == ErrCode.OTHER and err.detail == "node stopping"
     assert not clock.getDelayedCalls()
+
+
+def test_a_long_keepalive_renews_in_every_part(clock, monkeypatch):
+    monkeypatch.setattr(lease_forward, "MAX_ASKED", 2)
+    fwd, driver = make(clock)
+    fwd.ask((1, 2, 3), True)
+    assert [e.renew for _, e in driver.sent] == [True, True]

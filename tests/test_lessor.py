@@ -244,3 +244,16 @@ def test_nothing_is_kept_of_a_lease_once_its_expiry_is_applied(store, clock):
     clock.advance(11.0)
     assert proposals.made == [RevokeLease(1, expired=True)]
     assert lessor._revoking == set() and lessor._deadlines == {}  # memory stays bounded
+
+
+def test_a_revocation_applied_after_demotion_is_harmless(store, clock):
+    lessor, proposals = make(store, clock)
+    lessor.promote()
+    proposals.hold = True
+    clock.advance(11.0)
+    mutation, waiting = proposals.held.pop()
+    lessor.demote()  # leadership lost while the revocation was in flight
+    waiting.callback(store.apply(mutation))
+    failures = []
+    waiting.addErrback(failures.append)
+    assert failures == []

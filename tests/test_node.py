@@ -401,3 +401,13 @@ def test_metrics_count_writes_without_an_outcome_and_leases():
     node.set("/d", 0, b"").addErrback(lambda f: None)  # REV_MISMATCH: an answer
     figures = node.metrics()
     assert (figures.leases, figures.write_errors, figures.write_failures) == (2, 1, 0)
+
+
+def test_a_node_on_its_own_grants_a_one_second_lease():
+    from twisted.internet import task
+
+    from doozertw.node import Node
+
+    granted = []
+    Node(reactor=task.Clock()).grant_lease(1).addCallback(granted.append)
+    assert [lease.ttl for lease in granted] == [1]
