@@ -409,7 +409,8 @@ class Node:
         if not 0 <= lease < 2 ** 63:
             return defer.fail(DoozerError(ErrCode.RANGE, f"lease {lease}"))
         if len(self.store.leases) >= limits.max_leases:
-            return defer.fail(DoozerError(ErrCode.OTHER, f"{limits.max_leases} leases exist"))
+            return defer.fail(DoozerError(ErrCode.OTHER,
+                                          f"too many leases: {limits.max_leases} exist"))
         lessor = self.lessor
         ttl = max(ttl, lessor.min_ttl)
 

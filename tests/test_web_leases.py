@@ -301,3 +301,14 @@ def test_tree_view_marks_ephemeral_files(client, lnode, clock):
     client.json("DELETE", f"/v1/leases/{lease}")
     events = [m for m in ws.messages() if m["type"] == "event"]
     assert [(e["path"], e["kind"], "lease" in e) for e in events] == [("/eph2", "del", False)]
+
+
+@pytest.mark.parametrize("detail", [
+    "no leader to keep leases: try again",
+    "the leader did not answer about leases within 5s",
+    "too many leases: 100000 exist",
+])
+def test_lease_refusals_a_retry_may_cure_are_503(detail):
+    from doozertw.errors import DoozerError, ErrCode
+    from doozertw.frontends.web.common import http_status
+    assert http_status(DoozerError(ErrCode.OTHER, detail)) == 503

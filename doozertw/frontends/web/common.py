@@ -65,6 +65,10 @@ _STATUS_BY_CODE = {
 }
 
 
+_UNAVAILABLE = ("no leader", "did not answer", "too many leases")
+"""Details of OTHER errors that a retry (later, or on another node) may cure."""
+
+
 def http_status(error):
     """The HTTP status that fits a DoozerError."""
     detail = (error.detail or "").lower()
@@ -73,7 +77,7 @@ def http_status(error):
             return 403
         if VALUE_TOO_LARGE in detail or "too large" in detail:
             return 413
-        if NO_QUORUM in detail:
+        if NO_QUORUM in detail or any(p in detail for p in _UNAVAILABLE):
             return 503
         return 500
     return _STATUS_BY_CODE.get(error.code, 500)
