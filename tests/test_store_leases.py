@@ -108,6 +108,13 @@ def test_txn_checks_every_op_before_applying_any(store):
         assert store.rev == 1 and store.get("/ok") == (b"", 0)
 
 
+def test_txn_finds_a_nested_pair_among_many_ops(store):
+    ops = tuple(SetFile(f"/{name}", CLOBBER, b"") for name in "abcdef") + (
+        DeleteFile("/f/g", CLOBBER),)
+    assert store.apply(Txn((), ops)).error == ErrCode.BAD_PATH
+    assert store.rev == 0
+
+
 def test_txn_deleting_a_missing_file_takes_no_revision(store):
     out = store.apply(Txn((), (DeleteFile("/none", CLOBBER), SetFile("/a", CLOBBER, b""))))
     assert out.revs == (0, 1) and out.rev == 1 and len(out.events) == 1

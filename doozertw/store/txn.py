@@ -22,7 +22,7 @@ def check_ops_disjoint(ops: Sequence[SetFile | DeleteFile]) -> ErrCode | None:
         if not paths.is_valid_path(op.path) or op.path == paths.ROOT or op.path in seen:
             return ErrCode.BAD_PATH
         seen.add(op.path)
-    for path in seen:
+    for path in sorted(seen):
         parent = path
         while True:
             parent = parent.rsplit("/", 1)[0]
