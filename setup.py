@@ -56,6 +56,8 @@ setup(
         "prometheus_client>=0.17",
     ],
     extras_require={
+        # python -m doozertw.bench --cluster --compare-etcd: etcd's native gRPC API
+        "bench": ["grpcio>=1.60"],
         "test": [
             "pytest>=7",
             "pytest-twisted>=1.14",

@@ -4,6 +4,7 @@
     python -m doozertw.bench --spawn-cluster 3            # start 3 durable nodes
     python -m doozertw.bench --spawn-cluster 3 --in-memory
     python -m doozertw.bench -a 127.0.0.1:8046 -a ...     # measure running nodes
+    python -m doozertw.bench --cluster [--compare-etcd]   # side by side (doozertw.benchmarks)
 
 N connections (spread over the given addresses) each keep ``--depth``
 pipelined requests in flight; load comes from ``--workers`` processes so the
@@ -358,6 +359,11 @@ def parse_args(argv):
 
 
 def main(argv=None):
+    import sys
+    argv = sys.argv[1:] if argv is None else argv
+    if "--cluster" in argv or "--compare-etcd" in argv:   # the side-by-side mode
+        from doozertw.benchmarks.cluster import main as cluster_main
+        return cluster_main(argv)
     args = parse_args(argv)
     nodes: list[Twistd] = []
     web_ports: list[int] = []
