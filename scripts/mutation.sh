@@ -18,7 +18,7 @@ shift
 case "$target" in
   store)
     mutate='"doozertw/store/"'
-    tests='"tests/test_store.py", "tests/test_store_hostile.py", "tests/test_store_model.py", "tests/test_store_snapshot.py", "tests/test_paths.py"' ;;
+    tests='"tests/test_store.py", "tests/test_store_hostile.py", "tests/test_store_model.py", "tests/test_store_snapshot.py", "tests/test_paths.py", "tests/test_store_leases.py"' ;;
   consensus)
     mutate='"doozertw/consensus/"'
     # the seeded chaos runs (test_raft_sim.py) are left out: a minute each

@@ -222,6 +222,46 @@ def test_a_snapshot_with_an_owned_file_that_does_not_exist_is_refused(store):
             Store().restore(snap.encode(bad))
 
 
+def test_refused_snapshots_say_what_is_wrong(store):
+    lease = grant(store)
+    store.apply(SetFile("/a", CLOBBER, b"1", lease))
+    store.apply(SetFile("/b", CLOBBER, b"1", lease))
+    image = snap.decode(store.snapshot())
+    import attrs
+    for bad, detail in [
+        (attrs.evolve(image, attached=(("/ghost", lease),)),
+         f"bad snapshot: /ghost in lease {lease}"),
+        (attrs.evolve(image, leases=((lease, 0),)), f"bad snapshot: lease {lease}"),
+        (attrs.evolve(image, leases=((0, 5), (lease, 5))), "bad snapshot: bad lease list"),
+        (attrs.evolve(image, leases=((3, 5), (lease, 5)), next_lease=9),
+         "bad snapshot: bad lease list"),
+        (attrs.evolve(image, attached=(("/a", lease), ("/a", lease))),
+         "bad snapshot: owned files out of order"),
+    ]:
+        with pytest.raises(DoozerError) as err:
+            Store().restore(snap.encode(bad))
+        assert err.value.detail == detail
+
+
+def test_refusals_keep_the_revision_and_say_what_was_asked(store):
+    store.apply(SetFile("/x", CLOBBER, b"1"))
+    lease = grant(store)
+    for out in (store.apply(GrantLease(0, 0)), store.apply(GrantLease(lease, 5)),
+                store.apply(RevokeLease(99)), store.apply(DeleteFile("/x", 0)),
+                store.apply(Txn((Compare("bad", rev=0),), ()))):
+        assert out.error is not None and out.rev == 1
+    failed = store.apply(Txn((Compare("/x", value=b"no"),), (),
+                             (SetFile("/x/under", CLOBBER, b""),)))
+    assert failed.error == ErrCode.NOTDIR and failed.succeeded is False
+    done = store.apply(Txn((Compare("/x", value=b"1"),), (SetFile("/y", CLOBBER, b""),)))
+    assert done.succeeded and done.revs == (2,)
+    assert store.apply(RevokeLease(lease)).lease == lease
+    assert store.leases.ids() == []
+    grant(store, lease=7)
+    grant(store, lease=3)
+    assert store.leases.ids() == [3, 7]
+
+
 @pytest.mark.parametrize("cut", range(1, 30))
 def test_a_truncated_lease_section_is_refused(store, cut):
     lease = grant(store)

@@ -240,11 +240,6 @@ class Store:
             self._record(tuple(events))
         return attrs.evolve(outcome, events=tuple(events))
 
-    def lease_ttl(self, lease: int) -> int:
-        """The TTL ``lease`` was granted with; NOENT if it does not exist."""
-        if lease not in self.leases:
-            raise DoozerError(ErrCode.NOENT, f"lease {lease}")
-        return self.leases.ttl(lease)
 
     def _remember(self, path: str) -> None:
         """Make sure the path's version list starts from its current state."""
