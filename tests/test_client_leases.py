@@ -10,21 +10,16 @@ ConnectionLost (they may have been applied).
 import pytest
 import pytest_twisted
 from twisted.internet import defer
-from twisted.internet.error import ConnectionRefusedError
 from twisted.internet.task import Clock
-from twisted.test import iosim
 
 from doozertw.client import (
     BlockingClient, Compare, ConnectionLost, DeleteFile, DoozerClient, DoozerError, ErrCode,
     LeaseInfo, SetFile, TxnResult, call)
 from doozertw.client import plans
-from doozertw.client.protocol import DoozerClientProtocol
-from doozertw.frontends.access import Secrets
-from doozertw.frontends.doozer import DoozerProtocol
 from doozertw.frontends.doozer_ext import PAGE_ITEMS
-from doozertw.limits import Limits
 from doozertw.node import Node
 from doozertw.store import Store
+from doozertw.testing.memclient import MemNet
 from doozertw.testing.servers import in_thread, start_servers, stop_all
 from doozertw.wire import VERBS, Request
 
@@ -93,43 +88,6 @@ def test_leases_plan_pages_by_id_and_raises_errors():
 # -- the Twisted client, in memory -------------------------------------------------------
 
 
-class Net:
-    """In-memory servers by address; ``flush()`` moves bytes until quiet."""
-
-    def __init__(self, clock):
-        self.clock = clock
-        self.servers = {}
-        self.down = set()
-        self.pumps = []
-
-    def connector(self, address):
-        key = str(address)
-        if key in self.down or key not in self.servers:
-            return defer.fail(ConnectionRefusedError(key))
-        server = DoozerProtocol(self.servers[key], Secrets(), Limits(), self.clock)
-        client = DoozerClientProtocol()
-        pump = iosim.connect(server, iosim.makeFakeServer(server), client,
-                             iosim.makeFakeClient(client), greet=False, clock=self.clock)
-        pump.address = key
-        self.pumps.append(pump)
-        return defer.succeed(client)
-
-    def flush(self):
-        while any([pump.flush() for pump in list(self.pumps)]):
-            pass
-
-    def kill(self, address):
-        """Stop a server: what clients sent it is lost, connections are cut."""
-        self.down.add(address)
-        for pump in self.pumps:
-            if pump.address == address:
-                pump.clientIO.stream = []
-                pump.serverIO.stream = []
-                pump.serverIO.loseConnection()
-        self.flush()
-        self.pumps = [p for p in self.pumps if p.address != address]
-
-
 @pytest.fixture
 def clock():
     return Clock()
@@ -137,7 +95,7 @@ def clock():
 
 @pytest.fixture
 def net(clock):
-    net = Net(clock)
+    net = MemNet(clock)
     node = Node("a", store=Store(), reactor=clock)
     net.servers[A] = net.servers[B] = node      # one node reachable at two addresses
     return net
