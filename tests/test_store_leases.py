@@ -62,6 +62,7 @@ def test_revoke_deletes_every_file_in_walk_order_then_notifies(store):
     store.add_watch(ANY, 6, lambda e: seen.append((e.path, e.rev, store.rev,
                                                    store.file_count)))
     out = store.apply(RevokeLease(lease, expired=True))
+    assert out.rev == store.rev == 9
     assert [(e.path, e.rev) for e in out.events] == [
         ("/a/a", 6), ("/a/b", 7), ("/m", 8), ("/z", 9)]
     # every watcher callback runs with all four deletions applied
