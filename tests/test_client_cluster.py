@@ -21,7 +21,7 @@ from twisted.internet import defer, reactor, task
 from doozertw.client import BlockingClient, ConnectionLost, DoozerClient, State, WaitTimeout
 from doozertw.errors import DoozerError
 from doozertw.testing.proxy import child_env
-from doozertw.testing.tcpcluster import NAMES, Cluster, until
+from doozertw.testing.tcpcluster import NAMES, running, until
 
 pytestmark = pytest.mark.e2e
 
@@ -32,12 +32,8 @@ FAILOVER_BOUND = 10.0
 
 @pytest.fixture
 def cluster(tmp_path):
-    c = Cluster(tmp_path)
-    try:
-        c.start_all()
+    with running(tmp_path) as c:
         yield c
-    finally:
-        c.stop_all()
 
 
 # -- the blocking client: a writer and a watcher through a failover -----------

@@ -31,7 +31,7 @@ import pytest
 from doozertw.client import BlockingClient
 from doozertw.client.recipes import BlockingSession, Lock, Registry
 from doozertw.testing.proxy import child_env
-from doozertw.testing.tcpcluster import NAMES, Cluster, until
+from doozertw.testing.tcpcluster import NAMES, running, until
 
 pytestmark = pytest.mark.e2e
 
@@ -98,12 +98,8 @@ while True:
 
 @pytest.fixture
 def cluster(tmp_path):
-    c = Cluster(tmp_path)
-    try:
-        c.start_all()
+    with running(tmp_path) as c:
         yield c
-    finally:
-        c.stop_all()
 
 
 class Contender:

@@ -5,7 +5,8 @@ killed through doozertw.testing.spawn.Twistd, and ``until`` to poll."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -103,8 +104,19 @@ class Cluster:
                 client.close()
 
 
+@contextmanager
+def running(tmp: Path) -> Iterator[Cluster]:
+    """A started, ready Cluster in ``tmp``; every node killed on the way out."""
+    cluster = Cluster(tmp)
+    try:
+        cluster.start_all()
+        yield cluster
+    finally:
+        cluster.stop_all()
+
+
 def _writer(client: BlockingClient, name: str) -> Callable[[], int]:
     return lambda: client.set(f"/ready/{name}", -1, b"ok")
 
 
-__all__ = ["Cluster", "NAMES", "until"]
+__all__ = ["Cluster", "NAMES", "running", "until"]

@@ -29,8 +29,9 @@ from twisted.python.failure import Failure
 
 from doozertw.client import (
     Compare, DeleteFile, DoozerClient, DoozerError, ErrCode, SetFile, TxnResult)
-from doozertw.client.recipes import Election, Registry, Session, SessionState
+from doozertw.client.recipes import Election, Registry
 from examples.kvlab import layout
+from examples.kvlab.sessions import open_session
 from examples.kvlab.lineclient import fire
 from examples.kvlab.placement import Assign, Change, FileView, plan, read_state
 
@@ -164,20 +165,7 @@ async def read_groups(client: DoozerClient, rev: int) -> list[FileView]:
 
 async def run(reactor: Any, target: str, name: str, ttl: int) -> int:
     """Run coordinator ``name`` until its session is lost; the exit status."""
-    client = DoozerClient(target, reactor=reactor)
-    await client.connect()
-    session = Session(client, ttl=ttl, reactor=reactor)
-    lost: defer.Deferred[int] = defer.Deferred()
-
-    def state(s: SessionState) -> None:
-        if s == SessionState.LOST and not lost.called:
-            log.warn("{me}: session LOST: stopping", me=name)
-            lost.callback(3)
-        elif s == SessionState.SUSPENDED:
-            log.warn("{me}: session SUSPENDED", me=name)
-
-    session.add_listener(state)
-    await session.start()
+    client, session, lost = await open_session(reactor, target, ttl, name)
     log.info("{me}: session {lease} (ttl {ttl}s); campaigning for master",
              me=name, lease=session.lease, ttl=ttl)
     election = Election(session, layout.MASTER)

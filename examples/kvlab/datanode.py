@@ -18,13 +18,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from twisted.internet import defer, task
+from twisted.internet import task
 from twisted.internet.endpoints import TCP4ServerEndpoint
 from twisted.logger import Logger
 
 from doozertw.client import DoozerClient, DoozerError, ErrCode, Event
-from doozertw.client.recipes import Registry, Session, SessionState
+from doozertw.client.recipes import Registry
 from examples.kvlab import layout
+from examples.kvlab.sessions import open_session
 from examples.kvlab.lineclient import LinePool, fire
 from examples.kvlab.server import KVServerFactory, Replica
 
@@ -70,18 +71,7 @@ async def run(reactor: Any, target: str, group: str, node: str, port: int, ttl: 
     endpoint: Any = TCP4ServerEndpoint(  # type: ignore[no-untyped-call]
         reactor, port, interface="127.0.0.1")
     await endpoint.listen(KVServerFactory(replica))
-    client = DoozerClient(target, reactor=reactor)
-    await client.connect()
-    session = Session(client, ttl=ttl, reactor=reactor)
-    lost: defer.Deferred[int] = defer.Deferred()
-
-    def state(s: SessionState) -> None:
-        if s == SessionState.LOST and not lost.called:
-            log.warn("{node}: session LOST: stopping", node=node)
-            lost.callback(3)
-
-    session.add_listener(state)
-    await session.start()
+    client, session, lost = await open_session(reactor, target, ttl, node)
     watch = await follow_primary(client, replica)
     watch.done.addErrback(lambda f: fire(lost, 5))
     registry = Registry(session, layout.nodes_dir(group))
