@@ -76,6 +76,19 @@ def test_unstable_entries_track_truncation_and_stable_marks():
     assert log.stable == 2
 
 
+def test_appending_past_the_end_leaves_the_configuration_clean():
+    # a follower recomputes its configuration (a scan of the whole log) only
+    # when entries were really dropped: appends at the end must not ask for it
+    log = log_of(1, 1)
+    assert log.maybe_append(2, 1, [Entry(1, 3), Entry(1, 4)]) == 4
+    assert not log.conf_dirty
+    log.truncate_after(4)
+    assert (log.conf_dirty, log.last_index()) == (False, 4)
+    log.stable_to(4, 1)
+    log.truncate_after(3)
+    assert (log.conf_dirty, log.last_index(), log.stable) == (True, 3, 3)
+
+
 def test_leader_append_must_extend_the_log():
     with pytest.raises(LogError):
         log_of(1).append([Entry(1, 5)])

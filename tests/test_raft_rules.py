@@ -742,7 +742,8 @@ def test_compaction_drops_entries_and_keeps_snapshot_with_config():
     ack(n, "n2", n.status().last_index)
     drain(n)
     snap = n.compact(n.status().applied - 1, b"state")
-    assert snap.index == n.status().snapshot_index == n._log.first_index() - 1
+    assert snap.index == n.status().snapshot_index == n.snapshot_index
+    assert n.snapshot_index == n._log.first_index() - 1
     assert snap.term == n.term and snap.meta.conf.voters == set(VOTERS)
     with pytest.raises(LogError):
         n.compact(n.status().applied + 1, b"too far")

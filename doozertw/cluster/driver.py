@@ -436,7 +436,7 @@ class ClusterDriver:
         behind it (in memory now, on disk in order with the saves)."""
         if self.raft is None:
             return
-        snapshot_index = self.raft.status().snapshot_index
+        snapshot_index = self.raft.snapshot_index
         if self.applied <= snapshot_index:
             return
         if (self.applied - snapshot_index < self.timing.compact_every

@@ -215,6 +215,8 @@ class RaftLog:
         """Drop entries after ``index`` (never committed ones)."""
         if index < self.committed:
             raise LogError("truncating committed entries")
+        if index >= self.last_index():
+            return  # nothing after it: the configuration stays as it is
         del self.entries[index - self.snapshot.index:]
         self.stable = min(self.stable, index)
         self.conf_dirty = True

@@ -135,6 +135,11 @@ class RaftNode(LeaderMixin):
         """The configuration in effect (its latest entry, committed or not)."""
         return self._conf
 
+    @property
+    def snapshot_index(self) -> int:
+        """The index the log's snapshot covers (0 before any compaction)."""
+        return self._log.snapshot.index
+
     def term_at(self, index: int) -> int | None:
         """The term of the entry at ``index`` (0 for index 0), or None if it
         is compacted away or beyond the log."""
