@@ -67,6 +67,8 @@ class ClusterConfig:
     peer_key: str | None = None
     peer_ca: str | None = None
     insecure_peers: bool = False
+    # the leader answers linearizable reads from a read lease (docs/cluster.md)
+    lease_reads: bool = False
     # client certificates on the client port (doozertw.tlsutil, docs/security.md)
     client_ca: str | None = None
     # the web port's defences (doozertw.frontends.web.options, docs/web.md)
@@ -97,7 +99,7 @@ _TOP_KEYS = {"cluster", "history", "history_bytes", "secrets", "limits", "nodes"
 _PEER_AUTH_KEYS = ("peer_secret_file", "peer_cert", "peer_key", "peer_ca")
 _TOP_KEYS |= {*_PEER_AUTH_KEYS, "insecure_peers"}
 _TOP_KEYS |= {"web_hosts", "protect_metrics", "web_limits"}
-_TOP_KEYS |= {"client_ca", "log_level", "log_format"}
+_TOP_KEYS |= {"client_ca", "log_level", "log_format", "lease_reads"}
 
 
 def load(path):
@@ -146,6 +148,7 @@ def parse(data, source="<config>"):
         snapshot_entries=_positive(data.get("snapshot_entries", DEFAULT_SNAPSHOT_ENTRIES),
                                    "snapshot_entries", source),
         insecure_peers=_flag(data.get("insecure_peers", False), "insecure_peers", source),
+        lease_reads=_flag(data.get("lease_reads", False), "lease_reads", source),
         **{key: str(data[key]) for key in _PEER_AUTH_KEYS if data.get(key)},
         client_ca=str(data["client_ca"]) if data.get("client_ca") else None,
         web=_web_options(data, source),
@@ -306,6 +309,8 @@ def resolve(options, environ=os.environ, origins=None):
             overrides[key] = options[key]
     if explicit("insecure_peers"):
         overrides["insecure_peers"] = bool(options["insecure_peers"])
+    if explicit("lease_reads"):
+        overrides["lease_reads"] = bool(options["lease_reads"])
     if options.get("client_ca"):
         overrides["client_ca"] = options["client_ca"]
     overrides["web"] = _web_overrides(cluster.web, options, explicit("protect_metrics"),
@@ -370,6 +375,7 @@ YAML_KEYS: dict[str, str | None] = {
     "peer-secret-file": "peer_secret_file", "peer-cert": "peer_cert",
     "peer-key": "peer_key", "peer-ca": "peer_ca", "client-ca": "client_ca",
     "insecure-peers": "insecure_peers", "protect-metrics": "protect_metrics",
+    "lease-reads": "lease_reads",
     "web-host": "web_hosts", "log-level": "log_level", "log-format": "log_format",
 }
 

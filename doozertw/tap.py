@@ -8,6 +8,7 @@ port (doozer protocol and text protocol on one port) and the web port.
 import os
 import socket
 import sys
+import time
 
 from twisted.application import service
 from twisted.internet import defer
@@ -92,6 +93,9 @@ class Options(usage.Options):
         ["insecure-peers", None,
          "Accept unauthenticated peers (trusted networks only): anyone who can "
          "reach the peer port can then join, write and disrupt the cluster."],
+        ["lease-reads", None,
+         "The leader answers linearizable reads from a read lease, without a "
+         "heartbeat round (every node of the cluster must agree; docs/cluster.md)."],
         ["protect-metrics", None,
          "/metrics and /health need the read secret (by default they are "
          "open, as Prometheus expects)."],
@@ -395,6 +399,7 @@ def build(cluster, me, reactor=None, storage=None, on_start_failure=None, on_ser
             attach=me.attach, secret=cluster.secrets.rw,
             peer_advertise=me.peer_advertise, storage_provider=storage,
             snapshot_entries=cluster.snapshot_entries, peer_security=security,
+            lease_reads=cluster.lease_reads, monotonic=time.monotonic,
             on_start_failure=on_start_failure)
         member.setServiceParent(top)
         node = member.node

@@ -86,6 +86,8 @@ ENDPOINT = "tcp:0:interface=127.0.0.1"
     ("DOOZER_IN_MEMORY", "TRUE", lambda c, n: n.in_memory),
     ("DOOZER_IN_MEMORY", "0", lambda c, n: not n.in_memory),
     ("DOOZER_PROTECT_METRICS", "yes", lambda c, n: c.web.protect_metrics),
+    ("DOOZER_LEASE_READS", "1", lambda c, n: c.lease_reads),
+    ("DOOZER_LEASE_READS", "0", lambda c, n: not c.lease_reads),
     ("DOOZER_WEB_HOST", "a.example,b.example:8443",
      lambda c, n: c.web.hosts == ("a.example", "b.example:8443")),
     ("DOOZER_LOG_LEVEL", "warning", lambda c, n: c.log_level == "WARN"),
@@ -309,3 +311,14 @@ def test_twistd_prints_the_config_and_exits_zero(tmp_path):
                             line) for line in lines)
     assert any(re.fullmatch(r"--in-memory\s+on\s+flag", line) for line in lines)
     assert not list(tmp_path.iterdir())           # nothing started, nothing written
+
+
+def test_lease_reads_from_the_file_the_flag_or_nowhere(tmp_path):
+    env = {"DOOZER_IN_MEMORY": "1", "DOOZER_WEB": "none"}
+    conf = tmp_path / "cluster.yaml"
+    conf.write_text("lease_reads: true\n")
+    assert parsed(["--config", str(conf)], env).cluster.lease_reads
+    assert parsed(["--lease-reads"], env).cluster.lease_reads
+    assert not parsed([], env).cluster.lease_reads
+    conf.write_text("lease_reads: sometimes\n")
+    assert "lease_reads must be true or false" in failure(["--config", str(conf)], env)

@@ -39,6 +39,8 @@ Contracts:
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import attrs
 from twisted.internet import defer, task
 from twisted.logger import Logger
@@ -59,12 +61,20 @@ from doozertw.peer import PayloadTooLarge
 from doozertw.status import Durations
 
 
+MAX_CATCH_UP = 3
+"""Election timeouts' worth of ticks delivered at most in one catch-up."""
+
+
 @attrs.frozen
 class Timing:
     """Clock settings: a tick is ``tick`` seconds; elections time out after
     ``election_ticks``..2x ticks; the leader heartbeats every
     ``heartbeat_ticks``; writes and linearizable reads give up after
-    ``quorum_timeout`` seconds with "no quorum"."""
+    ``quorum_timeout`` seconds with "no quorum". ``lease_reads``: the
+    leader answers linearizable reads from a read lease
+    (doozertw.consensus.lease), and the node's ticks follow ``monotonic``
+    (seconds; None: the reactor's clock): the ticks that passed are
+    delivered before every call into Raft."""
 
     tick: float = 0.05
     election_ticks: int = 10
@@ -73,6 +83,8 @@ class Timing:
     compact_every: int = 10_000
     compact_bytes: int = 64 * 1024 * 1024
     retry_delay: float = 1.0
+    lease_reads: bool = False
+    monotonic: Callable[[], float] | None = None
 
 
 class ClusterDriver:
@@ -113,6 +125,9 @@ class ClusterDriver:
         self._sent_early = False
         self._durable_hard = None
         self._ticker = None
+        self._clock = timing.monotonic or reactor.seconds
+        self._tick_origin = 0.0
+        self._ticks_done = 0
         self.snapshots_out = ChunkSender(self.send_envelope, reactor, link_view=link_view)
         self.snapshots_in = ChunkAssembler(reactor, self._snapshot_payload)
         self.on_envelope[env.SnapshotChunk] = self._snapshot_chunk
@@ -144,7 +159,9 @@ class ClusterDriver:
         t = self.timing
         self.raft = RaftNode(self.member_id, conf, self.storage, self.rng,
                              election_ticks=t.election_ticks,
-                             heartbeat_ticks=t.heartbeat_ticks)
+                             heartbeat_ticks=t.heartbeat_ticks,
+                             lease_reads=t.lease_reads)
+        self._tick_origin, self._ticks_done = self._clock(), 0
         self.log.info("raft member {member} started with voters {voters} at index {index}",
                       member=self.member_id, voters=sorted(self.raft.conf.voters),
                       index=self.raft.status().last_index)
@@ -204,11 +221,28 @@ class ClusterDriver:
 
     def _tick(self):
         try:
-            self.raft.tick()
+            if self.timing.lease_reads:
+                self._catch_up()
+            else:
+                self.raft.tick()
             self.process()
         except Exception:
             # keep ticking: a stopped clock would silently stall this node
             self.log.failure("tick of {member} failed", member=self.member_id)
+
+    def _catch_up(self):
+        """Lease reads: tick the node once for every tick of real time that
+        passed since it started (at most MAX_CATCH_UP elections' worth: enough
+        for every timeout to fire), so its lease and its refusal to vote
+        follow real time even after a pause or a slow callback."""
+        if not self.timing.lease_reads or self.raft is None:
+            return
+        due = int((self._clock() - self._tick_origin) / self.timing.tick) - self._ticks_done
+        if due <= 0:
+            return
+        self._ticks_done += due
+        for _ in range(min(due, MAX_CATCH_UP * self.timing.election_ticks)):
+            self.raft.tick()
 
     # -- calling the node ------------------------------------------------------
 
@@ -218,6 +252,7 @@ class ClusterDriver:
         if self._processing:
             raise RuntimeError("raft called between ready() and advance()")
         try:
+            self._catch_up()
             return fn(self.raft, *args)
         finally:
             self.process()

@@ -76,10 +76,10 @@ def sender_allowed(payload, sender, members, self_is_member):
     return not self_is_member or sender in members
 
 
-def _timing(quorum_timeout, snapshot_entries):
-    if snapshot_entries is None:
-        return Timing(quorum_timeout=quorum_timeout)
-    return Timing(quorum_timeout=quorum_timeout, compact_every=snapshot_entries)
+def _timing(quorum_timeout, snapshot_entries, lease_reads=False, monotonic=None):
+    more = {} if snapshot_entries is None else {"compact_every": snapshot_entries}
+    return Timing(quorum_timeout=quorum_timeout, lease_reads=lease_reads,
+                  monotonic=monotonic, **more)
 
 
 def dial_endpoint(address, default_host="127.0.0.1"):
@@ -123,7 +123,8 @@ class ClusterService(service.Service):
                  quorum_timeout=DEFAULT_QUORUM_TIMEOUT,
                  attach=None, secret=None, peer_advertise=None, applied_every=None,
                  storage_provider=None, snapshot_entries=None, on_fatal=None,
-                 peer_security=None, on_start_failure=None):
+                 peer_security=None, on_start_failure=None, lease_reads=False,
+                 monotonic=None):
         if reactor is None:
             from twisted.internet import reactor
         self.reactor = reactor
@@ -144,7 +145,8 @@ class ClusterService(service.Service):
             name, () if attach else voters, store=store, reactor=reactor,
             rng=random.Random(), send=self._send, add_peer=self._add_peer,
             peer_addr=dial_endpoint(advertised or peer_listen), cluster_name=cluster_name,
-            limits=limits, timing=_timing(quorum_timeout, snapshot_entries),
+            limits=limits,
+            timing=_timing(quorum_timeout, snapshot_entries, lease_reads, monotonic),
             timeout=silent_voter_timeout, applied_every=applied_every,
             storage_provider=storage_provider, on_fatal=on_fatal or self._fatal,
             link_view=transport_link_view(lambda: self.transport),

@@ -19,6 +19,7 @@ from doozertw.consensus.messages import ConfState, Entry, Message
 from doozertw.consensus.progress import (
     Progress, ProgressState, committed_index, has_quorum,
 )
+from doozertw.consensus.lease import LEASE_MARGIN_TICKS, ReadLease
 from doozertw.consensus.readonly import ReadOnly
 from doozertw.consensus.ready import ReadState, Role
 
@@ -37,6 +38,7 @@ class LeaderMixin:
     _election_ticks: int
     _heartbeat_ticks: int
     _check_quorum: bool
+    _lease_reads: bool
     _max_entries_per_msg: int
     _max_bytes_per_msg: int
     _max_inflight_msgs: int
@@ -53,6 +55,8 @@ class LeaderMixin:
         self._read_only = ReadOnly()
         self._pending_reads: list[tuple[bytes, str]] = []
         self._heartbeat_elapsed = 0
+        self._lease: ReadLease | None = (
+            ReadLease(self._election_ticks - LEASE_MARGIN_TICKS) if self._lease_reads else None)
 
     def _start_leading(self) -> None:
         """Just elected: track every member and append a no-op of the new
@@ -74,6 +78,8 @@ class LeaderMixin:
         return self._log.term(self._log.committed) == self._term
 
     def _tick_leader(self) -> None:
+        if self._lease is not None:
+            self._lease.tick()
         self._heartbeat_elapsed += 1
         self._election_elapsed += 1
         for pr in self._progress.values():
@@ -88,7 +94,20 @@ class LeaderMixin:
                 return
         if self._heartbeat_elapsed >= self._heartbeat_ticks:
             self._heartbeat_elapsed = 0
-            self._bcast_heartbeat()
+            if self._lease is not None and not self._read_only:
+                self._start_lease_round()
+            else:
+                self._bcast_heartbeat()
+
+    def _start_lease_round(self) -> None:
+        """A heartbeat whose quorum of answers renews the read lease (a
+        ReadIndex round nobody waits for)."""
+        assert self._lease is not None
+        ctx = self._lease.next_ctx()
+        self._read_only.add(ctx, self._log.committed, "", self._lease.now)
+        if self._id in self._conf.voters:
+            self._read_only.ack(ctx, self._id)
+        self._bcast_heartbeat(ctx)
 
     def _quorum_active(self) -> bool:
         """Check-quorum: did a quorum of voters talk to us this timeout?"""
@@ -174,8 +193,12 @@ class LeaderMixin:
             return
         acks = self._read_only.ack(m.ctx, m.src)
         if acks is not None and has_quorum(self._conf.voters, acks):
-            for read in self._read_only.release_through(m.ctx):
-                self._answer_read(read.ctx, read.requester, read.index)
+            released = self._read_only.release_through(m.ctx)
+            if self._lease is not None:
+                self._lease.confirmed(released[-1].sent)
+            for read in released:
+                if read.requester:
+                    self._answer_read(read.ctx, read.requester, read.index)
 
     def _maybe_commit(self) -> bool:
         """Commit the quorum-replicated index if it is of the current term
@@ -210,6 +233,8 @@ class LeaderMixin:
         self._become_follower(self._term, None)
 
     def _sync_progress(self) -> None:
+        if self._lease is not None:
+            self._lease.restart()  # only rounds sent to the new voters count
         last = self._log.last_index()
         members = self._conf.members()
         for nid in list(self._progress):
@@ -287,10 +312,12 @@ class LeaderMixin:
             self._pending_reads.append((ctx, requester))
             return
         index = self._log.committed
-        if self._conf.voters == {self._id}:
+        if self._conf.voters == {self._id} or (
+                self._lease is not None and self._lease.valid()):
             self._answer_read(ctx, requester, index)
             return
-        self._read_only.add(ctx, index, requester)
+        sent = self._lease.now if self._lease is not None else 0
+        self._read_only.add(ctx, index, requester, sent)
         if self._id in self._conf.voters:
             self._read_only.ack(ctx, self._id)
         self._bcast_heartbeat(ctx)

@@ -12,7 +12,9 @@ The public surface is small (as etcd's RawNode over its raft struct):
   contract);
 - inspection: ``status()`` (a frozen copy of everything a monitor or a
   driver may look at), ``term_at(index)``, and the cheap read-only
-  ``id``, ``term``, ``role``, ``leader``, ``is_leader`` and ``conf``.
+  ``id``, ``term``, ``role``, ``leader``, ``is_leader``, ``conf``,
+  ``snapshot_index`` and ``holds_read_lease`` (``lease_reads``: see
+  doozertw.consensus.lease).
 
 Everything else is private. No I/O, no clock; randomness only from ``rng``.
 
@@ -29,6 +31,7 @@ from collections.abc import Callable, Iterable, Sequence
 
 from doozertw.consensus import messages as msg
 from doozertw.consensus.leader import LeaderMixin
+from doozertw.consensus.lease import MIN_LEASE_ELECTION_TICKS, is_lease_ctx
 from doozertw.consensus.log import MemoryStorage, RaftLog
 from doozertw.consensus.membership import bootstrap_entries, validate_change
 from doozertw.consensus.messages import (
@@ -60,11 +63,16 @@ class RaftNode(LeaderMixin):
                  pre_vote: bool = True, check_quorum: bool = True,
                  max_entries_per_msg: int = 64, max_bytes_per_msg: int = 1 << 20,
                  max_inflight_msgs: int = 256,
-                 max_apply_per_ready: int | None = None) -> None:
+                 max_apply_per_ready: int | None = None,
+                 lease_reads: bool = False) -> None:
         if rng is None:
             raise ValueError("rng must be injected (a random.Random)")
         if heartbeat_ticks >= election_ticks:
             raise ValueError("heartbeat_ticks must be < election_ticks")
+        if lease_reads and not check_quorum:
+            raise ValueError("lease_reads needs check_quorum")
+        if lease_reads and election_ticks < MIN_LEASE_ELECTION_TICKS:
+            raise ValueError(f"lease_reads needs election_ticks >= {MIN_LEASE_ELECTION_TICKS}")
         if not isinstance(config, ConfState):
             config = ConfState(voters=config)
         self._id = node_id
@@ -73,6 +81,8 @@ class RaftNode(LeaderMixin):
         self._heartbeat_ticks = heartbeat_ticks
         self._pre_vote = pre_vote
         self._check_quorum = check_quorum
+        self._lease_reads = lease_reads
+        self._ticks_alive = 0
         self._max_entries_per_msg = max_entries_per_msg
         self._max_bytes_per_msg = max_bytes_per_msg
         self._max_inflight_msgs = max_inflight_msgs
@@ -134,6 +144,12 @@ class RaftNode(LeaderMixin):
     def conf(self) -> ConfState:
         """The configuration in effect (its latest entry, committed or not)."""
         return self._conf
+
+    @property
+    def holds_read_lease(self) -> bool:
+        """True while this leader answers reads without a heartbeat round."""
+        return (self._role == Role.LEADER and self._lease is not None
+                and self._lease.valid())
 
     @property
     def snapshot_index(self) -> int:
@@ -209,7 +225,10 @@ class RaftNode(LeaderMixin):
     # -- ticking -----------------------------------------------------------
 
     def tick(self) -> None:
-        """Advance logical time by one tick."""
+        """Advance logical time by one tick. With lease reads on, ticks
+        must follow real time: deliver every tick that passed before any
+        other call (see doozertw.consensus.lease)."""
+        self._ticks_alive += 1
         self._tick_role()
 
     def _tick_election(self) -> None:
@@ -320,9 +339,7 @@ class RaftNode(LeaderMixin):
         """Adopt m.term where appropriate; False means drop the message."""
         if isinstance(m, (msg.PreVote, msg.RequestVote)):
             forced = isinstance(m, msg.RequestVote) and m.transfer
-            in_lease = (self._check_quorum and self._leader is not None
-                        and self._election_elapsed < self._election_ticks)
-            if in_lease and not forced:
+            if self._in_lease() and not forced:
                 return False
         if isinstance(m, msg.PreVote):
             return True
@@ -331,6 +348,17 @@ class RaftNode(LeaderMixin):
         leader = m.src if isinstance(m, _LEADER_MESSAGES) else None
         self._become_follower(m.term, leader)
         return True
+
+    def _in_lease(self) -> bool:
+        """Refuse (pre)votes now? With check-quorum: while the leader was
+        heard from within an election timeout; with lease reads also during
+        this node's first election timeout (a restarted voter forgot whom
+        it heard from, and a leader's lease may rest on its answer)."""
+        if not self._check_quorum:
+            return False
+        if self._leader is not None and self._election_elapsed < self._election_ticks:
+            return True
+        return self._lease_reads and self._ticks_alive < self._election_ticks
 
     def _handle_stale(self, m: Message) -> None:
         if (self._check_quorum or self._pre_vote) and isinstance(
@@ -504,9 +532,13 @@ class RaftNode(LeaderMixin):
         cluster-wide). The answer comes later as a ReadState in a Ready;
         requests are dropped if leadership changes, so the caller retries
         after a timeout. Raises NotLeader(None) if no leader is known, and
-        ValueError for an empty ``ctx`` (a heartbeat's "no read")."""
+        ValueError for an empty ``ctx`` (a heartbeat's "no read") or one
+        shaped like a lease round's. A leader holding a read lease answers
+        at once (``lease_reads``)."""
         if not ctx:
             raise ValueError("read ctx must not be empty")
+        if is_lease_ctx(ctx):
+            raise ValueError("read ctx must not start with the lease prefix")
         if self._role == Role.LEADER:
             self._leader_read(ctx, self._id)
         elif self._leader is None:
@@ -525,6 +557,8 @@ class RaftNode(LeaderMixin):
         if self._match_of(to) != self._log.last_index():
             self._send_append(to)
             return False
+        if self._lease is not None:
+            self._lease.revoke()  # ``to`` may be elected before it would expire
         self._send(msg.TimeoutNow(self._id, to, self._term))
         return True
 

@@ -15,7 +15,8 @@ import attrs
 class PendingRead:
     ctx: bytes
     index: int
-    requester: str
+    requester: str          # "" for a lease round (nobody to answer)
+    sent: int = 0           # the lease clock when its heartbeat went out
     acks: set[str] = attrs.field(factory=set)
 
 
@@ -26,9 +27,9 @@ class ReadOnly:
         self.pending: dict[bytes, PendingRead] = {}
         self.queue: list[bytes] = []
 
-    def add(self, ctx: bytes, index: int, requester: str) -> None:
+    def add(self, ctx: bytes, index: int, requester: str, sent: int = 0) -> None:
         if ctx not in self.pending:
-            self.pending[ctx] = PendingRead(ctx, index, requester)
+            self.pending[ctx] = PendingRead(ctx, index, requester, sent)
             self.queue.append(ctx)
 
     def ack(self, ctx: bytes, voter: str) -> set[str] | None:

@@ -19,7 +19,7 @@ Checked:
   of a non-empty id;
 - AppendEntriesResponse: a rejection's hint is not above the rejected index
   nor its hint term above the term;
-- ReadIndexRequest: a non-empty ctx;
+- ReadIndexRequest: a non-empty ctx, not a leader's lease-round ctx;
 - InstallSnapshot: the snapshot's term is not above the message's; a
   snapshot past index 0 has a term and at least one voter; voters and
   learners are disjoint non-empty ids.
@@ -33,6 +33,7 @@ from typing import Any
 import attrs
 
 from doozertw.consensus import messages as m
+from doozertw.consensus.lease import is_lease_ctx
 
 MAX_NUMBER = 2 ** 62
 """Largest term or index a message may carry (the codec allows 2^63 - 1)."""
@@ -102,7 +103,9 @@ def _append_response(r: m.AppendEntriesResponse) -> str | None:
 
 def _read_request(r: m.ReadIndexRequest) -> str | None:
     # b"" is a heartbeat's "no read": such a read could never be confirmed
-    return None if r.ctx else "empty read ctx"
+    if not r.ctx:
+        return "empty read ctx"
+    return "a lease round's ctx" if is_lease_ctx(r.ctx) else None
 
 
 def _snapshot(s: m.InstallSnapshot) -> str | None:
