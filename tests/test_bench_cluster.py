@@ -11,10 +11,16 @@ import sys
 import pytest
 
 from doozertw import bench
-from doozertw.benchmarks import cluster, etcd
+from doozertw.benchmarks import cluster, doozer, etcd
 from doozertw.benchmarks.stats import (
+    Failover,
     Row,
     Sample,
+    elections_seen,
+    failover_gap,
+    format_failover,
+    format_failover_row,
+    summarize_failover,
     format_row,
     format_table,
     merge,
@@ -179,6 +185,158 @@ def test_watch_row_names_writes_and_node_cpu():
     assert "5 writes" in line and "nodes cpu 1.50 cores" in line and "missing" not in line
 
 
+# -- failover -----------------------------------------------------------------
+
+
+def test_failover_is_off_by_default_and_bounded(capsys):
+    args = cluster.parse_args([])
+    assert not args.failover and args.failovers == 3 and args.failover_clients == 8
+    assert (args.failover_lead, args.failover_window, args.failover_retry) == (1.0, 4.0, 0.2)
+    for bad in (["--failovers", "0"], ["--failovers", "101"], ["--failover-clients", "9999"],
+                ["--failover-window", "3600"], ["--failover-retry", "-1"]):
+        with pytest.raises(SystemExit):
+            cluster.parse_args(bad)
+
+
+def test_stall_is_the_longest_gap_after_the_fault():
+    # acks every 10 ms until the fault at 1.0, one in-flight ack just after
+    # it, nothing until 1.8, then acks again; the window ends at 3.0
+    acks = [i / 100 for i in range(101)] + [1.002] + [1.8 + i / 100 for i in range(50)]
+    got = failover_gap(acks, fault=1.0, end=3.0)
+    assert got.stall == pytest.approx(0.798) and got.recovery == pytest.approx(0.8)
+    assert got.acks == len(acks)
+
+
+def test_a_gap_straddling_the_fault_counts_from_the_last_ack_before_it():
+    got = failover_gap([0.1, 0.5, 0.9, 1.6, 1.7], fault=1.0, end=2.0)
+    assert got.stall == pytest.approx(0.7) and got.recovery == pytest.approx(0.6)
+
+
+def test_acks_before_the_window_or_after_its_end_do_not_matter():
+    got = failover_gap([0.0, 0.95, 1.3, 9.0], fault=1.0, end=2.0)
+    assert got.stall == pytest.approx(0.7) and got.recovery is None    # 1.3 -> end
+    assert got.acks == 3
+
+
+def test_no_ack_after_the_fault_is_no_recovery():
+    got = failover_gap([0.5, 0.9], fault=1.0, end=5.0)
+    assert got.recovery is None and got.stall == pytest.approx(4.1)
+    assert failover_gap([], fault=1.0, end=2.0) == Failover(stall=1.0, recovery=None, acks=0)
+    with pytest.raises(ValueError):
+        failover_gap([1.0], fault=2.0, end=1.0)
+
+
+def test_elections_of_a_round_are_the_largest_increase_of_a_survivor():
+    # node 0 was killed and restarted: its counter began again from zero
+    assert elections_seen([5, 5, 4], [1, 6, 5], faulted=0) == 1
+    assert elections_seen([5, 5, 4], [5, 7, 5], faulted=2) == 2
+    assert elections_seen([3], [0], faulted=0) == 0
+
+
+def test_failover_rows_give_p50_and_max_and_count_the_unrecovered():
+    rounds = [Failover(0.8, 0.81, 100, 1, 1), Failover(0.6, 0.6, 90, 0, 2),
+              Failover(4.0, None, 50, 2, 1)]
+    row = summarize_failover("failover kill", "doozer protocol", rounds)
+    assert (row.stall_p50_ms, row.stall_max_ms) == (800.0, 4000.0)
+    assert (row.recovery_p50_ms, row.recovery_max_ms) == (600.0, 810.0)
+    assert (row.unrecovered, row.errors, row.acks, row.rounds) == (1, 3, 240, 3)
+    assert row.stalls_ms == (800.0, 600.0, 4000.0) and row.elections == 4
+    line = format_failover_row(row)
+    assert "stall p50   800.0 max 4,000.0 ms" in line and "1 NOT RECOVERED" in line
+    assert "3 rounds: 800, 600, 4,000 ms" in line and "3 errors" in line
+    assert "4 elections" in line
+    empty = summarize_failover("failover pause", "x", [])
+    assert empty.stall_p50_ms is None and empty.rounds == 0
+
+
+def test_failover_table_prints_the_ratio_of_stalls():
+    ours = [summarize_failover("failover kill", "doozer protocol", [Failover(0.5, 0.5)])]
+    theirs = [summarize_failover("failover kill", "etcd gRPC", [Failover(2.0, 2.0)])]
+    text = format_failover(ours, theirs)
+    assert "etcd failover:" in text and "[etcd gRPC]" in text
+    assert "stall p50   0.25x  max   0.25x" in text.split("doozertw/etcd failover:")[1]
+    assert "etcd" not in format_failover(ours)
+    assert format_failover(theirs, name="etcd").startswith("etcd failover:")
+
+
+def test_report_prints_failover_rows_and_their_elections_apart():
+    args = cluster.parse_args([])
+    row = summarize_failover("failover kill", "doozer protocol", [Failover(0.7, 0.7)])
+    text = cluster.format_report([{"system": "doozertw", "rows": [_row("w", 1.0, 1.0)],
+                                   "elections": 0, "rss_mb": None, "failover": [row],
+                                   "failover_elections": 4}], args)
+    assert "leader elections during the workloads: 0" in text
+    assert "leader elections during the failover rounds: 4" in text
+    assert "failover kill" in text and "stall p50   700.0" in text
+
+
+class _FakeProto:
+    """Answers nothing by itself: the test fires ``sent[i]``."""
+
+    def __init__(self):
+        self.sent, self.closed = [], False
+
+    def send(self, _request):
+        from twisted.internet import defer
+        self.sent.append(defer.Deferred())
+        return self.sent[-1]
+
+    def close(self):
+        self.closed = True
+        from doozertw.client import ConnectionLost
+        for d in self.sent:
+            if not d.called:
+                d.errback(ConnectionLost())
+
+
+def _writer(retry=0.2):
+    from twisted.internet import task
+    clock, proto, log = task.Clock(), _FakeProto(), doozer._AckLog()
+    writer = doozer._FailoverWriter(clock, proto, ["a:1", "b:2"], 0, object(), retry, log)
+    return clock, proto, log, writer
+
+
+def test_failover_writer_resends_a_late_write_beside_it_and_counts_both_answers():
+    clock, proto, log, writer = _writer()
+    writer.send()
+    assert len(proto.sent) == 1
+    clock.advance(0.2)                    # unanswered: sent again, the first stays
+    assert len(proto.sent) == 2 and log.sent == 2
+    proto.sent[0].callback(None)          # the old one answers: counted, no new write
+    assert len(log.acks) == 1 and len(proto.sent) == 2
+    proto.sent[1].callback(None)          # the newest answers: the next write goes
+    assert len(log.acks) == 2 and len(proto.sent) == 3
+    clock.advance(0.1)
+    assert len(proto.sent) == 3           # the retry timer restarted with that write
+
+
+def test_failover_writer_pauses_after_an_error_and_bounds_its_outstanding_writes():
+    from doozertw.client import DoozerError, ErrCode
+    clock, proto, log, writer = _writer()
+    writer.send()
+    proto.sent[0].errback(DoozerError(ErrCode.OTHER, "no quorum"))
+    assert log.errors == 1 and len(proto.sent) == 1
+    clock.advance(doozer.ERROR_PAUSE)
+    assert len(proto.sent) == 2
+    for _ in range(doozer.MAX_OUTSTANDING * 3):
+        clock.advance(0.2)
+    assert len(proto.sent) == 1 + doozer.MAX_OUTSTANDING
+    writer.stop()
+    assert proto.closed and log.errors == 1     # answers after stop are not counted
+
+
+def test_failover_writer_moves_to_the_next_address_when_its_connection_is_lost(monkeypatch):
+    from twisted.internet import defer
+    clock, proto, log, writer = _writer()
+    dialed, other = [], _FakeProto()
+    monkeypatch.setattr(doozer, "TCPConnector", lambda reactor, timeout: (
+        lambda address: dialed.append(address) or defer.succeed(other)))
+    writer.send()
+    proto.close()
+    assert [(a.host, a.port) for a in dialed] == [("b", 2)] and log.errors == 0
+    assert len(other.sent) == 1 and writer.proto is other
+
+
 # -- etcd's messages, by hand -------------------------------------------------
 
 
@@ -260,12 +418,28 @@ def _check_rows(report, system):
     assert report["elections"] >= 0
 
 
+FAILOVER = ["--failover", "--failovers", "1", "--failover-clients", "4"]
+
+
+def _check_failover(report, system):
+    rows = {r["workload"]: r for r in report["failover"]}
+    assert set(rows) == {"failover kill", "failover pause"}, system
+    for row in rows.values():
+        assert row["rounds"] == 1 and row["acks"] > 0, (system, row)
+        assert row["unrecovered"] == 0, (system, row)     # within the 4 s window
+        assert 0 < row["stall_max_ms"] < 4000 and 0 < row["recovery_max_ms"] < 4000
+        assert row["elections"] >= 1, (system, row)      # each round forces one
+    assert report["failover_elections"] == sum(r["elections"] for r in rows.values())
+
+
 @pytest.mark.e2e
 @pytest.mark.slow
 def test_cluster_mode_runs_on_a_spawned_cluster(tmp_path):
-    printed, reports = _bench(tmp_path, "--memory", "--memory-files", "500")
+    printed, reports = _bench(tmp_path, "--memory", "--memory-files", "500", *FAILOVER)
     assert [r["system"] for r in reports] == ["doozertw"]
     _check_rows(reports[0], "doozertw")
+    _check_failover(reports[0], "doozertw")
+    assert "doozertw failover:" in printed and "during the failover rounds" in printed
     assert len(reports[0]["rss_mb"]) == 3 and all(x > 10 for x in reports[0]["rss_mb"])
     assert "[doozer protocol]" in printed and "leader elections" in printed
     assert "RSS per node after 500 files" in printed
@@ -277,8 +451,10 @@ def test_compare_etcd_prints_ratios(tmp_path):
     if etcd.available() is None:
         pytest.skip("etcd is not installed (Debian: apt-get install etcd-server)")
     pytest.importorskip("grpc", reason="--compare-etcd needs grpcio")
-    printed, reports = _bench(tmp_path, "--compare-etcd")
+    printed, reports = _bench(tmp_path, "--compare-etcd", *FAILOVER)
     assert [r["system"] for r in reports] == ["doozertw", "etcd"]
     for report in reports:
         _check_rows(report, report["system"])
+        _check_failover(report, report["system"])
+    assert "doozertw/etcd failover:" in printed
     assert "[etcd gRPC]" in printed and "doozertw/etcd:" in printed

@@ -4,5 +4,7 @@
 - ``cluster``: the command line, a local 3-node doozertw cluster and the
   workloads over the doozer protocol;
 - ``etcd``: a local 3-node etcd cluster and the same workloads over etcd's
-  native gRPC API (hand-encoded protobuf messages on ``grpcio``).
+  native gRPC API (hand-encoded protobuf messages on ``grpcio``);
+- ``failover``: ``--failover``, rounds that kill or pause the leader of
+  either cluster under a light write load and measure the write stall.
 """

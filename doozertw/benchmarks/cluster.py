@@ -19,7 +19,10 @@ generator, not the server, may then bound that row. Leader elections seen
 during the run are counted (doozertw: ``doozer_leader_changes_total``,
 etcd: ``etcd_server_leader_changes_seen_total``). ``--memory`` loads
 ``--memory-files`` files (100,000) of ``--value-size`` bytes and prints
-each node's RSS (VmRSS of /proc/PID/status).
+each node's RSS (VmRSS of /proc/PID/status). ``--failover`` adds the rows
+``failover kill`` and ``failover pause`` (``failover.py``): how long writes
+stall when the leader is SIGKILLed or SIGSTOPped; elections during those
+rounds are counted apart from the workloads'.
 """
 
 from __future__ import annotations
@@ -35,8 +38,15 @@ from collections.abc import Callable
 
 import attrs
 
-from doozertw.benchmarks import doozer, etcd
-from doozertw.benchmarks.stats import Row, Sample, format_table, merge, summarize
+from doozertw.benchmarks import doozer, etcd, failover
+from doozertw.benchmarks.stats import (
+    Row,
+    Sample,
+    format_failover,
+    format_table,
+    merge,
+    summarize,
+)
 
 MAX_CLIENTS = 4096
 MAX_WATCHERS = 20000
@@ -83,9 +93,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--memory-files", type=_positive(int), default=100_000)
     p.add_argument("--only", choices=("doozertw", "etcd"), help="run one system only")
     p.add_argument("--json", help="also write the rows as JSON to this file")
+    failover.add_arguments(p, _positive)
     args = p.parse_args(argv)
     if args.clients > MAX_CLIENTS:
         p.error(f"--clients at most {MAX_CLIENTS}")
+    failover.check_arguments(p, args)
     args.workers = min(args.workers, args.clients)
     return args
 
@@ -102,19 +114,22 @@ class Suite:
     stamped_writer: Callable
     fill_worker: Callable
     context: str              # multiprocessing start method for its load processes
+    failover_worker: Callable
 
 
 def suites(args: argparse.Namespace) -> list[Suite]:
     out = []
     if args.only != "etcd":
         out.append(Suite("doozertw", doozer.API, doozer.DoozerCluster(), doozer.load_worker,
-                         doozer.watch_worker, doozer.stamped_writer, doozer.fill_worker, "fork"))
+                         doozer.watch_worker, doozer.stamped_writer, doozer.fill_worker, "fork",
+                         doozer.failover_worker))
     if args.compare_etcd or args.only == "etcd":
         if not etcd.available():
             raise SystemExit("--compare-etcd: no etcd binary (Debian: apt-get install "
                              "etcd-server)")
         out.append(Suite("etcd", etcd.API, etcd.EtcdCluster(), etcd.load_worker,
-                         etcd.watch_worker, etcd.stamped_writer, etcd.fill_worker, "spawn"))
+                         etcd.watch_worker, etcd.stamped_writer, etcd.fill_worker, "spawn",
+                         etcd.failover_worker))
     return out
 
 
@@ -284,6 +299,13 @@ def run_suite(suite: Suite, args) -> dict:
             rows.append(summarize(name, suite.api, sample))
             print(f"  {suite.name}: done {name}", flush=True)
         elections = suite.cluster.leader_changes() - before   # type: ignore[attr-defined]
+        fo_rows: list = []
+        fo_elections: int | None = None
+        if args.failover:
+            print(f"  {suite.name}: failover rounds ...", flush=True)
+            fo_rows, fo_elections = failover.run_failover(
+                suite.cluster, suite.failover_worker, suite.context, suite.api, args,
+                say=lambda line: print(line, flush=True))
         rss = fill_s = None
         if args.memory:
             began = time.perf_counter()
@@ -294,7 +316,8 @@ def run_suite(suite: Suite, args) -> dict:
     finally:
         suite.cluster.stop()               # type: ignore[attr-defined]
     return {"system": suite.name, "api": suite.api, "rows": rows,
-            "elections": elections, "rss_mb": rss, "fill_s": fill_s}
+            "elections": elections, "rss_mb": rss, "fill_s": fill_s,
+            "failover": fo_rows, "failover_elections": fo_elections}
 
 
 def format_report(reports: list[dict], args) -> str:
@@ -305,8 +328,16 @@ def format_report(reports: list[dict], args) -> str:
     if not ours and theirs is not None:
         ours, theirs = theirs, None
     lines = [format_table(ours, theirs)]
+    fo = {r["system"]: r.get("failover") for r in reports if r.get("failover")}
+    if fo:
+        mine, other = fo.get("doozertw"), fo.get("etcd")
+        lines.append(format_failover(mine, other) if mine
+                     else format_failover(other or [], name="etcd"))
     for r in reports:
         lines.append(f"{r['system']}: leader elections during the workloads: {r['elections']}")
+        if r.get("failover_elections") is not None:
+            lines.append(f"{r['system']}: leader elections during the failover rounds: "
+                         f"{r['failover_elections']} (each round forces at least one)")
         if r["rss_mb"] is not None:
             lines.append(f"{r['system']}: RSS per node after {args.memory_files:,} files of "
                          f"{args.value_size} B: {', '.join(f'{x} MB' for x in r['rss_mb'])} "
@@ -328,8 +359,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
           flush=True)
     if args.json:
         with open(args.json, "w", encoding="utf-8") as f:
-            json.dump([{**r, "rows": [row.as_dict() for row in r["rows"]]} for r in reports],
-                      f, indent=2)
+            json.dump([{**r, "rows": [row.as_dict() for row in r["rows"]],
+                        "failover": [row.as_dict() for row in r.get("failover") or []]}
+                       for r in reports], f, indent=2)
     return reports
 
 

@@ -16,7 +16,9 @@ import time
 import urllib.request
 
 from doozertw import bench
-from doozertw.client import call
+from doozertw.client import ConnectionLost, TCPConnector, call
+from doozertw.client.uri import parse_address
+from doozertw.testing.spawn import listening, writable
 
 API = "doozer protocol"
 
@@ -84,16 +86,64 @@ class DoozerCluster:
 
     def leader_changes(self) -> int:
         """The largest ``doozer_leader_changes_total`` of the nodes."""
-        seen = [0.0]
+        return max(self.leader_change_counts())
+
+    def leader_change_counts(self) -> list[int]:
+        """Each node's ``doozer_leader_changes_total`` (0 if it has none)."""
+        counts = []
         for port in self.web_ports:
+            seen = [0.0]
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
                 for line in r.read().decode().splitlines():
                     if line.startswith("doozer_leader_changes_total"):
                         seen.append(float(line.rsplit(" ", 1)[1]))
-        return int(max(seen))
+            counts.append(int(max(seen)))
+        return counts
 
     def pids(self) -> list[int]:
         return [node.pid for node in self.nodes]
+
+    # -- failover (doozertw.benchmarks.failover) --
+
+    def leaders(self) -> list[int]:
+        """Indexes of the nodes whose /metrics say ``doozer_is_leader`` 1
+        (a node that does not answer within a second is left out)."""
+        out = []
+        for i, port in enumerate(self.web_ports):
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=1) as r:
+                    text = r.read().decode()
+            except OSError:
+                continue
+            if any(line.startswith("doozer_is_leader") and float(line.rsplit(" ", 1)[1]) == 1
+                   for line in text.splitlines()):
+                out.append(i)
+        return out
+
+    def kill(self, i: int) -> None:
+        self.nodes[i].kill()
+
+    def pause(self, i: int) -> None:
+        self.nodes[i].pause()
+
+    def resume(self, i: int) -> None:
+        self.nodes[i].resume()
+
+    def restart(self, i: int) -> None:
+        """Start killed node ``i`` again (same options and data); return
+        once it accepts connections."""
+        port = int(self.endpoints[i].rsplit(":", 1)[1])
+        self.nodes[i].launch().wait_ready(listening(port), timeout=30)
+
+    def healthy(self) -> bool:
+        """One leader, and a write through every node commits."""
+        if len(self.leaders()) != 1:
+            return False
+        try:
+            return all(writable(int(e.rsplit(":", 1)[1]), "/bench/healthy")()
+                       for e in self.endpoints)
+        except OSError:
+            return False
 
     def stop(self) -> None:
         """Stop every node (SIGTERM, reaped) and remove their scratch directory."""
@@ -133,3 +183,124 @@ def watch_worker(address: str, watchers: int, limit: float, ready, stop, results
 
 def stamped_writer(address: str, seconds: float, rate: float, results) -> None:
     results.put(bench._stamped_writer(address, "/bench/watch/stamp", seconds, rate))
+
+
+#: A client's writes outstanding at most (one in flight, plus resends).
+MAX_OUTSTANDING = 32
+#: After an error answer a client waits this long before writing again.
+ERROR_PAUSE = 0.02
+
+
+def failover_worker(addresses: list[str], client_ids: list[int], retry: float,
+                    value_size: int, keys: int, ready, stop, results) -> None:
+    """Clients ``client_ids`` on ``addresses`` (client i on ``i % len``),
+    each writing ``/bench/k{id % keys}`` one at a time; a write unanswered
+    after ``retry`` seconds is sent again beside it (it stays outstanding:
+    its answer still counts), an error answer is followed by a new write
+    after ERROR_PAUSE, and a lost connection moves the client to the next
+    address. Tells ``ready`` once connected and writing, stops once
+    ``stop`` (an Event) is set; puts (acknowledgement times on
+    ``time.monotonic``, errors, writes sent) on ``results``."""
+    value = b"x" * value_size
+
+    async def run(reactor):
+        from twisted.internet.task import deferLater
+        protos = await bench._connect_all(
+            reactor, [addresses[c % len(addresses)] for c in client_ids])
+        log = _AckLog()
+        writers = [_FailoverWriter(reactor, proto, addresses, c % len(addresses),
+                                   call("SET", path=f"/bench/k{c % keys}", value=value, rev=-1),
+                                   retry, log)
+                   for proto, c in zip(protos, client_ids)]
+        for writer in writers:
+            writer.send()
+        ready.put(len(writers))
+        while not stop.is_set():
+            await deferLater(reactor, 0.02, lambda: None)
+        for writer in writers:
+            writer.stop()
+        return tuple(log.acks), log.errors, log.sent
+
+    bench._in_reactor(bench._as_deferred(run), results)
+
+
+class _AckLog:
+    def __init__(self) -> None:
+        self.acks: list[float] = []
+        self.errors = 0
+        self.sent = 0
+
+
+class _FailoverWriter:
+    """One failover client on a DoozerClientProtocol (see failover_worker);
+    ``seq`` numbers its writes: only the newest one drives it."""
+
+    def __init__(self, reactor, proto, addresses, index, request, retry, log) -> None:
+        self.reactor, self.proto, self.addresses, self.index = reactor, proto, addresses, index
+        self.request, self.retry, self.log = request, retry, log
+        self.seq = self.outstanding = 0
+        self.timer = None
+        self.stopped = self.reconnecting = False
+
+    def send(self) -> None:
+        if self.stopped or self.reconnecting:
+            return
+        self._cancel_timer()
+        if self.outstanding >= MAX_OUTSTANDING:
+            self.timer = self.reactor.callLater(self.retry, self.send)
+            return
+        self.seq += 1
+        self.outstanding += 1
+        self.log.sent += 1
+        d = self.proto.send(self.request)
+        d.addCallbacks(self._acked, self._failed, callbackArgs=(self.seq,),
+                       errbackArgs=(self.seq,))
+        self.timer = self.reactor.callLater(self.retry, self.send)
+
+    def _cancel_timer(self) -> None:
+        if self.timer is not None and self.timer.active():
+            self.timer.cancel()
+        self.timer = None
+
+    def _acked(self, _result, seq: int) -> None:
+        self.outstanding -= 1
+        if self.stopped:
+            return
+        self.log.acks.append(time.monotonic())
+        if seq == self.seq:
+            self.send()
+
+    def _failed(self, failure, seq: int) -> None:
+        self.outstanding -= 1
+        lost = failure.check(ConnectionLost)
+        if self.stopped:
+            return
+        if not lost:
+            self.log.errors += 1
+        if seq != self.seq:
+            return
+        self._cancel_timer()
+        if lost:
+            self.reconnecting = True
+            self._reconnect()
+            return
+        self.timer = self.reactor.callLater(ERROR_PAUSE, self.send)
+
+    def _reconnect(self) -> None:
+        if self.stopped:
+            return
+        self.index = (self.index + 1) % len(self.addresses)
+        d = TCPConnector(self.reactor, timeout=2)(parse_address(self.addresses[self.index]))
+        d.addCallbacks(self._connected, lambda _f: self.reactor.callLater(0.1, self._reconnect))
+
+    def _connected(self, proto) -> None:
+        self.proto, self.reconnecting = proto, False
+        if self.stopped:
+            proto.close()
+            return
+        self.send()
+
+    def stop(self) -> None:
+        self.stopped = True
+        self._cancel_timer()
+        self.proto.close()

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import struct
 import subprocess
 import tempfile
@@ -183,10 +184,7 @@ class EtcdCluster:
     def start(self, timeout: float = 30.0) -> None:
         """Start every member; return once each says it is healthy."""
         for name in self.names:
-            with open(os.path.join(self.workdir, f"{name}.log"), "ab") as log:
-                self.procs[name] = subprocess.Popen(
-                    self.command(name), stdin=subprocess.DEVNULL, stdout=log,
-                    stderr=subprocess.STDOUT)
+            self._launch(name)
         deadline = time.monotonic() + timeout
         for name in self.names:
             while not self._healthy(name):
@@ -195,6 +193,51 @@ class EtcdCluster:
                     raise RuntimeError(f"etcd {name} did not become healthy; see "
                                        f"{self.workdir}/{name}.log")
                 time.sleep(0.1)
+
+    def _launch(self, name: str) -> None:
+        """Start member ``name`` (again: its data directory is kept, so the
+        ``--initial-cluster`` flags are ignored and it rejoins)."""
+        with open(os.path.join(self.workdir, f"{name}.log"), "ab") as log:
+            self.procs[name] = subprocess.Popen(
+                self.command(name), stdin=subprocess.DEVNULL, stdout=log,
+                stderr=subprocess.STDOUT)
+
+    # -- failover (doozertw.benchmarks.failover); members by index --
+
+    def leaders(self) -> list[int]:
+        """Indexes of the members whose /metrics say ``etcd_server_is_leader``
+        1 (a member that does not answer within a second is left out)."""
+        out = []
+        for i, name in enumerate(self.names):
+            url = f"http://127.0.0.1:{self.client[name]}/metrics"
+            try:
+                with urllib.request.urlopen(url, timeout=1) as r:
+                    text = r.read().decode()
+            except OSError:
+                continue
+            if any(line.startswith("etcd_server_is_leader ")
+                   and float(line.rsplit(" ", 1)[1]) == 1 for line in text.splitlines()):
+                out.append(i)
+        return out
+
+    def kill(self, i: int) -> None:
+        proc = self.procs[self.names[i]]
+        proc.kill()
+        proc.wait(timeout=10)
+
+    def pause(self, i: int) -> None:
+        self.procs[self.names[i]].send_signal(signal.SIGSTOP)
+
+    def resume(self, i: int) -> None:
+        self.procs[self.names[i]].send_signal(signal.SIGCONT)
+
+    def restart(self, i: int) -> None:
+        """Start killed member ``i`` again (``healthy`` tells when it serves)."""
+        self._launch(self.names[i])
+
+    def healthy(self) -> bool:
+        """Every member says /health true and one of them leads."""
+        return all(self._healthy(n) for n in self.names) and len(self.leaders()) == 1
 
     def _healthy(self, name: str) -> bool:
         try:
@@ -206,14 +249,20 @@ class EtcdCluster:
 
     def leader_changes(self) -> int:
         """The largest ``etcd_server_leader_changes_seen_total`` of the members."""
-        seen = [0.0]
+        return max(self.leader_change_counts())
+
+    def leader_change_counts(self) -> list[int]:
+        """Each member's ``etcd_server_leader_changes_seen_total`` (0 if none)."""
+        counts = []
         for name in self.names:
+            seen = [0.0]
             url = f"http://127.0.0.1:{self.client[name]}/metrics"
             with urllib.request.urlopen(url, timeout=5) as r:
                 for line in r.read().decode().splitlines():
                     if line.startswith("etcd_server_leader_changes_seen_total"):
                         seen.append(float(line.rsplit(" ", 1)[1]))
-        return int(max(seen))
+            counts.append(int(max(seen)))
+        return counts
 
     def pids(self) -> list[int]:
         return [p.pid for p in self.procs.values()]
@@ -222,6 +271,7 @@ class EtcdCluster:
         """SIGTERM every member, reap it (SIGKILL after 10 s); remove the data."""
         for proc in self.procs.values():
             if proc.poll() is None:
+                proc.send_signal(signal.SIGCONT)     # a paused member too
                 proc.terminate()
         for proc in self.procs.values():
             try:
@@ -387,3 +437,71 @@ async def _fill(endpoint, first, count, value_size):
             await asyncio.gather(*(put(put_request(f"/mem/f{i}".encode(), value), timeout=30)
                                    for i in range(base, top)))
     return (count,)
+
+
+#: A client's writes outstanding at most (one in flight, plus resends).
+MAX_OUTSTANDING = 32
+#: After an error answer a client waits this long before writing again.
+ERROR_PAUSE = 0.02
+
+
+def failover_worker(endpoints: list[str], client_ids: list[int], retry: float,
+                    value_size: int, keys: int, ready, stop, results) -> None:
+    """The failover load of ``doozer.failover_worker`` on etcd: Puts of
+    ``/bench/k{id % keys}``, client i on member ``i % len(endpoints)``, one
+    at a time; a Put unanswered after ``retry`` seconds is sent again
+    beside it (its answer still counts), an error answer is followed by a
+    new Put after ERROR_PAUSE on the next member. Tells ``ready`` once
+    writing, stops once ``stop`` is set; puts (acknowledgement times on
+    ``time.monotonic``, errors, writes sent) on ``results``."""
+    _guarded(results, _failover, endpoints, client_ids, retry, value_size, keys, ready, stop)
+
+
+async def _failover(endpoints, client_ids, retry, value_size, keys, ready, stop):
+    import asyncio
+    channels = _channels(endpoints)
+    puts = [_unary(ch, PUT) for ch in channels]
+    value = b"x" * value_size
+    acks: list[float] = []
+    errors = sent = 0
+
+    async def put_once(member: int, request: bytes) -> bool:
+        nonlocal errors
+        try:
+            await puts[member](request, timeout=30)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # noqa: BLE001 - an RPC error is counted, the client goes on
+            errors += 1
+            return False
+        acks.append(time.monotonic())
+        return True
+
+    async def client(cid: int) -> None:
+        nonlocal sent
+        member = cid % len(channels)
+        request = put_request(f"/bench/k{cid % keys}".encode(), value)
+        pending: set = set()
+        while not stop.is_set():
+            if len(pending) >= MAX_OUTSTANDING:
+                await asyncio.wait(pending, timeout=retry, return_when=asyncio.FIRST_COMPLETED)
+                pending = {t for t in pending if not t.done()}
+                continue
+            task = asyncio.ensure_future(put_once(member, request))
+            sent += 1
+            pending.add(task)
+            await asyncio.wait({task}, timeout=retry)
+            pending = {t for t in pending if not t.done()}
+            if task.done() and not task.result():
+                member = (member + 1) % len(channels)
+                await asyncio.sleep(ERROR_PAUSE)
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+
+    tasks = [asyncio.ensure_future(client(c)) for c in client_ids]
+    ready.put(len(client_ids))
+    await asyncio.gather(*tasks)
+    for ch in channels:
+        await ch.close()
+    return tuple(acks), errors, sent

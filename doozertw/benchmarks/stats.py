@@ -5,7 +5,10 @@ errors, latencies (seconds), the wall time, how many answers were expected
 (watch fan-out: writes x watchers) and the CPU the generator processes
 used. ``summarize`` turns it into a ``Row`` (ops/s, p50, p99, max in ms);
 ``format_table`` prints doozertw's rows beside etcd's with the ratio
-doozertw/etcd of throughput and of p99 per row.
+doozertw/etcd of throughput and of p99 per row. ``failover_gap`` turns the
+acknowledgement times of one failover round into its stall and recovery,
+``summarize_failover`` rounds into a ``FailoverRow``, ``format_failover``
+prints those rows with the ratios of the stall.
 """
 
 from __future__ import annotations
@@ -142,4 +145,122 @@ def format_table(ours: Sequence[Row], theirs: Sequence[Row] | None = None) -> st
         lines.append(f"  {row.workload:<28} ops/s {ratio(row.ops_per_s, other.ops_per_s):>7}"
                      f"  p50 {ratio(row.p50_ms, other.p50_ms):>7}"
                      f"  p99 {ratio(row.p99_ms, other.p99_ms):>7}")
+    return "\n".join(lines)
+
+
+# -- failover rounds ----------------------------------------------------------
+
+
+@attrs.frozen
+class Failover:
+    """One failover round (seconds): ``stall`` the longest gap between
+    consecutive acknowledged writes around the fault, ``recovery`` the time
+    from the fault to the write that ended that gap (None: no write was
+    acknowledged after the fault within the window)."""
+
+    stall: float
+    recovery: float | None
+    acks: int = 0
+    errors: int = 0
+    elections: int = 0
+
+
+def failover_gap(acks: Sequence[float], fault: float, end: float) -> Failover:
+    """The stall of one round from the times writes were acknowledged
+    (``acks``, any order, all clients), the time of the ``fault`` and the
+    ``end`` of the window. The points are the last acknowledgement at or
+    before the fault (the fault itself if none), every one after it up to
+    ``end``, and ``end``; the stall is the longest gap between consecutive
+    points and the recovery is that gap's end minus the fault, None when it
+    ends at ``end`` (writes had not resumed, or stopped again for longer).
+    Acknowledgements of writes in flight at the fault that arrive just
+    after it thus end only a short gap, not the stall."""
+    if end < fault:
+        raise ValueError(f"window ends before the fault: {end} < {fault}")
+    before = [t for t in acks if t <= fault]
+    after = sorted(t for t in acks if fault < t <= end)
+    points = [max(before) if before else fault, *after, end]
+    gap, at = max((points[i + 1] - points[i], i + 1) for i in range(len(points) - 1))
+    recovery = None if at == len(points) - 1 else points[at] - fault
+    return Failover(stall=gap, recovery=recovery, acks=len(before) + len(after))
+
+
+def elections_seen(before: Sequence[int], after: Sequence[int], faulted: int) -> int:
+    """Leader changes over one round from each node's counter ``before``
+    and ``after`` it: the largest increase of a node other than
+    ``faulted`` (the survivors see every change; a killed node's counter
+    starts again from zero when it is restarted)."""
+    return max((a - b for i, (b, a) in enumerate(zip(before, after)) if i != faulted),
+               default=0)
+
+
+@attrs.frozen
+class FailoverRow:
+    """The rounds of one failover workload (milliseconds)."""
+
+    workload: str
+    api: str
+    rounds: int
+    stall_p50_ms: float | None
+    stall_max_ms: float | None
+    recovery_p50_ms: float | None
+    recovery_max_ms: float | None
+    unrecovered: int
+    errors: int
+    acks: int
+    stalls_ms: tuple[float, ...] = ()
+    elections: int = 0
+
+    def as_dict(self) -> dict:
+        return attrs.asdict(self)
+
+
+def summarize_failover(workload: str, api: str, rounds: Sequence[Failover]) -> FailoverRow:
+    """p50 (nearest rank) and max of the stalls and of the recoveries of
+    ``rounds``; rounds with no recovery count in ``unrecovered`` (their
+    stall, the whole window after the last acknowledgement, still counts)."""
+    stalls = sorted(r.stall for r in rounds)
+    recoveries = sorted(r.recovery for r in rounds if r.recovery is not None)
+    return FailoverRow(
+        workload=workload, api=api, rounds=len(rounds),
+        stall_p50_ms=_ms(percentile(stalls, 0.5)),
+        stall_max_ms=_ms(stalls[-1] if stalls else None),
+        recovery_p50_ms=_ms(percentile(recoveries, 0.5)),
+        recovery_max_ms=_ms(recoveries[-1] if recoveries else None),
+        unrecovered=len(rounds) - len(recoveries),
+        errors=sum(r.errors for r in rounds), acks=sum(r.acks for r in rounds),
+        stalls_ms=tuple(_ms(r.stall) or 0.0 for r in rounds),
+        elections=sum(r.elections for r in rounds))
+
+
+def format_failover_row(row: FailoverRow) -> str:
+    """One line: stall p50/max, recovery p50/max, each round's stall."""
+    notes = [f"{row.rounds} rounds: " + ", ".join(f"{s:,.0f}" for s in row.stalls_ms) + " ms",
+             f"{row.acks} writes", f"{row.elections} elections"]
+    if row.errors:
+        notes.append(f"{row.errors} errors")
+    if row.unrecovered:
+        notes.append(f"{row.unrecovered} NOT RECOVERED in the window")
+    return (f"{row.workload:<28} stall p50 {_num(row.stall_p50_ms):>7} max "
+            f"{_num(row.stall_max_ms):>7} ms  recovery p50 {_num(row.recovery_p50_ms):>7} max "
+            f"{_num(row.recovery_max_ms):>7} ms  [{row.api}]  ({'; '.join(notes)})")
+
+
+def format_failover(ours: Sequence[FailoverRow], theirs: Sequence[FailoverRow] | None = None,
+                    name: str = "doozertw") -> str:
+    """The failover rows of doozertw (or of ``name``) and, with ``theirs``,
+    of etcd and the ratios doozertw/etcd of the stall's p50 and max (below
+    1: doozertw's writes stall for less)."""
+    lines = [f"{name} failover:"] + ["  " + format_failover_row(r) for r in ours]
+    if theirs is None:
+        return "\n".join(lines)
+    lines += ["etcd failover:"] + ["  " + format_failover_row(r) for r in theirs]
+    by_name = {r.workload: r for r in theirs}
+    lines.append("doozertw/etcd failover:")
+    for row in ours:
+        other = by_name.get(row.workload)
+        if other is not None:
+            lines.append(f"  {row.workload:<28} stall p50 "
+                         f"{ratio(row.stall_p50_ms, other.stall_p50_ms):>7}"
+                         f"  max {ratio(row.stall_max_ms, other.stall_max_ms):>7}")
     return "\n".join(lines)
