@@ -24,6 +24,11 @@ DEFAULT_PEER = "tcp:7046:interface=127.0.0.1"
 DISABLED = "none"
 DEFAULT_DATA_DIR = "doozer-data/{name}"
 DEFAULT_SNAPSHOT_ENTRIES = 10_000
+DEFAULT_HEARTBEAT_INTERVAL = 0.1
+DEFAULT_ELECTION_TIMEOUT = 0.5
+MIN_HEARTBEAT_INTERVAL = 0.01
+HEARTBEAT_TICKS = 2      # a tick is half the heartbeat interval
+MIN_ELECTION_TICKS = 5   # what lease reads need (doozertw.consensus.lease)
 
 
 class ConfigError(ValueError):
@@ -59,6 +64,10 @@ class ClusterConfig:
     limits: Limits = Limits()
     nodes: dict = attrs.field(factory=dict)
     quorum_timeout: float = DEFAULT_QUORUM_TIMEOUT
+    # Raft timing (seconds): the leader heartbeats every heartbeat_interval;
+    # a follower campaigns after election_timeout..2x without a leader
+    heartbeat_interval: float = DEFAULT_HEARTBEAT_INTERVAL
+    election_timeout: float = DEFAULT_ELECTION_TIMEOUT
     data_dir: str = DEFAULT_DATA_DIR
     snapshot_entries: int = DEFAULT_SNAPSHOT_ENTRIES
     # peer authentication (doozertw.peer.security, docs/security.md)
@@ -100,6 +109,7 @@ _PEER_AUTH_KEYS = ("peer_secret_file", "peer_cert", "peer_key", "peer_ca")
 _TOP_KEYS |= {*_PEER_AUTH_KEYS, "insecure_peers"}
 _TOP_KEYS |= {"web_hosts", "protect_metrics", "web_limits"}
 _TOP_KEYS |= {"client_ca", "log_level", "log_format", "lease_reads"}
+_TOP_KEYS |= {"heartbeat_interval", "election_timeout"}
 
 
 def load(path):
@@ -144,6 +154,10 @@ def parse(data, source="<config>"):
         limits=limits,
         nodes=nodes,
         quorum_timeout=_quorum_timeout(data, source),
+        heartbeat_interval=_seconds(data.get("heartbeat_interval", DEFAULT_HEARTBEAT_INTERVAL),
+                                    "heartbeat_interval", source),
+        election_timeout=_seconds(data.get("election_timeout", DEFAULT_ELECTION_TIMEOUT),
+                                  "election_timeout", source),
         data_dir=str(data.get("data_dir", DEFAULT_DATA_DIR)),
         snapshot_entries=_positive(data.get("snapshot_entries", DEFAULT_SNAPSHOT_ENTRIES),
                                    "snapshot_entries", source),
@@ -319,13 +333,31 @@ def resolve(options, environ=os.environ, origins=None):
         if options.get(key) is not None:
             source, label = where(key)
             overrides[key] = _positive(options[key], label, source)
-    if options.get("quorum_timeout") is not None:
-        overrides["quorum_timeout"] = _seconds(
-            options["quorum_timeout"], *reversed(where("quorum_timeout")))
+    for key in ("quorum_timeout", "heartbeat_interval", "election_timeout"):
+        if options.get(key) is not None:
+            overrides[key] = _seconds(options[key], *reversed(where(key)))
     for key, check in (("log_level", level_named), ("log_format", format_named)):
         if options.get(key):
             overrides[key] = _logging_choice(options[key], check, *where(key))
-    return attrs.evolve(cluster, **overrides), node
+    cluster = attrs.evolve(cluster, **overrides)
+    raft_ticks(cluster)
+    return cluster, node
+
+
+def raft_ticks(cluster: ClusterConfig) -> tuple[float, int, int]:
+    """(tick seconds, election ticks, heartbeat ticks) of the cluster's
+    Raft timing: a tick is half the heartbeat interval. ConfigError if the
+    heartbeat is shorter than MIN_HEARTBEAT_INTERVAL or the election
+    timeout shorter than MIN_ELECTION_TICKS ticks (2.5 heartbeats)."""
+    if cluster.heartbeat_interval < MIN_HEARTBEAT_INTERVAL:
+        raise ConfigError(f"heartbeat_interval must be at least {MIN_HEARTBEAT_INTERVAL:g}s")
+    tick = cluster.heartbeat_interval / HEARTBEAT_TICKS
+    election_ticks = round(cluster.election_timeout / tick)
+    if election_ticks < MIN_ELECTION_TICKS:
+        raise ConfigError(
+            f"election_timeout {cluster.election_timeout:g}s must be at least "
+            f"{MIN_ELECTION_TICKS * tick:g}s (2.5 heartbeat intervals)")
+    return tick, election_ticks, HEARTBEAT_TICKS
 
 
 def attached_to(cluster: ClusterConfig, found: str, address: str) -> ClusterConfig:
@@ -372,6 +404,7 @@ YAML_KEYS: dict[str, str | None] = {
     "data-dir": "data_dir, nodes.<name>.data_dir",
     "cluster": "cluster", "history": "history", "history-bytes": "history_bytes",
     "quorum-timeout": "quorum_timeout", "snapshot-entries": "snapshot_entries",
+    "heartbeat-interval": "heartbeat_interval", "election-timeout": "election_timeout",
     "peer-secret-file": "peer_secret_file", "peer-cert": "peer_cert",
     "peer-key": "peer_key", "peer-ca": "peer_ca", "client-ca": "client_ca",
     "insecure-peers": "insecure_peers", "protect-metrics": "protect_metrics",

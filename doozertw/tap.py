@@ -65,6 +65,13 @@ class Options(usage.Options):
         ["quorum-timeout", None, None,
          "Seconds a write or linearizable read may wait for a quorum "
          f"[default: {config.DEFAULT_QUORUM_TIMEOUT:g}].", float],
+        ["heartbeat-interval", None, None,
+         "Seconds between the leader's heartbeats; a tick of the Raft clock is half "
+         f"of it [default: {config.DEFAULT_HEARTBEAT_INTERVAL:g}].", float],
+        ["election-timeout", None, None,
+         "Seconds without a leader before a follower campaigns (randomized up to "
+         "twice that); shorter fails over faster but risks elections on a busy "
+         f"machine [default: {config.DEFAULT_ELECTION_TIMEOUT:g}].", float],
         ["data-dir", "d", None,
          "Directory of this node's write-ahead log and snapshots "
          f"[default: {config.DEFAULT_DATA_DIR}, relative to the working directory]."],
@@ -400,6 +407,7 @@ def build(cluster, me, reactor=None, storage=None, on_start_failure=None, on_ser
             peer_advertise=me.peer_advertise, storage_provider=storage,
             snapshot_entries=cluster.snapshot_entries, peer_security=security,
             lease_reads=cluster.lease_reads, monotonic=time.monotonic,
+            raft_ticks=config.raft_ticks(cluster),
             on_start_failure=on_start_failure)
         member.setServiceParent(top)
         node = member.node

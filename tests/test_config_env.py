@@ -87,6 +87,8 @@ ENDPOINT = "tcp:0:interface=127.0.0.1"
     ("DOOZER_IN_MEMORY", "0", lambda c, n: not n.in_memory),
     ("DOOZER_PROTECT_METRICS", "yes", lambda c, n: c.web.protect_metrics),
     ("DOOZER_LEASE_READS", "1", lambda c, n: c.lease_reads),
+    ("DOOZER_HEARTBEAT_INTERVAL", "0.2", lambda c, n: c.heartbeat_interval == 0.2),
+    ("DOOZER_ELECTION_TIMEOUT", "1.5", lambda c, n: c.election_timeout == 1.5),
     ("DOOZER_LEASE_READS", "0", lambda c, n: not c.lease_reads),
     ("DOOZER_WEB_HOST", "a.example,b.example:8443",
      lambda c, n: c.web.hosts == ("a.example", "b.example:8443")),
@@ -322,3 +324,18 @@ def test_lease_reads_from_the_file_the_flag_or_nowhere(tmp_path):
     assert not parsed([], env).cluster.lease_reads
     conf.write_text("lease_reads: sometimes\n")
     assert "lease_reads must be true or false" in failure(["--config", str(conf)], env)
+
+
+def test_raft_timing_in_ticks_and_its_bounds(tmp_path):
+    env = {"DOOZER_IN_MEMORY": "1", "DOOZER_WEB": "none"}
+    assert config.raft_ticks(parsed([], env).cluster) == (0.05, 10, 2)
+    fast = parsed(["--heartbeat-interval", "0.05", "--election-timeout", "0.2"], env)
+    assert config.raft_ticks(fast.cluster) == (0.025, 8, 2)
+    conf = tmp_path / "cluster.yaml"
+    conf.write_text("election_timeout: 0.3\nheartbeat_interval: 0.1\n")
+    assert config.raft_ticks(parsed(["--config", str(conf)], env).cluster) == (0.05, 6, 2)
+    assert "election_timeout 0.2s must be at least 0.25s" in failure(
+        ["--election-timeout", "0.2"], env)
+    assert "heartbeat_interval must be at least 0.01s" in failure(
+        ["--heartbeat-interval", "0.001"], env)
+    assert "must be positive" in failure(["--election-timeout", "-1"], env)

@@ -76,8 +76,11 @@ def sender_allowed(payload, sender, members, self_is_member):
     return not self_is_member or sender in members
 
 
-def _timing(quorum_timeout, snapshot_entries, lease_reads=False, monotonic=None):
+def _timing(quorum_timeout, snapshot_entries, lease_reads=False, monotonic=None,
+            raft_ticks=None):
     more = {} if snapshot_entries is None else {"compact_every": snapshot_entries}
+    if raft_ticks is not None:
+        more.update(zip(("tick", "election_ticks", "heartbeat_ticks"), raft_ticks))
     return Timing(quorum_timeout=quorum_timeout, lease_reads=lease_reads,
                   monotonic=monotonic, **more)
 
@@ -124,7 +127,7 @@ class ClusterService(service.Service):
                  attach=None, secret=None, peer_advertise=None, applied_every=None,
                  storage_provider=None, snapshot_entries=None, on_fatal=None,
                  peer_security=None, on_start_failure=None, lease_reads=False,
-                 monotonic=None):
+                 monotonic=None, raft_ticks=None):
         if reactor is None:
             from twisted.internet import reactor
         self.reactor = reactor
@@ -146,7 +149,8 @@ class ClusterService(service.Service):
             rng=random.Random(), send=self._send, add_peer=self._add_peer,
             peer_addr=dial_endpoint(advertised or peer_listen), cluster_name=cluster_name,
             limits=limits,
-            timing=_timing(quorum_timeout, snapshot_entries, lease_reads, monotonic),
+            timing=_timing(quorum_timeout, snapshot_entries, lease_reads, monotonic,
+                           raft_ticks),
             timeout=silent_voter_timeout, applied_every=applied_every,
             storage_provider=storage_provider, on_fatal=on_fatal or self._fatal,
             link_view=transport_link_view(lambda: self.transport),
