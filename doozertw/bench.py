@@ -295,17 +295,18 @@ def _write_cluster_file(workdir: str, ports: dict[str, tuple[int, int, int]]) ->
     return config
 
 
-def spawn_cluster(size: int, in_memory: bool = False
+def spawn_cluster(size: int, in_memory: bool = False, options: tuple[str, ...] = ()
                   ) -> tuple[list[Twistd], list[str], list[int]]:
     """Start ``size`` nodes of one cluster (a YAML file in a scratch
-    directory, their logs ``nK.log`` beside it); returns (nodes, client
-    addresses, web ports) once every node accepts and a write commits."""
+    directory, their logs ``nK.log`` beside it), each with the extra
+    ``twistd doozer`` ``options``; returns (nodes, client addresses, web
+    ports) once every node accepts and a write commits."""
     workdir = tempfile.mkdtemp(prefix="doozer-bench-cluster-")
     picked = free_ports(3 * size)
     ports = {f"n{i + 1}": (picked[3 * i], picked[3 * i + 1], picked[3 * i + 2])
              for i in range(size)}
     config = _write_cluster_file(workdir, ports)
-    more = ("--in-memory",) if in_memory else ()
+    more = (("--in-memory",) if in_memory else ()) + tuple(options)
     nodes = [Twistd(("--config", config, "--name", name, *more), workdir, name)
              for name in ports]
     try:

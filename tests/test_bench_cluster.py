@@ -458,3 +458,12 @@ def test_compare_etcd_prints_ratios(tmp_path):
         _check_failover(report, report["system"])
     assert "doozertw/etcd failover:" in printed
     assert "[etcd gRPC]" in printed and "doozertw/etcd:" in printed
+
+
+def test_node_options_pass_lease_reads_and_raft_timing_to_the_doozertw_nodes():
+    args = cluster.parse_args(["--lease-reads", "--election-timeout", "0.25"])
+    assert cluster.node_options(args) == ("--lease-reads", "--election-timeout", "0.25")
+    assert cluster.node_options(cluster.parse_args([])) == ()
+    [suite] = cluster.suites(args)
+    assert suite.api == "doozer protocol, lease reads"
+    assert suite.cluster.options == ("--lease-reads", "--election-timeout", "0.25")

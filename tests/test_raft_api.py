@@ -220,3 +220,20 @@ def test_a_new_term_forgets_the_leaders_bookkeeping():
     assert n.status().progress == {}
     n.step(msg.HeartbeatResponse("n3", "n1", n.term, b"pending"))
     assert n.ready().read_states == ()  # the old read is gone with the term
+
+
+def test_a_commit_completed_by_the_leaders_own_fsync_reaches_the_followers_at_once():
+    # one follower acknowledged before the leader's own write finished: the
+    # leader's persistence completes the quorum, and the followers must hear
+    # of the commit now, not with the next heartbeat (a write forwarded by a
+    # follower waits for the follower to apply it)
+    n = leader_node()
+    [(index, _)] = n.propose_batch([b"x"])
+    rd = n.ready()
+    n.step(msg.AppendEntriesResponse("n2", "n1", n.term, index))
+    assert n.status().commit < index
+    n.advance(rd)
+    assert n.status().commit == index
+    rd = n.ready()
+    commits = {m.dst: m.commit for m in rd.messages if isinstance(m, msg.AppendEntries)}
+    assert commits == {"n2": index, "n3": index}

@@ -93,6 +93,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--memory-files", type=_positive(int), default=100_000)
     p.add_argument("--only", choices=("doozertw", "etcd"), help="run one system only")
     p.add_argument("--json", help="also write the rows as JSON to this file")
+    p.add_argument("--lease-reads", action="store_true",
+                   help="doozertw nodes answer linearizable reads from a read lease")
+    p.add_argument("--election-timeout", type=_positive(float),
+                   help="doozertw nodes' --election-timeout (seconds)")
+    p.add_argument("--heartbeat-interval", type=_positive(float),
+                   help="doozertw nodes' --heartbeat-interval (seconds)")
     failover.add_arguments(p, _positive)
     args = p.parse_args(argv)
     if args.clients > MAX_CLIENTS:
@@ -117,10 +123,22 @@ class Suite:
     failover_worker: Callable
 
 
+def node_options(args: argparse.Namespace) -> tuple[str, ...]:
+    """The ``twistd doozer`` options the doozertw nodes get from ``args``."""
+    options: tuple[str, ...] = ("--lease-reads",) if args.lease_reads else ()
+    for flag in ("election_timeout", "heartbeat_interval"):
+        value = getattr(args, flag)
+        if value is not None:
+            options += ("--" + flag.replace("_", "-"), f"{value:g}")
+    return options
+
+
 def suites(args: argparse.Namespace) -> list[Suite]:
     out = []
     if args.only != "etcd":
-        out.append(Suite("doozertw", doozer.API, doozer.DoozerCluster(), doozer.load_worker,
+        api = doozer.API + (", lease reads" if args.lease_reads else "")
+        out.append(Suite("doozertw", api, doozer.DoozerCluster(node_options(args)),
+                         doozer.load_worker,
                          doozer.watch_worker, doozer.stamped_writer, doozer.fill_worker, "fork",
                          doozer.failover_worker))
     if args.compare_etcd or args.only == "etcd":

@@ -74,15 +74,17 @@ def fill_worker(address: str, first: int, count: int, value_size: int, results) 
 
 
 class DoozerCluster:
-    """Three spawned durable doozertw nodes; ``endpoints`` are client host:ports."""
+    """Three spawned durable doozertw nodes, each with the extra ``twistd
+    doozer`` ``options``; ``endpoints`` are client host:ports."""
 
-    def __init__(self) -> None:
+    def __init__(self, options: tuple[str, ...] = ()) -> None:
+        self.options = tuple(options)
         self.nodes: list = []
         self.endpoints: list[str] = []
         self.web_ports: list[int] = []
 
     def start(self) -> None:
-        self.nodes, self.endpoints, self.web_ports = bench.spawn_cluster(3)
+        self.nodes, self.endpoints, self.web_ports = bench.spawn_cluster(3, options=self.options)
 
     def leader_changes(self) -> int:
         """The largest ``doozer_leader_changes_total`` of the nodes."""

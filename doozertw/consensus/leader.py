@@ -257,7 +257,8 @@ class LeaderMixin:
         """The driver made the log durable up to ``log.stable``."""
         pr = self._progress.get(self._id)
         if pr is not None and pr.maybe_update(self._log.stable):
-            self._maybe_commit()
+            if self._maybe_commit() and self._role == Role.LEADER:
+                self._bcast_append()  # the followers learn the commit now
 
     def _bcast_append(self) -> None:
         """Send every follower what it lacks, up to its inflight window."""
