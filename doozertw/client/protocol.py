@@ -22,6 +22,7 @@ from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from doozertw.nodelay import disable_nagle
 from doozertw.client.core import (
     Call, ConnectionLost, ProtocolViolation, ResponseReader, Tags, result_of)
 
@@ -64,12 +65,7 @@ class DoozerClientProtocol(Protocol):
         """Requests are small and latency-bound: disable Nagle where the
         transport allows it (TCP; the blocking client does the same)."""
         self.connected = True
-        set_no_delay = getattr(self.transport, "setTcpNoDelay", None)
-        if set_no_delay is not None:
-            try:
-                set_no_delay(True)
-            except OSError:
-                pass
+        disable_nagle(self.transport)
 
     @overload
     def send(self, call: Call, answer: None = None) -> defer.Deferred[Any]: ...
