@@ -467,3 +467,21 @@ def test_node_options_pass_lease_reads_and_raft_timing_to_the_doozertw_nodes():
     [suite] = cluster.suites(args)
     assert suite.api == "doozer protocol, lease reads"
     assert suite.cluster.options == ("--lease-reads", "--election-timeout", "0.25")
+
+
+def test_profile_stage_shares_are_cumulative_cpu_over_the_main_loop():
+    from doozertw.benchmarks.profile import STAGES, stage_shares
+    stats = {
+        ("/v/twisted/internet/base.py", 690, "mainLoop"): (1, 1, 0.0, 4.0, {}),
+        ("/v/doozertw/frontends/doozer.py", 174, "dataReceived"): (9, 9, 0.1, 1.0, {}),
+        ("/v/doozertw/cluster/proposer.py", 81, "propose"): (9, 9, 0.1, 0.25, {}),
+        ("/v/doozertw/cluster/proposer.py", 198, "_applied"): (9, 9, 0.1, 0.25, {}),
+        ("/v/doozertw/cluster/proposer.py", 90, "_applied_not"): (9, 9, 0.1, 3.0, {}),
+    }
+    loop, shares = stage_shares(stats)
+    found = dict(shares)
+    assert loop == 4.0 and len(shares) == len(STAGES)
+    assert found["client port: parse, call the node, answer"] == 0.25
+    assert found["proposer: propose, forward, resolve"] == 0.125
+    assert found["socket writes"] == 0.0
+    assert stage_shares({}) == (0.0, [(label, 0.0) for label, _ in STAGES])
