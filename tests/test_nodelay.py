@@ -48,3 +48,11 @@ def test_peer_connections_set_no_delay():
     transport = TCPTransport()
     server.makeConnection(transport)
     assert transport.no_delay
+
+
+def test_the_web_port_sets_no_delay():
+    from doozertw.frontends.web.conn import GuardedChannel
+    channel = GuardedChannel()
+    transport = TCPTransport()
+    channel.makeConnection(transport)
+    assert transport.no_delay

@@ -28,6 +28,8 @@ from twisted.logger import Logger
 from twisted.protocols import policies
 from twisted.web import http, server
 
+from doozertw.nodelay import disable_nagle
+
 BODY_SLACK = 8192
 
 
@@ -70,6 +72,10 @@ class GuardedChannel(http.HTTPChannel):
     header_timeout = 10.0
     body_timeout = 30.0
     max_body = 2 * 1024 * 1024 + BODY_SLACK
+
+    def connectionMade(self):
+        disable_nagle(self.transport)
+        super().connectionMade()
 
     def dataReceived(self, data):
         if self.closing:
