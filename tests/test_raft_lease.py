@@ -226,9 +226,10 @@ def test_lease_reads_need_check_quorum_and_a_long_enough_election_timeout():
 
 def test_a_read_ctx_shaped_like_a_lease_round_is_refused():
     n = leased()
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="^read ctx must not start with the lease prefix$"):
         n.read_index(LEASE_CTX_PREFIX + b"x")
-    assert problem(msg.ReadIndexRequest("n2", "n1", 1, LEASE_CTX_PREFIX + b"1"))
+    assert problem(msg.ReadIndexRequest(
+        "n2", "n1", 1, LEASE_CTX_PREFIX + b"1")) == "a lease round's ctx"
     assert problem(msg.ReadIndexRequest("n2", "n1", 1, b"n2/1")) is None
 
 
@@ -250,3 +251,23 @@ def test_read_lease_bookkeeping():
     lease.revoke()
     lease.confirmed(7)
     assert not lease.valid()
+
+
+def test_a_read_round_confirmed_after_the_lease_lapsed_renews_it_from_its_own_tick():
+    n = leased()
+    for _ in range(LEASE + 1):     # unanswered lease rounds: it lapses
+        n.tick()
+        drain(n)
+    assert not n.holds_read_lease
+    n.read_index(b"late")
+    confirm(n, b"late")
+    assert n.holds_read_lease        # renewed from the tick the read was sent
+
+
+def test_a_configuration_change_before_any_confirmed_round_grants_no_lease():
+    n = leader()                     # not one tick yet: the lease clock is at 0
+    n.propose_conf_change(ConfChange(ConfChangeOp.ADD_LEARNER, "n4"))
+    drain(n)
+    assert not n.holds_read_lease
+    n.read_index(b"r")
+    assert drain(n).read_states == ()

@@ -219,7 +219,7 @@ def test_repeated_read_request_heartbeats_its_own_ctx():
 def test_read_only_releases_exactly_the_requests_up_to_a_ctx():
     ro = ReadOnly()
     for i, ctx in enumerate((b"a", b"b", b"c")):
-        ro.add(ctx, i, "n1")
+        ro.add(ctx, i, "n1", 0)
     assert [r.ctx for r in ro.release_through(b"b")] == [b"a", b"b"]
     assert ro.queue == [b"c"] and list(ro.pending) == [b"c"]
 
@@ -777,3 +777,24 @@ def test_conf_change_is_checked_against_the_conf_it_will_follow():
     n.step(msg.AppendEntries("n3", "n1", 4, BOOT, 1, BOOT,
                              [conf_entry(4, BOOT + 1, ConfChangeOp.REMOVE_NODE, "n1")]))
     assert n.status().dropped == 0 and n.conf.voters == {"n2", "n3"}
+
+
+def test_follower_that_lost_its_log_tells_the_leader_on_a_heartbeat():
+    """A heartbeat committing past the follower's log: the leader believes
+    it has entries it lost. It answers with a reset rejection carrying its
+    real end, and commits only what it has."""
+    n = follower()
+    n.step(msg.Heartbeat("n2", "n1", 3, BOOT + 9, b"r"))
+    assert sent(n) == [
+        msg.AppendEntriesResponse("n1", "n2", 3, BOOT + 9, True, BOOT + 3, 3,
+                                  reset=True),
+        msg.HeartbeatResponse("n1", "n2", 3, b"r")]
+    assert n.status().commit == BOOT + 3
+
+
+def test_pre_vote_of_the_current_term_is_refused_while_following_a_leader():
+    """A pre-vote is granted for a later term only: at the follower's own
+    term (where it already follows n2) it is refused, however good the log."""
+    n = follower()
+    n.step(msg.PreVote("n3", "n1", 3, BOOT + 9, 3))
+    assert sent(n) == [msg.PreVoteResponse("n1", "n3", 3, False)]

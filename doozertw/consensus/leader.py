@@ -107,7 +107,7 @@ class LeaderMixin:
         self._read_only.add(ctx, self._log.committed, "", self._lease.now)
         if self._id in self._conf.voters:
             self._read_only.ack(ctx, self._id)
-        self._bcast_heartbeat(ctx)
+        self._bcast_heartbeat()  # carries the newest pending round: this one
 
     def _quorum_active(self) -> bool:
         """Check-quorum: did a quorum of voters talk to us this timeout?"""

@@ -79,7 +79,6 @@ class ReadLease:
     def revoke(self) -> None:
         """Give the lease up for the rest of the term."""
         self.revoked = True
-        self.until = 0
 
 
 def is_lease_ctx(ctx: bytes) -> bool:

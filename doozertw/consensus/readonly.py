@@ -27,7 +27,7 @@ class ReadOnly:
         self.pending: dict[bytes, PendingRead] = {}
         self.queue: list[bytes] = []
 
-    def add(self, ctx: bytes, index: int, requester: str, sent: int = 0) -> None:
+    def add(self, ctx: bytes, index: int, requester: str, sent: int) -> None:
         if ctx not in self.pending:
             self.pending[ctx] = PendingRead(ctx, index, requester, sent)
             self.queue.append(ctx)
