@@ -22,6 +22,8 @@ from typing import Any, Callable, Protocol
 from twisted.internet import defer
 from twisted.python.failure import Failure
 
+from doozertw.persist import allocator
+
 
 class Persister(Protocol):
     def save(self, ready: Any) -> defer.Deferred: ...
@@ -64,10 +66,25 @@ class ThreadPersister:
         self._thread.start()
 
     def save(self, ready) -> defer.Deferred:
+        if ready.snapshot is not None:
+            return self._submit(self._save_and_release, ready)
         return self._submit(self.storage.save, ready)
 
     def compact(self, snapshot) -> defer.Deferred:
-        return self._submit(self.storage.compact, snapshot)
+        """``storage.compact``, then the freed heap goes back to the OS
+        (doozertw.persist.allocator: the snapshot file's buffers are gone
+        by then); likewise after saving a received snapshot."""
+        return self._submit(self._compact_and_release, snapshot)
+
+    def _compact_and_release(self, snapshot):
+        result = self.storage.compact(snapshot)
+        allocator.release()
+        return result
+
+    def _save_and_release(self, ready):
+        result = self.storage.save(ready)
+        allocator.release()
+        return result
 
     def _submit(self, fn: Callable, arg) -> defer.Deferred:
         d: defer.Deferred = defer.Deferred()

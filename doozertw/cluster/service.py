@@ -45,6 +45,7 @@ from doozertw.consensus.messages import MESSAGE_TYPES
 from doozertw.errors import DoozerError, ErrCode
 from doozertw.peer import PeerTransport
 from doozertw.peer.security import PeerSecurity
+from doozertw.persist import allocator
 
 
 HAND_OVER_GRACE = 0.2
@@ -221,6 +222,7 @@ class ClusterService(service.Service):
 
     def startService(self):
         super().startService()
+        allocator.tune()  # big snapshot buffers mapped apart, unmapped when freed
         if not self.peer_security.authenticated and self.peer_security.allow_unauthenticated:
             self.log.warn(
                 "INSECURE: {node} accepts UNAUTHENTICATED peers (--insecure-peers): anyone "
