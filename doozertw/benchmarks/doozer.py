@@ -55,8 +55,14 @@ def load_worker(addresses: list[str], client_ids: list[int], kind: str, seconds:
     bench._in_reactor(bench._as_deferred(run), results)
 
 
+FILL_TRIES = 5
+
+
 def fill_worker(address: str, first: int, count: int, value_size: int, results) -> None:
-    """SET ``count`` distinct files ``/mem/fN`` (N from ``first``), 256 in flight."""
+    """SET ``count`` distinct files ``/mem/fN`` (N from ``first``), 256 in
+    flight; a batch with a failed SET (e.g. "no quorum" on a loaded
+    machine) is sent again, at most FILL_TRIES times (a SET with rev -1 may
+    be repeated)."""
     from twisted.internet import defer
     value = b"v" * value_size
 
@@ -64,9 +70,14 @@ def fill_worker(address: str, first: int, count: int, value_size: int, results) 
         (proto,) = await bench._connect_all(reactor, [address])
         for base in range(first, first + count, 256):
             top = min(base + 256, first + count)
-            await defer.gatherResults(
-                [proto.send(call("SET", path=f"/mem/f{i}", value=value, rev=-1))
-                 for i in range(base, top)], consumeErrors=True)
+            for _attempt in range(FILL_TRIES):
+                outcomes = await defer.DeferredList(
+                    [proto.send(call("SET", path=f"/mem/f{i}", value=value, rev=-1))
+                     for i in range(base, top)], consumeErrors=True)
+                if all(ok for ok, _ in outcomes):
+                    break
+            else:
+                raise RuntimeError(f"files {base}..{top - 1} not written in {FILL_TRIES} tries")
         proto.close()
         return (count,)
 
