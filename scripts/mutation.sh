@@ -23,10 +23,10 @@ case "$target" in
     mutate='"doozertw/consensus/"'
     # the seeded chaos runs (test_raft_sim.py) are left out: a minute each
     # surviving mutant; the targeted sim scenarios judge instead
-    tests='"tests/test_raft_rules.py", "tests/test_raft_guards.py", "tests/test_raft_api.py", "tests/test_raft_log.py", "tests/test_raft_codec.py", "tests/test_raft_hostile.py", "tests/test_raft_mutants.py", "tests/test_raft_storage_rebuild.py", "tests/test_sim_rules.py", "tests/test_sim_storage_rebuild.py"' ;;
+    tests='"tests/test_raft_rules.py", "tests/test_raft_guards.py", "tests/test_raft_api.py", "tests/test_raft_log.py", "tests/test_raft_codec.py", "tests/test_raft_hostile.py", "tests/test_raft_mutants.py", "tests/test_raft_storage_rebuild.py", "tests/test_sim_rules.py", "tests/test_sim_storage_rebuild.py", "tests/test_raft_lease.py", "tests/test_sim_lease.py"' ;;
   persist)
     mutate='"doozertw/persist/wal.py", "doozertw/persist/storage.py", "doozertw/persist/snapfile.py"'
-    tests='"tests/test_persist_storage.py", "tests/test_persist_recovery.py", "tests/test_persist_model.py", "tests/test_persist_fs.py", "tests/test_sim_storage_rebuild.py"' ;;
+    tests='"tests/test_persist_storage.py", "tests/test_persist_recovery.py", "tests/test_persist_model.py", "tests/test_persist_fs.py", "tests/test_persist_mutants.py", "tests/test_sim_storage_rebuild.py"' ;;
   reads)
     mutate='"doozertw/cluster/reads.py", "doozertw/cluster/proposer.py"'
     tests='"tests/test_cluster_proposer.py", "tests/test_cluster_reads.py", "tests/test_cluster_memory.py", "tests/test_cluster_regressions.py", "tests/test_sim_memnet_reads.py", "tests/test_cluster_driver.py", "tests/test_cluster_faults.py", "tests/test_cluster_durable.py"' ;;

@@ -798,3 +798,166 @@ def test_pre_vote_of_the_current_term_is_refused_while_following_a_leader():
     n = follower()
     n.step(msg.PreVote("n3", "n1", 3, BOOT + 9, 3))
     assert sent(n) == [msg.PreVoteResponse("n1", "n3", 3, False)]
+
+
+def test_granting_a_vote_restarts_the_election_timeout():
+    n = make()
+    n.step(msg.RequestVote("n2", "n1", 2, 0, 0))  # stale log: refused
+    assert sent(n) == [msg.RequestVoteResponse("n1", "n2", 2, False)]
+    for _ in range(3):
+        n.tick()
+    n.step(msg.RequestVote("n3", "n1", 2, BOOT + 5, 1))
+    assert sent(n) == [msg.RequestVoteResponse("n1", "n3", 2, True)]
+    for _ in range(n._randomized_timeout - 1):
+        n.tick()
+    assert sent(n) == []  # a full election timeout from the grant
+    n.tick()
+    assert [type(m) for m in sent(n)] == [msg.PreVote, msg.PreVote]
+
+
+def leader_over_term_2_entries():
+    """n1 leading in term 3 over BOOT entries of term 1 and three of term 2
+    from an earlier leader; n3 is probed at prev_index BOOT + 3."""
+    n = make()
+    n.step(msg.AppendEntries("n2", "n1", 2, BOOT, 1, BOOT,
+                             [Entry(2, BOOT + i) for i in (1, 2, 3)]))
+    drain(n)
+    n = make_leader(n)
+    assert n.term == 3 and n._progress["n3"].next == BOOT + 4
+    return n
+
+
+@pytest.mark.parametrize("hint_term, resent_prev", [
+    (1, BOOT),          # skip back past every entry of a later term
+    (0, BOOT + 2),      # no term hint: just below the rejected index
+])
+def test_a_rejection_hint_skips_the_leaders_entries_of_later_terms(hint_term, resent_prev):
+    n = leader_over_term_2_entries()
+    n.step(msg.AppendEntriesResponse("n3", "n1", 3, BOOT + 3, True, BOOT + 3, hint_term))
+    [probe] = [m for m in sent(n, msg.AppendEntries) if m.dst == "n3"]
+    assert probe.prev_index == resent_prev
+
+
+def probing_n2_with_match():
+    """n1 leading n2, n3; n2 matched everything up to ``last``, then
+    rejected an append past it: probing again, match kept."""
+    n = make_leader(make())
+    last = n.status().last_index
+    ack(n, "n3", last)
+    ack(n, "n2", last)
+    drain(n)
+    n.propose_batch([b"a"])
+    n.propose_batch([b"b"])
+    drain(n)
+    n.step(msg.AppendEntriesResponse("n2", "n1", n.term, last + 1, True, last + 1, n.term))
+    pr = n._progress["n2"]
+    assert (pr.state, pr.match) == (ProgressState.PROBE, last)
+    drain(n)
+    return n, last
+
+
+def test_a_probe_answered_at_the_match_resumes_replication():
+    """The probe's answer need not move the match: an ack at the match
+    itself confirms it, and replication resumes from there."""
+    n, last = probing_n2_with_match()
+    ack(n, "n2", last)
+    pr = n._progress["n2"]
+    assert (pr.state, pr.match, pr.next) == (ProgressState.REPLICATE, last, last + 3)
+    to_n2 = [m for m in sent(n, msg.AppendEntries) if m.dst == "n2"]
+    assert [e.index for m in to_n2 for e in m.entries] == [last + 1, last + 2]
+
+
+def test_a_stale_ack_below_the_match_leaves_a_probe_alone():
+    n, last = probing_n2_with_match()
+    ack(n, "n2", last - 1)
+    pr = n._progress["n2"]
+    assert (pr.state, pr.match) == (ProgressState.PROBE, last)
+    assert sent(n) == []
+
+
+def test_an_ack_unpausing_a_follower_sends_it_the_commit():
+    """n3's ack committed the leader's entry; n2's probe answer then finds
+    nothing new to commit: n2 still gets an (empty) append with the new
+    commit index, which it would otherwise learn only on a heartbeat."""
+    n = make_leader(make())
+    last = n.status().last_index
+    ack(n, "n3", last)
+    drain(n)
+    ack(n, "n2", last)
+    to_n2 = [m for m in sent(n, msg.AppendEntries) if m.dst == "n2"]
+    assert [(m.entries, m.commit) for m in to_n2] == [((), last)]
+
+
+def test_an_append_ack_at_the_snapshot_index_ends_the_snapshot():
+    n, index = snapshotting_leader()
+    n.step(msg.AppendEntriesResponse("n2", "n1", n.term, index))
+    pr = n._progress["n2"]
+    assert (pr.state, pr.match) == (ProgressState.REPLICATE, index)
+
+
+@pytest.mark.parametrize("make_ack", [
+    lambda n, i: msg.AppendEntriesResponse("n2", "n1", n.term, i),
+    lambda n, i: msg.InstallSnapshotResponse("n2", "n1", n.term, i),
+])
+def test_an_ack_beyond_the_leaders_log_is_refused_with_its_reason(make_ack):
+    from doozertw.consensus.ready import Dropped
+    n = make_leader(make())
+    m = make_ack(n, n.status().last_index + 1)
+    assert n.step(m) == Dropped(type(m).__name__, "n2",
+                                "acknowledges entries the leader does not have")
+
+
+def test_a_snapshot_answer_at_its_index_resumes_probing_with_an_append():
+    """n2 installed exactly the snapshot (the whole log): the leader probes
+    again and sends it an append at once, though it has no entry to send."""
+    n, index = snapshotting_leader()
+    n.step(msg.InstallSnapshotResponse("n2", "n1", n.term, index))
+    pr = n._progress["n2"]
+    assert pr.state == ProgressState.PROBE and pr.match == index
+    [app] = [m for m in sent(n, msg.AppendEntries) if m.dst == "n2"]
+    assert (app.prev_index, app.entries) == (index, ())
+
+
+def test_a_late_snapshot_answer_leaves_a_replicating_follower_replicating():
+    n = make_leader(make())
+    last = n.status().last_index
+    ack(n, "n2", last)
+    drain(n)
+    n.step(msg.InstallSnapshotResponse("n2", "n1", n.term, last))
+    assert n._progress["n2"].state == ProgressState.REPLICATE
+
+
+def test_a_reset_claiming_more_than_the_leaders_log_resends_from_its_end():
+    """A (hostile or corrupt) reset whose hint lies past the leader's log:
+    the leader still probes at its own last entry, never past it (where it
+    has no term, and would send a snapshot)."""
+    n = make_leader(make())
+    last = n.status().last_index
+    n.step(msg.AppendEntriesResponse("n2", "n1", n.term, last + 9, True,
+                                     last + 5, n.term, reset=True))
+    [app] = [m for m in sent(n) if m.dst == "n2"]
+    assert isinstance(app, msg.AppendEntries) and app.prev_index == last
+
+
+def test_appends_are_bounded_by_max_bytes_per_msg():
+    n = make_leader(make(max_bytes_per_msg=Entry(2, 9, data=b"x" * 40).size()))
+    last = n.status().last_index
+    ack(n, "n2", last)
+    ack(n, "n3", last)
+    drain(n)
+    n.propose_batch([b"x" * 40, b"y" * 40, b"z" * 40])
+    to_n2 = [m.entries for m in sent(n, msg.AppendEntries) if m.dst == "n2"]
+    assert [[e.index for e in es] for es in to_n2] == [
+        [last + 1], [last + 2], [last + 3]]
+
+
+def test_a_new_leader_counts_its_own_stable_log_as_replicated():
+    n = make()
+    n.campaign()
+    for m in sent(n, msg.PreVote):
+        n.step(msg.PreVoteResponse(m.dst, "n1", m.term, True))
+    drain(n)
+    n.step(msg.RequestVoteResponse("n2", "n1", n.term, True))
+    assert n.is_leader
+    own = n.status().progress["n1"]
+    assert (own.match, own.state) == (BOOT, ProgressState.REPLICATE.value)

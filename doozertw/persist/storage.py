@@ -84,7 +84,7 @@ class DiskStorage:
         self._lock = lock
         self._wal = log_
         self._failed: StorageFailed | None = None
-        self._floor = 0  # segments with entries all <= this may go
+        self._floor = 0  # segments with entries all < this may go
         self._closed = False
 
     has_state = staticmethod(has_state)
@@ -231,7 +231,7 @@ class DiskStorage:
     def _maybe_rotate(self):
         if self._wal.needs_rotation():
             self._rotate()
-            self._wal.release(self._floor)
+            self._release()
 
     def _rotate(self):
         mark = wal.Mark(self.snapshot.index, self.snapshot.term)
@@ -303,7 +303,14 @@ class DiskStorage:
         if previous is not None and previous[0] >= self._wal.base:
             floor = previous[0]
         self._floor = floor
-        self._wal.release(floor)
+        self._release()
+
+    def _release(self):
+        """Delete the segments below the floor. A fall-back checks the older
+        snapshot's term against the log's entry at its index, which no
+        segment header repeats: the segment holding that entry stays (and,
+        for the current snapshot, the one that will be the older one)."""
+        self._wal.release(max(self._floor - 1, 0))
 
 
 @contextlib.contextmanager
