@@ -961,3 +961,21 @@ def test_a_new_leader_counts_its_own_stable_log_as_replicated():
     assert n.is_leader
     own = n.status().progress["n1"]
     assert (own.match, own.state) == (BOOT, ProgressState.REPLICATE.value)
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_a_pre_candidate_tries_again_after_one_to_two_election_timeouts(seed):
+    """A pre-vote round nobody answers is retried after a randomized
+    election timeout drawn from [election_ticks, 2 * election_ticks)."""
+    n = RaftNode("n1", ("n1", "n2", "n3"), MemoryStorage(), random.Random(seed),
+                 election_ticks=10)
+    n.campaign()
+    n.advance(n.ready())
+    for ticks in range(1, 21):
+        n.tick()
+        rd = n.ready()
+        n.advance(rd)
+        if any(isinstance(m, msg.PreVote) for m in rd.messages):
+            assert 10 <= ticks < 20
+            return
+    raise AssertionError("no second pre-vote round within two election timeouts")
