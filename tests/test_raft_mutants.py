@@ -979,3 +979,62 @@ def test_a_pre_candidate_tries_again_after_one_to_two_election_timeouts(seed):
             assert 10 <= ticks < 20
             return
     raise AssertionError("no second pre-vote round within two election timeouts")
+
+
+def test_codec_refusals_say_what_is_wrong():
+    from doozertw.consensus.codec import CodecError, decode, decode_entry, encode, encode_entry
+    with pytest.raises(TypeError, match="^not a raft message: int$"):
+        encode(5)
+    with pytest.raises(CodecError, match="^value out of range: "):
+        encode(msg.Heartbeat("n1", "n2", -1, 0))
+    with pytest.raises(CodecError, match="^empty message$"):
+        decode(b"")
+    with pytest.raises(CodecError, match=f"^unknown message type {len(msg.MESSAGE_TYPES)}$"):
+        decode(bytes([len(msg.MESSAGE_TYPES)]))
+    bad_kind = bytearray(encode_entry(Entry(1, 1, data=b"x")))
+    bad_kind[16] = 99    # the kind byte after term and index
+    with pytest.raises(CodecError, match="^bad entry kind$"):
+        decode_entry(bytes(bad_kind))
+
+
+def test_a_pre_vote_asks_for_the_next_term_and_the_vote_is_not_a_transfer():
+    n = make()
+    term = n.term
+    n.campaign()
+    pre = sent(n, msg.PreVote)
+    assert pre and {m.term for m in pre} == {term + 1}
+    n.step(msg.PreVoteResponse("n2", "n1", term + 1, True))
+    votes = sent(n, msg.RequestVote)
+    assert votes and {(m.term, m.transfer) for m in votes} == {(term + 1, False)}
+
+
+def test_a_follower_campaigns_exactly_one_randomized_timeout_after_the_leader_went_quiet():
+    n = follower()
+    n.step(msg.Heartbeat("n2", "n1", 3, BOOT + 2))
+    drain(n)
+    for _ in range(n._randomized_timeout - 1):
+        n.tick()
+    assert not sent(n, msg.PreVote)
+    n.tick()
+    assert sent(n, msg.PreVote)
+    # and the next round, after an unanswered one, comes a full timeout later
+    timeout = n._randomized_timeout
+    for _ in range(timeout - 1):
+        n.tick()
+    assert not sent(n, msg.PreVote)
+    n.tick()
+    assert sent(n, msg.PreVote)
+
+
+def test_a_timeout_now_from_another_node_is_dropped_with_its_reason():
+    n = follower()
+    n.step(msg.TimeoutNow("n3", "n1", 3))
+    assert n.status().last_dropped.reason == "TimeoutNow not from the leader"
+    assert n.role.value == "follower"
+
+
+def test_a_conf_change_append_leaves_the_configuration_clean():
+    n = follower()
+    n.step(msg.AppendEntries("n2", "n1", 3, BOOT + 3, 3, BOOT + 2,
+                             [conf_entry(3, BOOT + 4, ConfChangeOp.ADD_LEARNER, "n4")]))
+    assert n.conf.learners == {"n4"} and not n._log.conf_dirty
