@@ -1038,3 +1038,29 @@ def test_a_conf_change_append_leaves_the_configuration_clean():
     n.step(msg.AppendEntries("n2", "n1", 3, BOOT + 3, 3, BOOT + 2,
                              [conf_entry(3, BOOT + 4, ConfChangeOp.ADD_LEARNER, "n4")]))
     assert n.conf.learners == {"n4"} and not n._log.conf_dirty
+
+
+def test_a_storage_with_a_hard_state_but_no_entries_is_not_founded_again():
+    storage = MemoryStorage()
+    storage.hard_state = HardState(4, "n2", 0)
+    n = RaftNode("n1", VOTERS, storage, random.Random(0))
+    assert n.status().last_index == 0 and n.term == 4
+
+
+def test_status_shows_each_peers_next_index():
+    n = make_leader(make())
+    last = n.status().last_index
+    ack(n, "n2", last)
+    drain(n)
+    st = n.status()
+    assert st.progress["n2"].next == last + 1 and st.progress["n2"].match == last
+
+
+def test_a_malformed_message_is_dropped_with_the_validators_reason():
+    from doozertw.consensus.ready import Dropped
+    n = make()
+    bad = msg.AppendEntries("n2", "n1", 2, BOOT + 5, 1, 0, [Entry(1, BOOT + 9)])
+    reason = problem(bad)
+    assert reason
+    n.step(bad)
+    assert n.status().last_dropped == Dropped("AppendEntries", "n2", reason)
