@@ -1064,3 +1064,30 @@ def test_a_malformed_message_is_dropped_with_the_validators_reason():
     assert reason
     n.step(bad)
     assert n.status().last_dropped == Dropped("AppendEntries", "n2", reason)
+
+
+def test_constructor_refusals_say_what_is_wrong():
+    with pytest.raises(ValueError, match=r"^rng must be injected \(a random\.Random\)$"):
+        RaftNode("n1", VOTERS, MemoryStorage(), None)
+    with pytest.raises(ValueError, match="^heartbeat_ticks must be < election_ticks$"):
+        make(election_ticks=5, heartbeat_ticks=5)
+    with pytest.raises(ValueError, match="^lease_reads needs check_quorum$"):
+        make(lease_reads=True, check_quorum=False)
+    with pytest.raises(ValueError, match="^lease_reads needs election_ticks >= 5$"):
+        make(lease_reads=True, election_ticks=4, heartbeat_ticks=1)
+
+
+def test_default_limits_64_entries_a_message_and_256_messages_in_flight():
+    n = make_leader(make())
+    ack(n, "n2", n.status().last_index)
+    drain(n)
+    n.propose_batch([b"x"] * 65)
+    appends = [m for m in sent(n, msg.AppendEntries) if m.dst == "n2"]
+    assert [len(m.entries) for m in appends][:2] == [64, 1]
+    ack(n, "n2", n.status().last_index)
+    drain(n)
+    count = 0
+    for _ in range(300):
+        n.propose(b"y")
+        count += sum(1 for m in sent(n, msg.AppendEntries) if m.dst == "n2" and m.entries)
+    assert count == 256
