@@ -1091,3 +1091,8 @@ def test_default_limits_64_entries_a_message_and_256_messages_in_flight():
         n.propose(b"y")
         count += sum(1 for m in sent(n, msg.AppendEntries) if m.dst == "n2" and m.entries)
     assert count == 256
+
+
+def test_a_node_without_a_storage_keeps_its_log_in_memory():
+    n = RaftNode("n1", VOTERS, rng=random.Random(0))
+    assert n.status().last_index == BOOT and n.role == Role.FOLLOWER
