@@ -1096,3 +1096,24 @@ def test_default_limits_64_entries_a_message_and_256_messages_in_flight():
 def test_a_node_without_a_storage_keeps_its_log_in_memory():
     n = RaftNode("n1", VOTERS, rng=random.Random(0))
     assert n.status().last_index == BOOT and n.role == Role.FOLLOWER
+
+
+def test_membership_changes_keep_the_other_learners():
+    conf = ConfState({"a"}, {"b", "c"})
+    assert conf.apply(ConfChange(ConfChangeOp.ADD_VOTER, "c")) == ConfState({"a", "c"}, {"b"})
+    assert conf.apply(ConfChange(ConfChangeOp.REMOVE_NODE, "b")) == ConfState({"a"}, {"c"})
+    with pytest.raises(ValueError, match="^a is a voter; remove it first$"):
+        conf.apply(ConfChange(ConfChangeOp.ADD_LEARNER, "a"))
+    with pytest.raises(ValueError, match="^empty conf change$"):
+        ConfChange.decode(b"")
+
+
+def test_a_restarted_node_has_nothing_to_persist_until_something_changes():
+    storage = MemoryStorage()
+    first = RaftNode("n1", VOTERS, storage, random.Random(0))
+    rd = first.ready()
+    storage.append(rd.entries)
+    storage.hard_state = rd.hard_state
+    first.advance(rd)
+    again = RaftNode("n1", (), storage, random.Random(0))
+    assert again.ready().hard_state is None
