@@ -204,19 +204,26 @@ def _as_deferred(coroutine_function):
     return lambda reactor: defer.ensureDeferred(coroutine_function(reactor))
 
 
+def paced_stamps(seconds, rate, write):
+    """Call ``write(stamp)`` at ``rate`` calls/s for ``seconds`` (one at a
+    time: a slow write lowers the rate), ``stamp`` being the perf_counter
+    of the call packed for the watch row; returns how many were made."""
+    start = time.perf_counter()
+    writes = 0
+    while (now := time.perf_counter()) < start + seconds:
+        due = start + writes / rate
+        if now < due:
+            time.sleep(min(0.05, due - now))
+            continue
+        write(_STAMP.pack(time.perf_counter()) + b"-" * 8)
+        writes += 1
+    return writes
+
+
 def _stamped_writer(address, path, seconds, rate):
     """Write perf_counter stamps to ``path`` at ``rate`` writes/s (one in flight at most)."""
     with BlockingClient(address, suspend_timeout=0.0) as client:
-        start = time.perf_counter()
-        writes = 0
-        while (now := time.perf_counter()) < start + seconds:
-            due = start + writes / rate
-            if now < due:
-                time.sleep(min(0.05, due - now))
-                continue
-            client.set(path, -1, _STAMP.pack(time.perf_counter()) + b"-" * 8)
-            writes += 1
-    return writes
+        return paced_stamps(seconds, rate, lambda stamp: client.set(path, -1, stamp))
 
 
 def _collect(results, procs, seconds):

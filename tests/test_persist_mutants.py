@@ -1146,13 +1146,19 @@ def test_tmp_files_are_removed_on_open():
     assert fs.listdir("/data/snap") == ["keep"]
 
 
-def test_a_fallback_is_logged_and_the_damaged_file_set_aside():
+def _compacted_at_3_and_6():
+    """A closed storage of entries 1..8 with snapshot files at 3 and 6."""
     fs = LazyFileSystem()
     s = new_storage(fs)
     s.save(Ready(entries=ents(1, 8)))
     s.compact(snap(3, 1, b"three"))
     s.compact(snap(6, 1, b"six"))
     s.close()
+    return fs
+
+
+def test_a_fallback_is_logged_and_the_damaged_file_set_aside():
+    fs = _compacted_at_3_and_6()
     bad = "/data/snap/" + snapfile.snap_name(6, 1)
     fs.corrupt(bad, b"damaged")
     with capturedLogs() as events:
@@ -1173,12 +1179,7 @@ def test_a_fallback_is_logged_and_the_damaged_file_set_aside():
 
 
 def test_a_missing_current_snapshot_falls_back_without_renaming():
-    fs = LazyFileSystem()
-    s = new_storage(fs)
-    s.save(Ready(entries=ents(1, 8)))
-    s.compact(snap(3, 1, b"three"))
-    s.compact(snap(6, 1, b"six"))
-    s.close()
+    fs = _compacted_at_3_and_6()
     fs.remove("/data/snap/" + snapfile.snap_name(6, 1))
     t = reopen(fs)
     assert t.snapshot.index == 3

@@ -27,6 +27,7 @@ import time
 import urllib.request
 from collections.abc import Iterator
 
+from doozertw import bench
 from doozertw.testing.node_process import free_ports
 
 API = "etcd gRPC"
@@ -407,17 +408,9 @@ def _stamped(endpoint: str, seconds: float, rate: float) -> int:
     import grpc  # type: ignore[import-untyped,import-not-found,unused-ignore]
     with grpc.insecure_channel(endpoint) as channel:
         put = channel.unary_unary(PUT, request_serializer=None, response_deserializer=None)
-        start = time.perf_counter()
-        writes = 0
-        while (now := time.perf_counter()) < start + seconds:
-            due = start + writes / rate
-            if now < due:
-                time.sleep(min(0.05, due - now))
-                continue
-            put(put_request(b"/bench/watch/stamp", _STAMP.pack(time.perf_counter()) + b"-" * 8),
-                timeout=10)
-            writes += 1
-    return writes
+        return bench.paced_stamps(
+            seconds, rate, lambda stamp: put(put_request(b"/bench/watch/stamp", stamp),
+                                             timeout=10))
 
 
 def fill_worker(endpoint: str, first: int, count: int, value_size: int, results) -> None:

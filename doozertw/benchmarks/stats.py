@@ -14,7 +14,7 @@ prints those rows with the ratios of the stall.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import attrs
 
@@ -132,19 +132,26 @@ def format_table(ours: Sequence[Row], theirs: Sequence[Row] | None = None) -> st
     """doozertw's rows; with ``theirs`` (etcd's, matched by workload name)
     also etcd's rows and, per workload, the ratios doozertw/etcd of ops/s
     and of p99 (a p99 ratio below 1 means doozertw's tail is shorter)."""
-    lines = ["doozertw:"] + ["  " + format_row(r) for r in ours]
+    return _side_by_side(
+        ("doozertw:", "etcd:", "doozertw/etcd:"), ours, theirs, format_row,
+        lambda row, other: (f"ops/s {ratio(row.ops_per_s, other.ops_per_s):>7}"
+                            f"  p50 {ratio(row.p50_ms, other.p50_ms):>7}"
+                            f"  p99 {ratio(row.p99_ms, other.p99_ms):>7}"))
+
+
+def _side_by_side(titles: tuple[str, str, str], ours: Sequence, theirs: Sequence | None,
+                  format_one: Callable, ratios: Callable) -> str:
+    """Our rows under ``titles[0]``; with ``theirs``, theirs under
+    ``titles[1]`` and, under ``titles[2]``, ``ratios(ours, theirs)`` for each
+    workload both have."""
+    lines = [titles[0]] + ["  " + format_one(r) for r in ours]
     if theirs is None:
         return "\n".join(lines)
-    lines += ["etcd:"] + ["  " + format_row(r) for r in theirs]
+    lines += [titles[1]] + ["  " + format_one(r) for r in theirs]
     by_name = {r.workload: r for r in theirs}
-    lines.append("doozertw/etcd:")
-    for row in ours:
-        other = by_name.get(row.workload)
-        if other is None:
-            continue
-        lines.append(f"  {row.workload:<28} ops/s {ratio(row.ops_per_s, other.ops_per_s):>7}"
-                     f"  p50 {ratio(row.p50_ms, other.p50_ms):>7}"
-                     f"  p99 {ratio(row.p99_ms, other.p99_ms):>7}")
+    lines.append(titles[2])
+    lines += [f"  {row.workload:<28} {ratios(row, by_name[row.workload])}"
+              for row in ours if row.workload in by_name]
     return "\n".join(lines)
 
 
@@ -251,16 +258,8 @@ def format_failover(ours: Sequence[FailoverRow], theirs: Sequence[FailoverRow] |
     """The failover rows of doozertw (or of ``name``) and, with ``theirs``,
     of etcd and the ratios doozertw/etcd of the stall's p50 and max (below
     1: doozertw's writes stall for less)."""
-    lines = [f"{name} failover:"] + ["  " + format_failover_row(r) for r in ours]
-    if theirs is None:
-        return "\n".join(lines)
-    lines += ["etcd failover:"] + ["  " + format_failover_row(r) for r in theirs]
-    by_name = {r.workload: r for r in theirs}
-    lines.append("doozertw/etcd failover:")
-    for row in ours:
-        other = by_name.get(row.workload)
-        if other is not None:
-            lines.append(f"  {row.workload:<28} stall p50 "
-                         f"{ratio(row.stall_p50_ms, other.stall_p50_ms):>7}"
-                         f"  max {ratio(row.stall_max_ms, other.stall_max_ms):>7}")
-    return "\n".join(lines)
+    return _side_by_side(
+        (f"{name} failover:", "etcd failover:", "doozertw/etcd failover:"), ours, theirs,
+        format_failover_row,
+        lambda row, other: (f"stall p50 {ratio(row.stall_p50_ms, other.stall_p50_ms):>7}"
+                            f"  max {ratio(row.stall_max_ms, other.stall_max_ms):>7}"))
