@@ -125,3 +125,98 @@ def test_a_drivers_life_is_drawn_once_from_its_rng():
     driver = ClusterDriver("n1", Store(), lambda *a: None, task.Clock(), random.Random(5))
     assert driver.life == random.Random(5).getrandbits(32)
     assert driver.life == driver.life
+
+
+class HeldPersister:
+    """Saves into a MemoryStorage when the test releases them, in order."""
+
+    def __init__(self, storage):
+        self.storage = storage
+        self.held = []          # (ready, Deferred) not yet released
+
+    def save(self, ready):
+        from twisted.internet import defer
+        d = defer.Deferred()
+        self.held.append((ready, d))
+        return d
+
+    def release(self, error=None):
+        ready, d = self.held.pop(0)
+        if error is not None:
+            d.errback(error)
+            return
+        self.storage.save(ready)
+        d.callback(None)
+
+    def compact(self, snapshot):
+        from twisted.internet import defer
+        return defer.maybeDeferred(self.storage.compact, snapshot)
+
+    def close(self):
+        pass
+
+
+class HeldProvider:
+    durable = True
+
+    def __init__(self):
+        self.persister = None
+
+    def space_low(self):
+        return False
+
+    def for_member(self, member_id):
+        from doozertw.consensus import MemoryStorage
+        storage = MemoryStorage()
+        self.persister = HeldPersister(storage)
+        return storage, self.persister
+
+
+def held_solo_driver():
+    """A solo leader whose saves complete only when released."""
+    provider = HeldProvider()
+    clock = task.Clock()
+    fatal = []
+    driver = ClusterDriver("solo", Store(), lambda name, payload: True, clock,
+                           random.Random(1), storage_provider=provider, on_fatal=fatal.append)
+    driver.start("solo", ConfState({"solo"}))
+    for _ in range(40):
+        clock.advance(0.05)
+        while provider.persister.held:
+            provider.persister.release()
+    assert driver.is_leader
+    return driver, provider.persister, fatal
+
+
+def propose_set(driver, persister, path):
+    proposal = env.Proposal("solo", 9, encode(SetFile(path, CLOBBER, b"v"))).encode()
+    index, _ = driver.call(RaftNode.propose, proposal)
+    ready, _ = persister.held[0]
+    assert [e.index for e in ready.entries] == [index]
+    persister.release()          # the entry is durable: it commits
+    return index
+
+
+def test_a_ready_that_only_moves_the_commit_index_is_applied_before_its_save_returns():
+    driver, persister, fatal = held_solo_driver()
+    index = propose_set(driver, persister, "/x")
+    assert driver.applied == index and driver.store.get("/x", None)[0] == b"v"
+    ready, _ = persister.held[0]             # its save was queued all the same
+    assert ready.hard_state.commit == index and not ready.entries
+    assert driver.raft.has_ready() is False and not fatal
+    index2, _ = driver.call(RaftNode.propose, b"")
+    assert [e.index for e in persister.held[1][0].entries] == [index2]
+    persister.release()                        # saves complete in the order made
+    persister.release()
+    assert driver.applied == index2
+
+
+def test_a_full_disk_under_a_commit_index_save_is_not_fatal_a_failed_one_is():
+    from doozertw.persist.errors import StorageFailed, StorageFull
+    driver, persister, fatal = held_solo_driver()
+    propose_set(driver, persister, "/x")
+    persister.release(StorageFull("no space"))
+    assert driver.failed is None and not fatal
+    propose_set(driver, persister, "/y")
+    persister.release(StorageFailed("fsync failed"))
+    assert driver.failed is not None and len(fatal) == 1

@@ -8,7 +8,8 @@ writer thread for a disk storage: the reactor never waits for an fsync),
 then restore a received snapshot into the store, send the other messages,
 apply committed entries, hand over read states, and ``advance``. One Ready
 is in flight at a time; ticks and peer messages keep reaching the node
-meanwhile and go out with the next one (group commit).
+meanwhile and go out with the next one (group commit). A Ready that
+changes only the commit index is written in order but not waited for.
 
 Contracts:
 
@@ -390,16 +391,35 @@ class ClusterDriver:
         if rd.snapshot is None and not rd.entries and rd.hard_state is None:
             self._persisted(None, rd)
             return
+        if self._commit_only(rd):
+            self.persister.save(rd).addErrback(self._commit_save_failed)
+            self._persisted(None, rd, durable=False)
+            return
         d = self.persister.save(rd)
         d.addCallbacks(self._persisted, self._persist_failed,
                        callbackArgs=(rd,), errbackArgs=(rd,))
         if self._in_flight is rd:  # completes on the writer thread
             d.addCallback(lambda _: self.process())
 
-    def _persisted(self, _, rd):
-        if rd.hard_state is not None:
+    def _commit_only(self, rd):
+        """Does ``rd`` change nothing durable but the commit index? Then its
+        save is queued in order and not waited for (as etcd's MustSync): its
+        entries were made durable by earlier Readys, and a node that loses
+        the commit index learns it again from the leader."""
+        return (rd.snapshot is None and not rd.entries and rd.hard_state is not None
+                and early_send_allowed(rd, self._durable_hard))
+
+    def _commit_save_failed(self, failure):
+        if is_disk_full(failure.value):
+            self.log.warn("{member}: no room to record the commit index: {error}",
+                          member=self.member_id, error=str(failure.value))
+            return None
+        return self._persist_failed(failure, None)
+
+    def _persisted(self, _, rd, durable=True):
+        if durable and rd.hard_state is not None:
             self._durable_hard = rd.hard_state
-        if self.disk_full:
+        if durable and self.disk_full:
             self.disk_full = False
             self.log.info("{member}: the disk has room again", member=self.member_id)
         self._processing = True
