@@ -5,11 +5,14 @@ answers, Raft messages). With Nagle's algorithm on, a second small write
 waits for the first one's acknowledgement, which the peer delays by up to
 40 ms (Linux's delayed ACK): one such wait on a forwarded write added
 ~45 ms to its latency. Twisted leaves Nagle on; this turns it off.
+``tune_tcp`` also gives plain TCP transports write-through.
 """
 
 from __future__ import annotations
 
 from typing import Any
+
+from doozertw.writethrough import write_through
 
 
 def disable_nagle(transport: Any) -> bool:
@@ -25,4 +28,11 @@ def disable_nagle(transport: Any) -> bool:
     return True
 
 
-__all__ = ["disable_nagle"]
+def tune_tcp(transport: Any) -> None:
+    """What every connection of the project gets: TCP_NODELAY, and
+    write-through on plain TCP (doozertw.writethrough)."""
+    disable_nagle(transport)
+    write_through(transport)
+
+
+__all__ = ["disable_nagle", "tune_tcp"]

@@ -22,7 +22,7 @@ from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from doozertw.nodelay import disable_nagle
+from doozertw.nodelay import tune_tcp
 from doozertw.client.core import (
     Call, ConnectionLost, ProtocolViolation, ResponseReader, Tags, result_of)
 
@@ -65,7 +65,7 @@ class DoozerClientProtocol(Protocol):
         """Requests are small and latency-bound: disable Nagle where the
         transport allows it (TCP; the blocking client does the same)."""
         self.connected = True
-        disable_nagle(self.transport)
+        tune_tcp(self.transport)
 
     @overload
     def send(self, call: Call, answer: None = None) -> defer.Deferred[Any]: ...

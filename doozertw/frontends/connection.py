@@ -38,7 +38,7 @@ from typing import Any, Protocol
 from twisted.logger import Logger
 
 from doozertw.frontends.interface import NodeAPI
-from doozertw.nodelay import disable_nagle
+from doozertw.nodelay import tune_tcp
 from doozertw.limits import Limits
 
 OUTPUT, IN_FLIGHT, WRITES, TURN = "output", "in-flight", "writes", "turn"
@@ -129,7 +129,7 @@ class ClientConnection:
         """The connection is up: count it; the owner becomes the transport's
         push producer (so that a full output pauses reading)."""
         self.transport = transport
-        disable_nagle(transport)
+        tune_tcp(transport)
         self._node.connection_opened()
         self._counted = True
         try:

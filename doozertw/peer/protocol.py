@@ -32,7 +32,7 @@ from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from doozertw.nodelay import disable_nagle
+from doozertw.nodelay import tune_tcp
 from doozertw.peer import auth
 from doozertw.peer.framing import FrameDecoder, FrameKind, FramingError, frame_parts
 from doozertw.peer.handshake import (
@@ -75,7 +75,7 @@ class PeerConnection(Protocol):
         self._mac_in = None
 
     def connectionMade(self):
-        disable_nagle(self.transport)
+        tune_tcp(self.transport)
         self.registry.add(self)
         self._handshake_timer = self.clock.callLater(
             self.limits.handshake_timeout, self._handshake_timed_out)
