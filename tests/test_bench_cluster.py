@@ -11,7 +11,7 @@ import sys
 import pytest
 
 from doozertw import bench
-from doozertw.benchmarks import cluster, doozer, etcd
+from doozertw.benchmarks import cluster, doozer, etcd, http
 from doozertw.benchmarks.stats import (
     Failover,
     Row,
@@ -68,9 +68,9 @@ def test_bench_dispatches_the_cluster_mode_and_keeps_its_own(monkeypatch):
 
 def test_workload_rows_in_the_issue_order():
     args = cluster.parse_args(["--clients", "64", "--watchers", "200,1000"])
-    names = [name for name, _ in cluster.workloads(args)]
-    assert names == ["seq writes x1", "writes x64", "lin reads x64",
-                     "watch 200 @100/s", "watch 1000 @100/s"]
+    names = [name for name, _, _ in cluster.workloads(args)]
+    assert names == ["seq writes x1", "writes x64", "lin reads x64", "http writes x64",
+                     "http lin reads x64", "watch 200 @100/s", "watch 1000 @100/s"]
 
 
 # -- percentiles and rows -----------------------------------------------------
@@ -390,6 +390,271 @@ def test_etcd_command_line_is_loopback_with_scratch_data(tmp_path):
         c.stop()
 
 
+# -- HTTP rows (http.py) ------------------------------------------------------
+
+
+def _split_request(data: bytes):
+    head, _, body = data.partition(b"\r\n\r\n")
+    first, *lines = head.decode("ascii").split("\r\n")
+    headers = {k.lower(): v.strip() for k, v in (line.split(":", 1) for line in lines)}
+    assert int(headers["content-length"]) == len(body) if body else True
+    return first, headers, body
+
+
+def test_doozer_http_requests_put_the_raw_value_and_get_the_key():
+    first, headers, body = _split_request(
+        http.doozer_request("127.0.0.1:81", "write", "/bench/k3", b"xyz"))
+    assert first == "PUT /v1/keys/bench/k3 HTTP/1.1" and body == b"xyz"
+    assert headers["host"] == "127.0.0.1:81" and headers["content-length"] == "3"
+    assert headers["content-type"] == "application/octet-stream"     # not JSON: raw
+    first, headers, body = _split_request(
+        http.doozer_request("h:1", "read", "/bench/k3", b"xyz"))
+    assert first == "GET /v1/keys/bench/k3 HTTP/1.1" and body == b"" and "host" in headers
+    with pytest.raises(ValueError):
+        http.doozer_request("h:1", "delete", "/k", b"")
+
+
+def test_etcd_gateway_requests_are_base64_json_on_v3():
+    import base64
+    first, headers, body = _split_request(
+        http.etcd_request("127.0.0.1:2379", "write", "/bench/k3", b"\xffv"))
+    assert first == "POST /v3/kv/put HTTP/1.1" and headers["host"] == "127.0.0.1:2379"
+    assert headers["content-type"] == "application/json"
+    doc = json.loads(body)
+    assert base64.b64decode(doc["key"]) == b"/bench/k3"
+    assert base64.b64decode(doc["value"]) == b"\xffv"
+    first, _, body = _split_request(http.etcd_request("h:1", "read", "/bench/k3", b"v"))
+    assert first == "POST /v3/kv/range HTTP/1.1"
+    assert json.loads(body) == {"key": base64.b64encode(b"/bench/k3").decode()}  # linearizable
+    with pytest.raises(ValueError):
+        http.etcd_request("h:1", "watch", "/k", b"")
+
+
+def test_http_endpoints_are_web_ports_and_etcd_client_urls():
+    class Fake:
+        web_ports, endpoints = [8001, 8002], ["127.0.0.1:2379"]
+    assert http.doozer_endpoints(Fake()) == ["127.0.0.1:8001", "127.0.0.1:8002"]
+    assert http.etcd_endpoints(Fake()) == ["127.0.0.1:2379"]
+
+
+OK_LENGTH = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 5\r\n\r\nhello"
+OK_CHUNKED = (b"HTTP/1.1 201 Created\r\nTransfer-Encoding: chunked\r\n\r\n"
+              b"3;ext=1\r\nabc\r\nA\r\n0123456789\r\n0\r\nX-Trailer: t\r\n\r\n")
+
+
+def _byte_by_byte(parser, data):
+    done = []
+    for i in range(len(data)):
+        done += parser.feed(data[i:i + 1])
+    return done
+
+
+def test_parser_reads_length_and_chunked_bodies_in_any_pieces():
+    assert http.ResponseParser().feed(OK_LENGTH) == [(200, False)]
+    assert _byte_by_byte(http.ResponseParser(), OK_LENGTH) == [(200, False)]
+    assert _byte_by_byte(http.ResponseParser(), OK_CHUNKED) == [(201, False)]
+    parser = http.ResponseParser()
+    two = OK_CHUNKED + b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n" + OK_LENGTH
+    assert parser.feed(two[:-3]) == [(201, False), (404, False)]
+    assert parser.feed(two[-3:]) == [(200, False)] and not parser.buf
+
+
+def test_parser_skips_1xx_handles_204_and_says_when_the_server_closes():
+    parser = http.ResponseParser()
+    assert parser.feed(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 204 No Content\r\n\r\n") \
+        == [(204, False)]
+    assert parser.feed(b"HTTP/1.1 503 x\r\nConnection: close\r\nContent-Length: 0\r\n\r\n") \
+        == [(503, True)]
+    assert parser.feed(b"HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n") == [(200, True)]
+    assert parser.feed(b"HTTP/1.0 200 OK\r\nConnection: Keep-Alive\r\n"
+                       b"Content-Length: 0\r\n\r\n") == [(200, False)]
+
+
+def test_parser_discards_bodies_so_a_large_one_takes_no_memory():
+    parser = http.ResponseParser()
+    assert parser.feed(b"HTTP/1.1 200 OK\r\nContent-Length: 1048576\r\n\r\n") == []
+    for _ in range(255):
+        assert parser.feed(b"z" * 4096) == [] and len(parser.buf) == 0
+    assert parser.feed(b"z" * 4096) == [(200, False)]
+
+
+@pytest.mark.parametrize("hostile", [
+    b"HTTP/1.1 200 OK\r\nContent-Length: 1048577\r\n\r\n",            # body over 1 MiB
+    b"HTTP/1.1 200 OK\r\nContent-Length: 99999999999999999999\r\n\r\n",
+    b"HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n",
+    b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+    b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n",
+    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n",
+    b"HTTP/1.1 200 OK\r\n\r\n",                                          # framed by close
+    b"HTTP/1.1 101 Switching Protocols\r\n\r\n",
+    b"SSH-2.0-OpenSSH\r\n\r\n", b"HTTP/1.1 2000 OK\r\n\r\n", b"HTTP/1.1 200 OK\r\nnocolon\r\n\r\n",
+    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n100000000\r\n",
+    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabcXY",
+    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + b"1" * 2000,
+    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + b"80000\r\n" + b"a" * 0x80000
+    + b"\r\n80001\r\n",                                                 # chunks over 1 MiB
+])
+def test_parser_refuses_malformed_or_oversized_answers(hostile):
+    with pytest.raises(http.BadResponse):
+        http.ResponseParser().feed(hostile)
+
+
+def test_parser_bounds_an_endless_header_or_trailer_block():
+    parser = http.ResponseParser()
+    parser.feed(b"HTTP/1.1 200 OK\r\n")
+    with pytest.raises(http.BadResponse):
+        for _ in range(100):             # 100 x 1 KiB of headers, never ending
+            parser.feed(b"X-Junk: " + b"j" * 1014 + b"\r\n")
+            assert len(parser.buf) <= http.MAX_HEAD + 1024
+    parser = http.ResponseParser(max_head=100)
+    with pytest.raises(http.BadResponse):
+        parser.feed(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n"
+                    + b"T: x\r\n" * 20)
+
+
+def _serve_and_load(answer, kind="write", clients=(0, 1, 2), seconds=0.3):
+    """Run ``http.load`` against an in-process asyncio server on loopback
+    whose ``answer(n, request_head)`` gives the bytes for the n-th request
+    (None: close the connection); (load's result, requests seen)."""
+    import asyncio
+    seen: list[bytes] = []
+
+    async def handle(reader, writer):
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = [int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                          if line.lower().startswith(b"content-length:")]
+                body = await reader.readexactly(length[0]) if length else b""
+                seen.append(head + body)
+                out = answer(len(seen), head)
+                if out is None:
+                    break
+                writer.write(out)
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        writer.close()
+
+    async def run():
+        server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        try:
+            return await http.load([f"127.0.0.1:{port}"], list(clients), kind, seconds,
+                                   10, 4, http.doozer_request)
+        finally:
+            server.close()
+
+    return asyncio.run(run()), seen
+
+
+def test_load_counts_2xx_answers_and_errors_other_statuses():
+    ok = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}"
+    bad = b"HTTP/1.1 503 Unavailable\r\nContent-Length: 0\r\n\r\n"
+    (count, errors, latencies, elapsed), seen = _serve_and_load(
+        lambda n, head: bad if n % 4 == 0 else ok)
+    assert count > 10 and errors > 2 and len(latencies) == count
+    assert 0.25 < elapsed < 1.0 and all(0 < x < 0.3 for x in latencies)
+    assert count + errors <= len(seen) <= count + errors + 3     # one in flight per client
+    paths = {s.split(b" ")[1] for s in seen}
+    assert paths == {b"/v1/keys/bench/k0", b"/v1/keys/bench/k1", b"/v1/keys/bench/k2"}
+    assert all(s.endswith(b"x" * 10) for s in seen)
+
+
+def test_load_survives_a_hostile_server_and_connects_again():
+    ok = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n"
+    huge = b"HTTP/1.1 200 OK\r\nContent-Length: 2000000000\r\n\r\n"
+    endless = b"HTTP/1.1 200 OK\r\n" + b"X: y\r\n" * 20000        # 120 KB, no end
+    answers = {3: huge, 6: endless, 9: None, 12: ok + ok}        # 12: an answer to nothing
+
+    (count, errors, _, _), seen = _serve_and_load(
+        lambda n, head: answers.get(n, ok), clients=(0,), seconds=0.5)
+    assert errors == 4                         # each broken answer once, none twice
+    assert count > 12 and len(seen) > 16       # and it went on, on new connections
+
+
+def test_load_closes_on_connection_close_without_an_error():
+    close = b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
+    (count, errors, _, _), seen = _serve_and_load(lambda n, head: close, clients=(0,))
+    assert errors == 0 and count > 3
+    assert count <= len(seen) <= count + 1          # the last one may be in flight at the end
+
+
+def test_http_worker_reports_an_unreachable_cluster_as_an_error():
+    from doozertw.testing.node_process import free_ports
+    out: queue.Queue = queue.Queue()
+    http.etcd_worker([f"127.0.0.1:{free_ports(1)[0]}"], [0], "read", 0.1, 10, 4, out)
+    kind, why = out.get_nowait()
+    assert kind == "error" and "ConnectionRefusedError" in why
+
+
+def test_http_rows_come_after_the_native_rows_and_no_http_drops_them():
+    args = cluster.parse_args(["--clients", "64", "--watchers", "200"])
+    assert args.http
+    rows = [(name, api) for name, _, api in cluster.workloads(args)]
+    assert rows == [("seq writes x1", "api"), ("writes x64", "api"), ("lin reads x64", "api"),
+                    ("http writes x64", "http_api"), ("http lin reads x64", "http_api"),
+                    ("watch 200 @100/s", "watch_api")]
+    no_http = cluster.parse_args(["--no-http"])
+    assert not no_http.http
+    assert not [n for n, _, _ in cluster.workloads(no_http) if n.startswith("http")]
+
+
+def test_suites_name_the_api_of_each_kind_of_row():
+    [ours] = cluster.suites(cluster.parse_args([]))
+    assert (ours.api, ours.http_api) == ("doozer protocol", "HTTP /v1/keys")
+    assert ours.watch_api == getattr(doozer, "WATCH_API", doozer.API)
+    assert ours.http_worker is http.doozer_worker and ours.http_endpoints is http.doozer_endpoints
+    [leased] = cluster.suites(cluster.parse_args(["--lease-reads"]))
+    assert leased.http_api == "HTTP /v1/keys, lease reads"
+    if etcd.available() is None:
+        return
+    _, theirs = cluster.suites(cluster.parse_args(["--compare-etcd"]))
+    try:
+        assert (theirs.api, theirs.http_api, theirs.watch_api) == (
+            "etcd gRPC", "etcd JSON gateway", "etcd gRPC")
+        assert theirs.http_worker is http.etcd_worker
+    finally:
+        theirs.cluster.stop()
+
+
+def test_run_suite_labels_each_row_with_its_api_and_the_ratio_divides_by_the_gateway(
+        monkeypatch):
+    import os
+
+    class FakeCluster:
+        def start(self): pass
+        def stop(self): pass
+        def leader_changes(self): return 0
+        def pids(self): return [os.getpid()]
+
+    def fake(rate):
+        return lambda suite, args, *rest: Sample(count=int(rate), errors=0,
+                                                 latencies=(0.002,), elapsed=1.0)
+    args = cluster.parse_args(["--clients", "8", "--watchers", "5"])
+    reports = []
+    for name, api, http_api, rate in (("doozertw", "doozer protocol", "HTTP /v1/keys", 900),
+                                      ("etcd", "etcd gRPC", "etcd JSON gateway", 1000)):
+        suite = cluster.Suite(name, api, FakeCluster(), *[None] * 5, None, None, http_api,
+                              None, "watch label")
+        monkeypatch.setattr(cluster, "run_clients", fake(rate))
+        monkeypatch.setattr(cluster, "run_watch", fake(rate / 10))
+        reports.append(cluster.run_suite(suite, args))
+    labels = {r.workload: r.api for r in reports[1]["rows"]}
+    assert labels == {"seq writes x1": "etcd gRPC", "writes x8": "etcd gRPC",
+                      "lin reads x8": "etcd gRPC", "http writes x8": "etcd JSON gateway",
+                      "http lin reads x8": "etcd JSON gateway", "watch 5 @100/s": "watch label"}
+    text = cluster.format_report(reports, args)
+    ours = text.split("etcd:")[0]
+    assert "http writes x8" in ours and "[HTTP /v1/keys]" in ours
+    assert "[etcd JSON gateway]" in text.split("etcd:")[1]
+    ratios = {line.split("ops/s")[0].strip(): line.split()[-5]
+              for line in text.split("doozertw/etcd:")[1].splitlines() if "ops/s" in line}
+    assert ratios["http writes x8"] == ratios["http lin reads x8"] == "0.90x"
+    assert len(ratios) == 6
+
+
 # -- short real runs ----------------------------------------------------------
 
 TINY = ["--cluster", "-s", "0.5", "--clients", "4", "--workers", "2",
@@ -408,9 +673,11 @@ def _bench(tmp_path, *more):
 
 def _check_rows(report, system):
     rows = {r["workload"]: r for r in report["rows"]}
-    assert set(rows) == {"seq writes x1", "writes x4", "lin reads x4", "watch 6 @20/s"}
+    assert set(rows) == {"seq writes x1", "writes x4", "lin reads x4", "http writes x4",
+                         "http lin reads x4", "watch 6 @20/s"}
     for row in rows.values():
         assert row["count"] > 0 and row["p99_ms"] is not None, (system, row)
+        assert row["errors"] == 0 or not row["workload"].startswith("http"), (system, row)
         assert row["max_ms"] >= row["p99_ms"] >= row["p50_ms"] > 0
         assert row["server_cpu"] > 0 and row["generator_cpu"] > 0
     assert rows["watch 6 @20/s"]["missing"] == 0, system
@@ -442,6 +709,7 @@ def test_cluster_mode_runs_on_a_spawned_cluster(tmp_path):
     assert "doozertw failover:" in printed and "during the failover rounds" in printed
     assert len(reports[0]["rss_mb"]) == 3 and all(x > 10 for x in reports[0]["rss_mb"])
     assert "[doozer protocol]" in printed and "leader elections" in printed
+    assert "[HTTP /v1/keys]" in printed
     assert "RSS per node after 500 files" in printed
 
 
@@ -458,6 +726,8 @@ def test_compare_etcd_prints_ratios(tmp_path):
         _check_failover(report, report["system"])
     assert "doozertw/etcd failover:" in printed
     assert "[etcd gRPC]" in printed and "doozertw/etcd:" in printed
+    assert "[etcd JSON gateway]" in printed and "[HTTP /v1/keys]" in printed
+    assert "  http writes x4 " in printed.split("doozertw/etcd:")[1]
 
 
 def test_node_options_pass_lease_reads_and_raft_timing_to_the_doozertw_nodes():

@@ -9,6 +9,10 @@ Workloads (``--value-size`` 100-byte values over ``--keys`` 64 keys):
 - ``seq writes``: one client, one write at a time;
 - ``writes xC``: ``--clients`` (64) clients, one write in flight each;
 - ``lin reads xC``: the same clients, linearizable reads;
+- ``http writes xC``, ``http lin reads xC``: the same over HTTP/1.1
+  keep-alive (``http.py``): doozertw's HTTP API (``PUT``/``GET
+  /v1/keys``) and etcd's JSON gateway (``POST /v3/kv/put``,
+  ``/v3/kv/range``); ``--no-http`` leaves them out;
 - ``watch N @R/s``: N watchers (``--watchers 200,1000``) of a prefix, one
   writer at ``--watch-rate`` writes/s; latency from the write being sent
   to each watcher having the event; ``missing`` counts events not seen.
@@ -38,7 +42,7 @@ from collections.abc import Callable
 
 import attrs
 
-from doozertw.benchmarks import doozer, etcd, failover
+from doozertw.benchmarks import doozer, etcd, failover, http
 from doozertw.benchmarks.stats import (
     Row,
     Sample,
@@ -82,9 +86,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--workers", type=_positive(int), default=3, help="load processes")
     p.add_argument("--value-size", type=_positive(int), default=100)
     p.add_argument("--keys", type=_positive(int), default=64)
+    p.add_argument("--http", action=argparse.BooleanOptionalAction, default=True,
+                   help="the HTTP rows: doozertw's HTTP API and etcd's JSON gateway")
     p.add_argument("--watchers", type=_watchers, default=[200],
                    help="comma-separated watcher counts, e.g. 200,1000")
     p.add_argument("--watch-rate", type=_positive(float), default=100.0, help="writes/s")
+    p.add_argument("--watch-via", choices=sorted(doozer.WATCH_VIAS), default="stream",
+                   help="doozertw's watchers: the text protocol's streaming watch, or "
+                        "the doozer protocol's WAIT chains")
     p.add_argument("--drain", type=_positive(float), default=3.0,
                    help="watchers listen this long after the last write; events not "
                         "delivered by then count as missing")
@@ -110,7 +119,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 @attrs.define
 class Suite:
-    """How to drive one system: its cluster, worker functions and API name."""
+    """How to drive one system: its cluster, worker functions and API
+    names (``api`` of the native rows, ``http_api`` of the HTTP rows,
+    ``watch_api`` of the watch rows). The HTTP worker runs in forked
+    processes on ``http_endpoints(cluster)`` (read once it is started)."""
 
     name: str
     api: str
@@ -121,6 +133,10 @@ class Suite:
     fill_worker: Callable
     context: str              # multiprocessing start method for its load processes
     failover_worker: Callable
+    http_worker: Callable
+    http_api: str
+    http_endpoints: Callable[[object], list[str]]
+    watch_api: str
 
 
 def node_options(args: argparse.Namespace) -> tuple[str, ...]:
@@ -137,17 +153,21 @@ def suites(args: argparse.Namespace) -> list[Suite]:
     out = []
     if args.only != "etcd":
         api = doozer.API + (", lease reads" if args.lease_reads else "")
+        doozer.use_watch_via(args.watch_via)
         out.append(Suite("doozertw", api, doozer.DoozerCluster(node_options(args)),
                          doozer.load_worker,
                          doozer.watch_worker, doozer.stamped_writer, doozer.fill_worker, "fork",
-                         doozer.failover_worker))
+                         doozer.failover_worker, http.doozer_worker,
+                         http.DOOZER_API + (", lease reads" if args.lease_reads else ""),
+                         http.doozer_endpoints, doozer.WATCH_API))
     if args.compare_etcd or args.only == "etcd":
         if not etcd.available():
             raise SystemExit("--compare-etcd: no etcd binary (Debian: apt-get install "
                              "etcd-server)")
         out.append(Suite("etcd", etcd.API, etcd.EtcdCluster(), etcd.load_worker,
                          etcd.watch_worker, etcd.stamped_writer, etcd.fill_worker, "spawn",
-                         etcd.failover_worker))
+                         etcd.failover_worker, http.etcd_worker, http.ETCD_API,
+                         http.etcd_endpoints, etcd.API))
     return out
 
 
@@ -213,13 +233,19 @@ def _run(ctx, jobs: list[tuple[Callable, tuple]], results, timeout: float) -> li
     return parts
 
 
-def run_clients(suite: Suite, args, kind: str, clients: int, workers: int) -> Sample:
-    """``clients`` clients of ``kind`` in ``workers`` processes: a Sample."""
-    ctx = multiprocessing.get_context(suite.context)
+def run_clients(suite: Suite, args, kind: str, clients: int, workers: int,
+                over_http: bool = False) -> Sample:
+    """``clients`` clients of ``kind`` in ``workers`` processes (the
+    suite's native API, or ``over_http`` its HTTP API): a Sample."""
+    # http.py imports neither grpc nor twisted: its processes may be forked
+    ctx = multiprocessing.get_context("fork" if over_http else suite.context)
+    if over_http:
+        worker, endpoints = suite.http_worker, suite.http_endpoints(suite.cluster)
+    else:
+        worker, endpoints = suite.load_worker, suite.cluster.endpoints  # type: ignore
     results = ctx.Queue()
-    endpoints = suite.cluster.endpoints    # type: ignore[attr-defined]
     groups = [g for g in (list(range(clients))[w::workers] for w in range(workers)) if g]
-    parts = _run(ctx, [(Timed(suite.load_worker),
+    parts = _run(ctx, [(Timed(worker),
                         (endpoints, g, kind, args.seconds, args.value_size, args.keys))
                        for g in groups],
                  results, args.seconds + 120)
@@ -284,16 +310,26 @@ def fill(suite: Suite, args) -> None:
          results, 3600)
 
 
-def workloads(args) -> list[tuple[str, Callable[[Suite], Sample]]]:
-    """(row name, run) in the order of issue 12's table."""
-    c = args.clients
-    rows: list[tuple[str, Callable[[Suite], Sample]]] = [
-        ("seq writes x1", lambda s: run_clients(s, args, "write", 1, 1)),
-        (f"writes x{c}", lambda s: run_clients(s, args, "write", c, args.workers)),
-        (f"lin reads x{c}", lambda s: run_clients(s, args, "read", c, args.workers)),
+Workload = tuple[str, Callable[[Suite], Sample], str]
+
+
+def workloads(args) -> list[Workload]:
+    """(row name, run, the Suite field naming its API) in the order of
+    issue 12's table: native rows, HTTP rows (unless ``--no-http``), watch rows."""
+    c, w = args.clients, args.workers
+    rows: list[Workload] = [
+        ("seq writes x1", lambda s: run_clients(s, args, "write", 1, 1), "api"),
+        (f"writes x{c}", lambda s: run_clients(s, args, "write", c, w), "api"),
+        (f"lin reads x{c}", lambda s: run_clients(s, args, "read", c, w), "api"),
     ]
+    if args.http:
+        rows += [
+            (f"http writes x{c}", lambda s: run_clients(s, args, "write", c, w, True), "http_api"),
+            (f"http lin reads x{c}", lambda s: run_clients(s, args, "read", c, w, True),
+             "http_api"),
+        ]
     for n in args.watchers:
-        rows.append((f"watch {n} @{args.watch_rate:g}/s", _watch_run(args, n)))
+        rows.append((f"watch {n} @{args.watch_rate:g}/s", _watch_run(args, n), "watch_api"))
     return rows
 
 
@@ -309,12 +345,12 @@ def run_suite(suite: Suite, args) -> dict:
         rows: list[Row] = []
         before = suite.cluster.leader_changes()    # type: ignore[attr-defined]
         pids = suite.cluster.pids()        # type: ignore[attr-defined]
-        for name, run in workloads(args):
+        for name, run, api_field in workloads(args):
             cpu0, t0 = process_cpu(pids), time.perf_counter()
             sample = run(suite)
             busy = (process_cpu(pids) - cpu0) / (time.perf_counter() - t0)
             sample = attrs.evolve(sample, server_cpu=round(busy, 2))
-            rows.append(summarize(name, suite.api, sample))
+            rows.append(summarize(name, getattr(suite, api_field), sample))
             print(f"  {suite.name}: done {name}", flush=True)
         elections = suite.cluster.leader_changes() - before   # type: ignore[attr-defined]
         fo_rows: list = []

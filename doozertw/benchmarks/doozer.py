@@ -7,6 +7,13 @@ directory, ready once a write commits. Load processes are forked (each
 runs its own reactor, as in ``doozertw.bench``); client i talks to node
 ``i % 3``, so two thirds of the writes are forwarded to the leader and
 every GET without a revision is a linearizable read (ReadIndex).
+
+The watch rows use the text protocol's streaming watch (one connection and
+one ``watch`` per watcher, ``doozertw.benchmarks.textwatch``), the
+counterpart of etcd's streaming Watch. With ``--watch-via wait``
+(``use_watch_via``) they use the doozer protocol's WAIT chains instead (a
+new request per event per watcher), and WATCH_API, the rows' label, says
+so.
 """
 
 from __future__ import annotations
@@ -16,11 +23,28 @@ import time
 import urllib.request
 
 from doozertw import bench
+from doozertw.benchmarks.textwatch import TextWatcher
 from doozertw.client import ConnectionLost, TCPConnector, call
 from doozertw.client.uri import parse_address
 from doozertw.testing.spawn import listening, writable
 
 API = "doozer protocol"
+#: The watch rows' transport: "stream" (text protocol watch) or "wait"
+#: (doozer protocol WAIT chains); ``use_watch_via`` sets it (``--watch-via``)
+#: before the load processes are forked.
+WATCH_VIAS = {"stream": "text protocol watch stream", "wait": "doozer protocol WAIT chains"}
+WATCH_VIA = "stream"
+WATCH_API = WATCH_VIAS[WATCH_VIA]
+
+
+def use_watch_via(via: str) -> None:
+    """Make the watch rows use ``via`` (a key of WATCH_VIAS)."""
+    global WATCH_VIA, WATCH_API
+    WATCH_API = WATCH_VIAS[via]
+    WATCH_VIA = via
+
+
+WATCH_GLOB = "/bench/watch/*"
 
 
 def load_worker(addresses: list[str], client_ids: list[int], kind: str, seconds: float,
@@ -169,29 +193,56 @@ class DoozerCluster:
 
 
 def watch_worker(address: str, watchers: int, limit: float, ready, stop, results) -> None:
-    """``watchers`` connections chaining WAITs on ``/bench/watch/*`` from
-    the revision after REV (``doozertw.bench.WaitChain``); tells ``ready``
-    once every chain is started (no later write is missed), ends once
-    ``stop`` (an Event) is set or after ``limit`` seconds; puts (events,
-    errors, latencies, seconds watched, CPU seconds used meanwhile,
-    seconds watched)."""
+    """``watchers`` watchers of ``/bench/watch/*`` from the revision after
+    REV: each one text-protocol connection holding one streaming ``watch``
+    (``textwatch.TextWatcher``), or with WATCH_VIA "wait" one doozer
+    connection chaining WAITs (``doozertw.bench.WaitChain``). Tells
+    ``ready`` once every watch is in place (no later write is missed),
+    ends once ``stop`` (an Event) is set or after ``limit`` seconds; puts
+    (events, errors, latencies, seconds watched, CPU seconds used
+    meanwhile, seconds watched) on ``results``."""
+    follow = _wait_chains if WATCH_VIA == "wait" else _watch_streams
+
     async def run(reactor):
         from twisted.internet.task import deferLater
-        protos = await bench._connect_all(reactor, [address] * watchers)
-        start_rev = await protos[0].send(call("REV")) + 1
+        (first,) = await bench._connect_all(reactor, [address])
+        start_rev = await first.send(call("REV")) + 1
         stats = bench.Stats()
-        for proto in protos:
-            bench.WaitChain(proto, "/bench/watch/*", start_rev, time.perf_counter, stats).start()
+        closers = await follow(reactor, address, watchers, start_rev, stats, first)
         ready.put(watchers)
         start, cpu0 = time.perf_counter(), time.process_time()
         while not stop.is_set() and time.perf_counter() < start + limit:
             await deferLater(reactor, 0.05, lambda: None)
         window, cpu = time.perf_counter() - start, time.process_time() - cpu0
-        for proto in protos:
-            proto.close()
+        for close in closers:
+            close()
         return len(stats.latencies), stats.errors + stats.lost, stats.latencies, window, cpu, window
 
     bench._in_reactor(bench._as_deferred(run), results)
+
+
+async def _watch_streams(reactor, address, watchers, start_rev, stats, first):
+    """One TextWatcher per watcher, each on its own connection; returns
+    their closers once every watch is answered (refusals count in stats)."""
+    from twisted.internet import defer
+    from twisted.internet.endpoints import HostnameEndpoint, connectProtocol
+    where = parse_address(address)
+    protos = [TextWatcher(WATCH_GLOB.encode("ascii"), start_rev, time.perf_counter, stats)
+              for _ in range(watchers)]
+    await defer.gatherResults(
+        [connectProtocol(HostnameEndpoint(reactor, where.host, where.port, timeout=10), p)
+         for p in protos], consumeErrors=True)
+    await defer.gatherResults([p.watching for p in protos])
+    first.close()
+    return [p.close for p in protos]
+
+
+async def _wait_chains(reactor, address, watchers, start_rev, stats, first):
+    """One WaitChain per watcher (``first`` is the first one's connection)."""
+    protos = [first] + await bench._connect_all(reactor, [address] * (watchers - 1))
+    for proto in protos:
+        bench.WaitChain(proto, WATCH_GLOB, start_rev, time.perf_counter, stats).start()
+    return [proto.close for proto in protos]
 
 
 def stamped_writer(address: str, seconds: float, rate: float, results) -> None:
