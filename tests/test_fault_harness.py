@@ -22,6 +22,7 @@ import attrs
 import pytest
 from twisted.logger import Logger, jsonFileLogObserver
 
+from doozertw.config import DEFAULT_ELECTION_TIMEOUT
 from doozertw.peer.framing import FrameKind, encode_frame
 from doozertw.peer.handshake import Hello
 from doozertw.testing.cluster_harness import DEAD, PAUSED, Cluster, HarnessError
@@ -686,18 +687,110 @@ def trio():
     cluster.cleanup()
 
 
+# Failover, the promise. Once the leader dies a survivor campaigns within
+# 2x election_timeout of the last heartbeat it heard (which came before the
+# kill); pre-vote, vote and the commit of a pending write add a few round
+# trips: one election round, about 1.0s at the default election_timeout of
+# 0.5s. Raft may lose a round: a split vote, or a pre-vote refused (the
+# other survivor still within its leader's lease drops it, or holds a longer
+# log) makes a survivor campaign again one randomized timeout later.
+# So: the median round is within one election round + FAILOVER_SLACK, and
+# no round takes more than three. FAILOVER_SLACK is what a loaded machine
+# adds: three nodes, the proxy and this test on two shared cores whose tick
+# loops and socket reads run late (measured at load 5.8 on 2 cores: a
+# write is acknowledged ~0.06s after the election, single-round elections
+# took <= 0.97s). Elections that never happen, or writes that wait for the
+# 5s quorum timeout, fail either bound.
+FAILOVER_SLACK = 0.5
+FAILOVER_ROUNDS = 5
+
+
+def election_timeout(cluster):
+    return float(cluster.settings.get("election_timeout", DEFAULT_ELECTION_TIMEOUT))
+
+
+def first_acknowledged_write(cluster, names, path, deadline):
+    """Race one writer per node in ``names``: each keeps one SET of ``path``
+    in flight (a node holds a write while it has no leader and commits it
+    as soon as one is elected, so a pending write is acknowledged with no
+    retry interval of ours in between); a write refused at once (connection
+    refused, an error reply) is sent again 10ms later. Returns (monotonic
+    time of the first acknowledgement, node) or (None, errors) if none came
+    before ``deadline``; every writer has stopped when this returns."""
+    done = threading.Event()
+    first = []
+    errors = {}
+
+    def writer(name):
+        while not done.is_set():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            try:
+                cluster.write(name, path, name.encode(), timeout=left)
+            except (WireError, Timeout, OSError) as e:
+                errors[name] = repr(e)
+                done.wait(0.01)
+                continue
+            first.append((time.monotonic(), name))
+            done.set()
+
+    threads = [threading.Thread(target=writer, args=(n,), daemon=True) for n in names]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(max(0.0, deadline - time.monotonic()) + 5.0)
+    done.set()
+    return min(first) if first else (None, errors)
+
+
+def elected_after(cluster, names, since):
+    """Seconds from wall-clock ``since`` to the first event of a node in
+    ``names`` saying it became leader (its JSON log), or None: to tell a
+    slow election from a slow write path when the bound is missed."""
+    times = []
+    for name in names:
+        with open(cluster.nodes[name].events().path, "rb") as f:
+            for raw in f.read().split(b"\n"):
+                try:
+                    event = json.loads(raw)
+                except ValueError:
+                    continue
+                if (isinstance(event, dict) and event.get("role") == "leader"
+                        and event.get("log_time", 0) >= since):
+                    times.append(event["log_time"] - since)
+    return min(times, default=None)
+
+
 @pytest.mark.slow
-def test_writes_succeed_within_2s_after_the_leader_is_killed(trio):
-    for round_ in range(3):
+def test_writes_resume_within_an_election_round_after_the_leader_is_killed(trio):
+    """Failover: time from SIGKILL of the leader to the first write a
+    survivor acknowledges (see FAILOVER_SLACK for the bounds)."""
+    election_round = 2 * election_timeout(trio)
+    typical, worst = election_round + FAILOVER_SLACK, 3 * election_round + FAILOVER_SLACK
+    rounds = []
+    for round_ in range(FAILOVER_ROUNDS):
         leader = trio.wait_for_leader(timeout=15)
         others = [n for n in trio.running() if n != leader]
         trio.write(others[0], "/drill/before", str(round_).encode())
-        killed_at = time.monotonic()
+        killed_wall, killed_at = time.time(), time.monotonic()
         trio.kill(leader)
-        writable_at = trio.wait_writable(timeout=10, path="/drill/after")
-        assert writable_at - killed_at < 2.0, f"round {round_}: {writable_at - killed_at:.2f}s"
+        acked_at, via = first_acknowledged_write(
+            trio, others, "/drill/after", deadline=killed_at + worst + 2.0)
+        assert acked_at is not None, f"round {round_}: no write acknowledged: {via}"
+        elected = elected_after(trio, others, killed_wall)
+        rounds.append((round(acked_at - killed_at, 3), elected and round(elected, 3)))
+        assert acked_at - killed_at < worst, (
+            f"round {round_}: first write via {via} acknowledged after more than "
+            f"{worst:.2f}s; (acknowledged, elected) after the kill: {rounds}")
         assert trio.read(others[1], "/drill/before")[0] == str(round_).encode()
+        assert trio.read(others[0], "/drill/after")[0] in {n.encode() for n in others}
         trio.restart(leader)
+    print(f"failover (acknowledged, elected) after the kill: {rounds}")  # -rP shows it
+    took = sorted(t for t, _ in rounds)
+    assert took[len(took) // 2] < typical, (
+        f"median failover {took[len(took) // 2]:.2f}s, bound {typical:.2f}s; "
+        f"(acknowledged, elected) after the kill: {rounds}")
 
 
 @pytest.mark.slow

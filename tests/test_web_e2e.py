@@ -265,11 +265,41 @@ def test_a_failed_request_is_reported_in_the_page(tmp_path, browser):
     assert "UNREACHABLE" in browser.find_element(By.ID, "edit-status").text
 
 
+# What a lone node (start_node) writes about itself under /ctl once it has
+# elected itself, some time *after* its web port answers /livez.
+STARTUP_CTL = ("/ctl/name", "/ctl/leader", "/ctl/cal/0") + tuple(
+    f"/ctl/node/web-e2e/{f}" for f in ("addr", "hostname", "version", "member", "peer"))
+
+
+def server_paths(web):
+    """Every file path the node's store holds now (GET /v1/walk)."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{web}/v1/walk?glob=/**", timeout=5) as r:
+        return {f["path"] for f in json.load(r)["files"]}
+
+
+def wait_startup_writes_shown(driver, web, timeout=20):
+    """Wait until the node has written its own /ctl entries (STARTUP_CTL)
+    and the page shows a row for every file the store then held: a baseline
+    taken after this cannot miss a startup write still in flight."""
+    written = {}
+
+    def settled(_):
+        written["paths"] = server_paths(web)
+        return written["paths"] >= set(STARTUP_CTL)
+    WebDriverWait(driver, timeout, poll_frequency=0.05).until(
+        settled, f"the node never wrote {STARTUP_CTL}")
+    WebDriverWait(driver, timeout, poll_frequency=0.05).until(
+        lambda d: all(row(d, p) is not None for p in written["paths"]),
+        f"the page never showed {sorted(written['paths'])}")
+
+
 def test_seen_paths_stay_bounded(node_ports, browser):
     client, web = node_ports
     browser.get(f"http://127.0.0.1:{web}/")
     wait_live(browser)
+    wait_startup_writes_shown(browser, web)  # else the baseline can race them
     before = stats(browser)
+    assert before["files"] >= len(STARTUP_CTL)
     limit = before["maxSeenPaths"]
     paths = [f"/churn/p{i}" for i in range(limit + 50)]
     replies = text_commands(client, [f"set {p} x" for p in paths] + [f"del {p}" for p in paths])
