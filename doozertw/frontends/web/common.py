@@ -97,14 +97,23 @@ def error_body(error):
     return {"error": error.code.name, "code": int(error.code), "detail": error.detail}
 
 
+_COMPACT = json.JSONEncoder(separators=(",", ":"))
+"""json.dumps(..., separators=(",", ":")) without building an encoder per call."""
+
+
 def write_json(request, status, body):
-    """Finish ``request`` with a JSON body (no-op if the client has gone)."""
-    data = json.dumps(body, separators=(",", ":")).encode("utf-8") + b"\n"
+    """Finish ``request`` with a JSON body (no-op if the client has gone).
+
+    The answer carries ``Content-Length`` (never chunked), so a keep-alive
+    client reads it without chunked decoding.
+    """
+    data = _COMPACT.encode(body).encode("utf-8") + b"\n"
     if request.finished or getattr(request, "_disconnected", False):
         return
     request.setResponseCode(status)
     request.setHeader(b"content-type", JSON_TYPE)
     request.setHeader(b"cache-control", b"no-store")
+    request.setHeader(b"content-length", b"%d" % len(data))
     request.write(data)
     request.finish()
 

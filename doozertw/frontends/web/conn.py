@@ -15,20 +15,31 @@ spooled to a temporary file). ``GuardedChannel`` adds:
 - a body cap (``max_body``): a larger ``Content-Length`` or chunked body is
   answered 413 and the connection closed.
 
-A deadline that passes is answered ``408 Request Timeout`` and the
-connection closed (aborted ``abortTimeout`` seconds later if the client
-does not read). ``ConnectionGate`` caps open connections per node and per
-source address; it counts at the transport, so a connection stays counted
-after a websocket upgrade takes it over from twisted.web. One connection
-over a cap is answered ``503`` and closed.
+A deadline's timer is armed only when a dataReceived leaves its request
+incomplete (a request that arrives in one read costs no timer), for the
+time left from when the deadline started. A deadline that passes is
+answered ``408 Request Timeout`` and the connection closed (aborted
+``abortTimeout`` seconds later if the client does not read).
+``ConnectionGate`` caps open connections per node and per source address;
+it counts at the transport, so a connection stays counted after a
+websocket upgrade takes it over from twisted.web. One connection over a
+cap is answered ``503`` and closed.
+
+The per-request work twisted.web repeats for every request on a
+keep-alive connection is trimmed: the connection's addresses and TLS-ness
+are looked up once, the ``Date`` header formatted once a second.
 """
+
+import time
 
 from twisted.internet import protocol
 from twisted.logger import Logger
 from twisted.protocols import policies
-from twisted.web import http, server
+from twisted.python import failure
+from twisted.web import http, resource, server
+from twisted.web.http import unquote
 
-from doozertw.nodelay import disable_nagle
+from doozertw.nodelay import tune_tcp
 
 BODY_SLACK = 8192
 
@@ -44,10 +55,42 @@ def _plain_response(status, phrase, text):
             f"content-length: {len(body)}\r\nconnection: close\r\n\r\n").encode("ascii") + body
 
 
+_date = [0, b""]
+"""The second and the HTTP date of the last ``http_date`` answer."""
+
+
+def http_date(now=None):
+    """``now`` (default: the time) as an HTTP date, formatted once per second."""
+    second = int(time.time() if now is None else now)
+    if _date[0] != second or not _date[1]:
+        _date[0], _date[1] = second, http.datetimeToString(second)
+    return _date[1]
+
+
 class GuardedRequest(server.Request):
     """A Request that stops reading a body that grows past the channel's cap."""
 
     _body_bytes = 0
+
+    def process(self):
+        """server.Request.process, with ``http_date`` for the Date header."""
+        self.site = self.channel.site
+        self.setHeader(b"server", server.version)
+        self.setHeader(b"date", http_date())
+        self.prepath = []
+        self.postpath = list(map(unquote, self.path[1:].split(b"/")))
+        if self.path == b"*":
+            self._handleStar()
+            return
+        try:
+            resrc = self.site.getResourceFor(self)
+            if resource._IEncodingResource.providedBy(resrc):
+                encoder = resrc.getEncoder(self)
+                if encoder is not None:
+                    self._encoder = encoder
+            self.render(resrc)
+        except BaseException:
+            self.processingFailed(failure.Failure())
 
     def handleContentChunk(self, data):
         if getattr(self.channel, "closing", False):
@@ -68,21 +111,29 @@ class GuardedChannel(http.HTTPChannel):
 
     log = Logger()
     closing = False
-    _deadline = None
+    _deadline = None    # the armed timer of the running deadline
+    _phase = None       # the running deadline: (due, seconds, what), or None
+    _peer = _host = _secure = None
     header_timeout = 10.0
     body_timeout = 30.0
     max_body = 2 * 1024 * 1024 + BODY_SLACK
 
     def connectionMade(self):
-        disable_nagle(self.transport)
+        tune_tcp(self.transport)
         super().connectionMade()
+
+    def seconds(self):
+        """The clock of the deadlines (WebSite sets its reactor's ``seconds``)."""
+        from twisted.internet import reactor
+        return reactor.seconds()
 
     def dataReceived(self, data):
         if self.closing:
             return
-        if data and self._deadline is None and not self._handlingRequest:
-            self._start_deadline(self.header_timeout, "request headers")
+        if data and self._phase is None and not self._handlingRequest:
+            self._begin(self.header_timeout, "request headers")
         super().dataReceived(data)
+        self._arm()
 
     def allHeadersReceived(self):
         self._cancel_deadline()
@@ -92,7 +143,7 @@ class GuardedChannel(http.HTTPChannel):
             self.refuse(413, "Content Too Large", "request body too large\n")
             return
         super().allHeadersReceived()
-        self._start_deadline(self.body_timeout, "request body")
+        self._begin(self.body_timeout, "request body")
 
     def allContentReceived(self):
         self._cancel_deadline()
@@ -103,6 +154,23 @@ class GuardedChannel(http.HTTPChannel):
     def connectionLost(self, reason):
         self._cancel_deadline()
         super().connectionLost(reason)
+
+    # A connection's addresses and security do not change: looked up once,
+    # not for every Request (twisted.web asks for each one).
+    def getPeer(self):
+        if self._peer is None:
+            self._peer = super().getPeer()
+        return self._peer
+
+    def getHost(self):
+        if self._host is None:
+            self._host = super().getHost()
+        return self._host
+
+    def isSecure(self):
+        if self._secure is None:
+            self._secure = super().isSecure()
+        return self._secure
 
     def refuse(self, status, phrase, text):
         """Answer ``status`` now, read nothing more, and close."""
@@ -116,18 +184,28 @@ class GuardedChannel(http.HTTPChannel):
                       status=status, text=text.strip())
         self.timeoutConnection()
 
-    def _start_deadline(self, seconds, what):
+    def _begin(self, seconds, what):
+        """Start a deadline of ``seconds`` from now (its timer: see ``_arm``)."""
         self._cancel_deadline()
-        self._deadline = self.callLater(seconds, self._too_slow, seconds, what)
+        self._phase = (self.seconds() + seconds, seconds, what)
+
+    def _arm(self):
+        """Arm the timer of a deadline still running after the bytes received."""
+        if self._phase is None or self._deadline is not None or self.closing:
+            return
+        due, seconds, what = self._phase
+        self._deadline = self.callLater(max(0.0, due - self.seconds()), self._too_slow,
+                                        seconds, what)
 
     def _cancel_deadline(self):
+        self._phase = None
         if self._deadline is not None:
             if self._deadline.active():
                 self._deadline.cancel()
             self._deadline = None
 
     def _too_slow(self, seconds, what):
-        self._deadline = None
+        self._deadline = self._phase = None
         if self.transport is None:  # taken over (websocket upgrade)
             return
         self.refuse(408, "Request Timeout", f"{what} not received within {seconds:g} s\n")

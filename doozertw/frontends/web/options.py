@@ -14,6 +14,9 @@
 - ``max_connections`` / ``max_connections_per_source``: open web
   connections (websockets and streamed watches included) per node and per
   client IP address; one more is answered 503 and closed.
+- ``access_log``: log one line per HTTP request (twisted.web's combined
+  log format, into the node's log). Off by default: on the hot path it
+  costs more than the rest of the web front end's work for a request.
 
 A request body must arrive within ``Limits.request_send_timeout`` seconds of its
 headers and be at most ``2 * Limits.max_value + 8 KiB`` bytes (413).
@@ -61,6 +64,7 @@ class WebOptions:
     idle_timeout: float = attrs.field(default=60.0, validator=_positive)
     max_connections: int = attrs.field(default=512, validator=_positive)
     max_connections_per_source: int = attrs.field(default=64, validator=_positive)
+    access_log: bool = False
 
     @property
     def any_host(self):

@@ -10,7 +10,8 @@
 Every request passes the Host allowlist first (doozertw.frontends.web.hosts);
 connections are capped and requests given deadlines and a body cap
 (doozertw.frontends.web.conn), all set by a WebOptions
-(doozertw.frontends.web.options).
+(doozertw.frontends.web.options). No access log line is written per
+request unless ``WebOptions.access_log`` is set.
 """
 
 from twisted.web import server
@@ -61,12 +62,31 @@ class WebSite(server.Site):
         channel.header_timeout = self.options.header_timeout
         channel.body_timeout = self.limits.request_send_timeout
         channel.max_body = max_body(self.limits)
+        channel.seconds = self.reactor.seconds
         return channel
 
+    def log(self, request):
+        """The access log line of ``request``: only with ``WebOptions.access_log``."""
+        if self.options.access_log:
+            super().log(request)
+
     def getResourceFor(self, request):
-        if not self.hosts.allows_request(request):
+        if not self._host_allowed(request):
             return HostRefused()
         return super().getResourceFor(request)
+
+    def _host_allowed(self, request):
+        """The Host check; a connection remembers the last Host it allowed
+        (its local address cannot change), so a keep-alive client sending
+        the same Host again costs one comparison."""
+        host = request.getHeader(b"host")
+        channel = request.channel
+        if host is not None and host == getattr(channel, "allowed_host", None):
+            return True
+        if not self.hosts.allows_request(request):
+            return False
+        channel.allowed_host = host
+        return True
 
 
 def make_web_site(node, secrets=None, limits=None, reactor=None, status=None,
