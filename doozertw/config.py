@@ -107,7 +107,7 @@ _TOP_KEYS = {"cluster", "history", "history_bytes", "secrets", "limits", "nodes"
              "quorum_timeout", "request_timeout", "data_dir", "snapshot_entries"}
 _PEER_AUTH_KEYS = ("peer_secret_file", "peer_cert", "peer_key", "peer_ca")
 _TOP_KEYS |= {*_PEER_AUTH_KEYS, "insecure_peers"}
-_TOP_KEYS |= {"web_hosts", "protect_metrics", "web_limits"}
+_TOP_KEYS |= {"web_hosts", "protect_metrics", "web_access_log", "web_limits"}
 _TOP_KEYS |= {"client_ca", "log_level", "log_format", "lease_reads"}
 _TOP_KEYS |= {"heartbeat_interval", "election_timeout"}
 
@@ -182,13 +182,15 @@ def _logging_choice(value, check, source, key):
 
 
 def _web_options(data, source):
-    """WebOptions from ``web_hosts``, ``protect_metrics`` and ``web_limits``."""
+    """WebOptions from ``web_hosts``, ``protect_metrics``, ``web_access_log``
+    and ``web_limits``."""
     tunables = data.get("web_limits") or {}
     _reject_unknown(tunables, set(TUNABLES), f"{source}: web_limits")
     try:
         return WebOptions(
             hosts=data.get("web_hosts") or (),
             protect_metrics=_flag(data.get("protect_metrics", False), "protect_metrics", source),
+            access_log=_flag(data.get("web_access_log", False), "web_access_log", source),
             **tunables)
     except (WebOptionError, TypeError) as e:
         raise ConfigError(f"{source}: {e}") from None
@@ -327,8 +329,8 @@ def resolve(options, environ=os.environ, origins=None):
         overrides["lease_reads"] = bool(options["lease_reads"])
     if options.get("client_ca"):
         overrides["client_ca"] = options["client_ca"]
-    overrides["web"] = _web_overrides(cluster.web, options, explicit("protect_metrics"),
-                                      where("web_host")[1])
+    overrides["web"] = _web_overrides(
+        cluster.web, options, {key for key in WEB_FLAGS if explicit(key)}, where("web_host")[1])
     for key in ("history", "history_bytes", "snapshot_entries"):
         if options.get(key) is not None:
             source, label = where(key)
@@ -373,16 +375,22 @@ def attached_to(cluster: ClusterConfig, found: str, address: str) -> ClusterConf
     return attrs.evolve(cluster, cluster=found, cluster_given=True)
 
 
-def _web_overrides(web, options, protect_given=False, label="--web-host"):
-    """``--web-host`` (replaces the file's ``web_hosts``) and
-    ``--protect-metrics`` (with ``protect_given``: its value, even false)."""
+WEB_FLAGS = {"protect_metrics": "protect_metrics", "web_access_log": "access_log"}
+"""Option keys of the web port's on/off options -> their WebOptions fields."""
+
+
+def _web_overrides(web, options, given=frozenset(), label="--web-host"):
+    """``--web-host`` (replaces the file's ``web_hosts``) and the WEB_FLAGS
+    (``--protect-metrics``, ``--web-access-log``): a flag given true, or
+    named in ``given`` (set explicitly: its value, even false)."""
     try:
         if options.get("web_host"):
             web = attrs.evolve(web, hosts=options["web_host"])
     except WebOptionError as e:
         raise ConfigError(f"{label}: {e}") from None
-    if protect_given or options.get("protect_metrics"):
-        web = attrs.evolve(web, protect_metrics=bool(options.get("protect_metrics")))
+    for key, field in WEB_FLAGS.items():
+        if key in given or options.get(key):
+            web = attrs.evolve(web, **{field: bool(options.get(key))})
     return web
 
 
@@ -408,6 +416,7 @@ YAML_KEYS: dict[str, str | None] = {
     "peer-secret-file": "peer_secret_file", "peer-cert": "peer_cert",
     "peer-key": "peer_key", "peer-ca": "peer_ca", "client-ca": "client_ca",
     "insecure-peers": "insecure_peers", "protect-metrics": "protect_metrics",
+    "web-access-log": "web_access_log",
     "lease-reads": "lease_reads",
     "web-host": "web_hosts", "log-level": "log_level", "log-format": "log_format",
 }

@@ -29,6 +29,7 @@ def _value(spec: OptionSpec, options: Mapping, cluster: ClusterConfig,
                                   if n != node.name) or None,
         "data-dir": lambda: "(in memory)" if node.in_memory else cluster.data_dir_of(node),
         "protect-metrics": lambda: cluster.web.protect_metrics,
+        "web-access-log": lambda: cluster.web.access_log,
         "web-host": lambda: ",".join(cluster.web.hosts) or None,
     }
     if spec.name in special:

@@ -106,6 +106,9 @@ class Options(usage.Options):
         ["protect-metrics", None,
          "/metrics and /health need the read secret (by default they are "
          "open, as Prometheus expects)."],
+        ["web-access-log", None,
+         "Log one line per web port request (twisted.web's combined log format, "
+         "into the node's log); it costs more than the rest of a request's web work."],
         ["print-config", None,
          "Print the effective configuration and where each value comes from "
          "(flag, env, file, default), then exit; secrets are never printed."],

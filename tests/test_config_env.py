@@ -86,6 +86,8 @@ ENDPOINT = "tcp:0:interface=127.0.0.1"
     ("DOOZER_IN_MEMORY", "TRUE", lambda c, n: n.in_memory),
     ("DOOZER_IN_MEMORY", "0", lambda c, n: not n.in_memory),
     ("DOOZER_PROTECT_METRICS", "yes", lambda c, n: c.web.protect_metrics),
+    ("DOOZER_WEB_ACCESS_LOG", "on", lambda c, n: c.web.access_log),
+    ("DOOZER_WEB_ACCESS_LOG", "no", lambda c, n: not c.web.access_log),
     ("DOOZER_LEASE_READS", "1", lambda c, n: c.lease_reads),
     ("DOOZER_HEARTBEAT_INTERVAL", "0.2", lambda c, n: c.heartbeat_interval == 0.2),
     ("DOOZER_ELECTION_TIMEOUT", "1.5", lambda c, n: c.election_timeout == 1.5),
@@ -133,6 +135,15 @@ def test_an_environment_false_overrides_the_file(tmp_path):
     off = parsed(["--config", str(path), "--in-memory", "--web", "none"],
                  {"DOOZER_PROTECT_METRICS": "off"})
     assert on.cluster.web.protect_metrics and not off.cluster.web.protect_metrics
+
+
+def test_an_environment_false_turns_the_files_access_log_off(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("web_access_log: true\n")
+    on = parsed(["--config", str(path), "--in-memory", "--web", "none"], {})
+    off = parsed(["--config", str(path), "--in-memory", "--web", "none"],
+                 {"DOOZER_WEB_ACCESS_LOG": "off"})
+    assert on.cluster.web.access_log and not off.cluster.web.access_log
 
 
 def test_empty_variables_count_as_unset():
@@ -232,6 +243,7 @@ def test_print_config_says_where_each_value_comes_from(tmp_path, capsys):
     assert rows["--name"] == ("n1", "file")
     assert rows["--history-bytes"] == ("67108864", "default")
     assert rows["--log-level"] == ("INFO", "default")
+    assert rows["--web-access-log"] == ("off", "default")
     assert rows["rw secret"] == ("(set)", "file")
     assert rows["ro secret"] == ("(set)", "env DOOZER_ROSECRET_FILE")
     assert "filesecret" not in out and "envsecret" not in out
@@ -339,3 +351,63 @@ def test_raft_timing_in_ticks_and_its_bounds(tmp_path):
     assert "heartbeat_interval must be at least 0.01s" in failure(
         ["--heartbeat-interval", "0.001"], env)
     assert "must be positive" in failure(["--election-timeout", "-1"], env)
+
+
+# -- the web port's access log -----------------------------------------------------------
+
+
+def test_web_access_log_from_the_file_the_flag_or_nowhere(tmp_path):
+    env = {"DOOZER_IN_MEMORY": "1", "DOOZER_WEB": "none"}
+    conf = tmp_path / "cluster.yaml"
+    conf.write_text("web_access_log: true\nprotect_metrics: true\n")
+    from_file = parsed(["--config", str(conf)], env).cluster.web
+    assert from_file.access_log and from_file.protect_metrics
+    assert parsed(["--web-access-log"], env).cluster.web.access_log
+    assert not parsed([], env).cluster.web.access_log
+    assert config.parse({"web_access_log": True}).web.access_log
+    assert not config.parse({}).web.access_log
+    conf.write_text("web_access_log: yes please\n")
+    assert "web_access_log must be true or false" in failure(["--config", str(conf)], env)
+
+
+def test_print_config_shows_the_web_access_log(tmp_path, capsys):
+    conf = tmp_path / "cluster.yaml"
+    conf.write_text("web_access_log: true\n")
+    rows, _ = printed(["--in-memory", "--config", str(conf)], {}, capsys)
+    assert rows["--web-access-log"] == ("on", "file")
+    rows, _ = printed(["--in-memory"], {"DOOZER_WEB_ACCESS_LOG": "1"}, capsys)
+    assert rows["--web-access-log"] == ("on", "env DOOZER_WEB_ACCESS_LOG")
+    rows, _ = printed(["--in-memory", "--web-access-log"], {}, capsys)
+    assert rows["--web-access-log"] == ("on", "flag")
+
+
+def access_log_of(argv):
+    """The node's log lines of the web port's access log while a node
+    configured by ``argv`` answers a PUT and a GET."""
+    from twisted.internet.task import Clock
+    from twisted.logger import capturedLogs, formatEvent
+
+    from doozertw.testing.web import Conversation
+
+    options = parsed(["--in-memory", "--web-host", "doozer.test", *argv], {})
+    _, top = tap.build(options.cluster, options.node, reactor=Clock())
+    [site] = [s.factory for s in top if getattr(s, "description", "") == options.node.web]
+    site.startFactory()                 # the access log goes to the node's log
+    try:
+        with capturedLogs() as events:
+            conv = Conversation(site)
+            conv.send("PUT", "/v1/keys/a", body=b"v")
+            conv.send("GET", "/v1/keys/a")
+    finally:
+        site.stopFactory()
+    assert conv.transport.value().count(b"HTTP/1.1 200") == 2
+    return [formatEvent(e) for e in events if " /v1/keys/a HTTP/1.1" in formatEvent(e)]
+
+
+def test_a_node_logs_one_line_per_web_request_only_with_web_access_log():
+    assert access_log_of([]) == []
+    lines = access_log_of(["--web-access-log"])
+    assert len(lines) == 2
+    assert lines[0].startswith('"127.0.0.1" - - [')
+    assert '"PUT /v1/keys/a HTTP/1.1" 200' in lines[0]
+    assert '"GET /v1/keys/a HTTP/1.1" 200' in lines[1]
