@@ -1,7 +1,8 @@
 """The web port: one twisted.web Site for the view, the API, mostdb and operations.
 
     /                 the web view (static files from web/)
-    /$events/<path>   websocket events (doozertw.frontends.web.events)
+    /$events/<path>   websocket events (doozertw.frontends.web.events; loaded, with
+                      Autobahn, on first use: doozertw.frontends.web.lazy_events)
     /v1/...           HTTP JSON API (doozertw.frontends.web.api)
     /leases           the leases and their files, as HTML (doozertw.frontends.web.leases)
     /mostdb/...       mostdb compatibility (doozertw.frontends.web.mostdb)
@@ -20,8 +21,8 @@ from doozertw.frontends.access import Secrets
 from doozertw.frontends.web import api as api_module
 from doozertw.frontends.web.conn import (
     ConnectionGate, GuardedChannel, GuardedRequest, max_body)
-from doozertw.frontends.web.events import events_resource
 from doozertw.frontends.web.hosts import HostPolicy, HostRefused
+from doozertw.frontends.web.lazy_events import LazyEventsResource
 from doozertw.frontends.web.leases import LeasesPage
 from doozertw.frontends.web.mostdb import mostdb_resource
 from doozertw.frontends.web.ops import (
@@ -36,6 +37,7 @@ class WebSite(server.Site):
     """The Site, with the objects tests and the node may want to reach.
 
     ``gate`` counts open connections; ``hosts`` is the Host allowlist.
+    ``events`` is the LazyEventsResource at ``$events`` (None: not mounted).
     Plain HTTP/1.x only (GuardedChannel; no HTTP/2 negotiation).
     """
 
@@ -45,7 +47,7 @@ class WebSite(server.Site):
     requestFactory = GuardedRequest
     api = None
     metrics = None
-    events_factory = None
+    events = None
 
     def __init__(self, root, options, limits, reactor):
         super().__init__(root, timeout=options.idle_timeout, reactor=reactor)
@@ -53,6 +55,12 @@ class WebSite(server.Site):
         self.limits = limits
         self.hosts = HostPolicy(options.hosts)
         self.gate = ConnectionGate(options.max_connections, options.max_connections_per_source)
+
+    @property
+    def events_factory(self):
+        """The websocket EventsFactory behind ``$events`` (None without one); the
+        first access imports Autobahn and builds it, as the first upgrade does."""
+        return self.events.factory if self.events is not None else None
 
     def buildProtocol(self, addr):
         return self.gate.wrap(addr, lambda: self._channel(addr))
@@ -118,7 +126,7 @@ def make_web_site(node, secrets=None, limits=None, reactor=None, status=None,
         api.observe_write = metrics.observe_proposal  # a node that reports nothing
 
     root = static_resource(static_dir)
-    events = events_resource(api, reactor, HostPolicy(options.hosts))
+    events = LazyEventsResource(api, reactor, HostPolicy(options.hosts))
     root.putChild(b"$events", events)
     root.putChild(b"v1", api_module.v1_resource(api))
     root.putChild(b"leases", LeasesPage(api))
@@ -132,5 +140,5 @@ def make_web_site(node, secrets=None, limits=None, reactor=None, status=None,
     site.displayTracebacks = False
     site.api = api
     site.metrics = metrics
-    site.events_factory = events._factory
+    site.events = events
     return site
