@@ -260,10 +260,28 @@ def check_endpoints(me: config.NodeConfig, origins=None) -> None:
 ATTACH_TIMEOUT = 5.0
 
 
+NAME_POLL = 0.1
+"""Seconds between reads of a /ctl/name that is not written yet."""
+
+
+def await_cluster_name(read, timeout: float, clock=time.monotonic, sleep=time.sleep) -> str:
+    """``read(seconds_left)`` again every NAME_POLL seconds until it gives a
+    name or ``timeout`` seconds have passed (a node that has just started
+    writes its /ctl/name once it leads); the last name read, "" if none."""
+    deadline = clock() + timeout
+    while True:
+        name = read(max(deadline - clock(), NAME_POLL))
+        if name or clock() + NAME_POLL > deadline:
+            return name
+        sleep(NAME_POLL)
+
+
 def cluster_name_at(address: str, secrets, timeout: float = ATTACH_TIMEOUT) -> str:
     """The /ctl/name of the node whose client port is ``address``
-    (host:port), read with a blocking client before the reactor runs;
-    ConfigError if no doozer node answers there within ``timeout`` s."""
+    (host:port), read with a blocking client before the reactor runs,
+    waiting up to ``timeout`` s for a node that has just started to write
+    it; ConfigError if no doozer node answers there within ``timeout`` s;
+    "" if the node there never names a cluster."""
     from doozertw.client.blocking import BlockingClient
     from doozertw.client.core import ConnectionLost, WaitTimeout, call
     from doozertw.errors import DoozerError
@@ -273,8 +291,13 @@ def cluster_name_at(address: str, secrets, timeout: float = ATTACH_TIMEOUT) -> s
                                 connect_timeout=timeout, suspend_timeout=timeout)
     except ValueError as e:
         raise config.ConfigError(f"{where}: {e}") from None
+
+    def read(left: float) -> str:
+        value, _ = client.request(call("GET", path="/ctl/name"), timeout=left)
+        return value.decode("utf-8", "replace")
+
     try:
-        value, _ = client.request(call("GET", path="/ctl/name"), timeout=timeout)
+        return await_cluster_name(read, timeout)
     except ConnectionLost:
         raise config.ConfigError(f"{where}: no node answers there") from None
     except WaitTimeout:
@@ -285,7 +308,6 @@ def cluster_name_at(address: str, secrets, timeout: float = ATTACH_TIMEOUT) -> s
         raise config.ConfigError(f"{where}: cannot read /ctl/name: {e}") from None
     finally:
         client.close()
-    return value.decode("utf-8", "replace")
 
 
 def open_storage(cluster, me, reactor=None):

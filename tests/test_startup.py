@@ -48,6 +48,40 @@ def test_attaching_to_a_node_without_a_cluster_name_is_refused():
         config.attached_to(cluster, "", "h:1")
 
 
+class FakeTime:
+    def __init__(self):
+        self.now = 100.0
+
+    def clock(self):
+        return self.now
+
+    def sleep(self, seconds):
+        self.now += seconds
+
+
+def test_an_attaching_node_waits_for_a_just_started_node_to_write_its_name():
+    t = FakeTime()
+    answers = iter(["", "", "prod"])
+    lefts = []
+
+    def read(left):
+        lefts.append(left)
+        return next(answers)
+
+    assert tap.await_cluster_name(read, 5.0, t.clock, t.sleep) == "prod"
+    assert t.now == pytest.approx(100.0 + 2 * tap.NAME_POLL)
+    assert lefts[0] == pytest.approx(5.0) and lefts[-1] == pytest.approx(5.0 - 2 * tap.NAME_POLL)
+
+
+def test_an_attaching_node_gives_up_on_a_node_that_never_names_a_cluster():
+    t = FakeTime()
+    reads = []
+    assert tap.await_cluster_name(lambda left: reads.append(left) or "", 1.0,
+                                  t.clock, t.sleep) == ""
+    assert 100.0 + 0.9 <= t.now <= 100.0 + 1.0 + 1e-9   # never sleeps past the deadline
+    assert 10 <= len(reads) <= 11 and min(reads) >= tap.NAME_POLL
+
+
 def test_a_yaml_syntax_error_is_a_config_error(tmp_path):
     path = tmp_path / "bad.yaml"
     path.write_text("nodes: [1\n")
