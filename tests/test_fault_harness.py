@@ -877,3 +877,16 @@ def test_larger_clusters_form_and_survive_losing_a_minority(size, lost):
     finally:
         cluster.stop()
         cluster.cleanup()
+
+
+@pytest.mark.e2e
+def test_a_start_that_fails_leaves_no_node_running():
+    cluster = Cluster(3, name="failed-start")
+    try:
+        with pytest.raises(HarnessError):
+            cluster.start(timeout=0.01)     # n1 cannot be listening yet: the start fails
+        assert [n.name for n in cluster.nodes.values() if n.twistd.running()] == []
+        assert all(n.state == DEAD for n in cluster.nodes.values())
+    finally:
+        cluster.stop()
+        cluster.cleanup()

@@ -162,13 +162,20 @@ class Cluster(ClusterObservation):
     # --- lifecycle --------------------------------------------------------
 
     def start(self, timeout: float = 30.0) -> Cluster:
-        """Start the proxy and every node; wait until all client ports answer."""
-        if self.proxy is not None and self.control is None:
-            self.control = self.proxy.start()
-        for name in self.nodes:
-            self.spawn(name)
-        for name in self.nodes:
-            self.wait_listening(name, timeout)
+        """Start the proxy and every node; wait until all client ports
+        answer. If one does not, every node and the proxy are stopped
+        before the HarnessError goes up: a failed start leaves nothing
+        running."""
+        try:
+            if self.proxy is not None and self.control is None:
+                self.control = self.proxy.start()
+            for name in self.nodes:
+                self.spawn(name)
+            for name in self.nodes:
+                self.wait_listening(name, timeout)
+        except BaseException:
+            self.stop()
+            raise
         return self
 
     def spawn(self, name: str, extra: tuple = ()) -> NodeProcess:
