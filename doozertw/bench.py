@@ -29,6 +29,7 @@ import json
 import multiprocessing
 import os
 import secrets
+import shutil
 import struct
 import tempfile
 import time
@@ -331,6 +332,17 @@ def spawn_cluster(size: int, in_memory: bool = False, options: tuple[str, ...] =
     return nodes, addresses, [web for _, web, _ in ports.values()]
 
 
+def stop_nodes(nodes: list[Twistd], timeout: float = 10) -> None:
+    """Stop spawned ``nodes`` (SIGTERM, reaped) and remove their scratch
+    directories (logs and data included)."""
+    for node in nodes:
+        node.terminate()
+    for node in nodes:
+        node.reap(timeout=timeout)
+    for directory in {node.directory for node in nodes}:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
 def fsyncs(web_ports):
     """Total ``doozer_wal_fsyncs_total`` over the nodes' /metrics."""
     import urllib.request
@@ -398,10 +410,7 @@ def main(argv=None):
                     (fsyncs(web_ports) - before) / results[-1]["ops"], 4)
             print(_format(results[-1]), flush=True)
     finally:
-        for node in nodes:
-            node.terminate()
-        for node in nodes:
-            node.reap(timeout=10)
+        stop_nodes(nodes)
     report = {"addresses": args.addr, "connections": args.connections, "depth": args.depth,
               "workers": args.workers, "value_size": args.value_size,
               "seconds": args.seconds, "cpus": os.cpu_count(), "results": results}

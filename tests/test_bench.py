@@ -76,3 +76,25 @@ def test_summary_reports_rate_and_percentiles():
     assert summary["ops"] == 4 and summary["errors"] == 1
     assert summary["ops_per_s"] == 2.0
     assert summary["p50_ms"] == 3.0 and summary["p99_ms"] == 4.0
+
+
+def test_stopping_spawned_nodes_removes_their_scratch_directories(tmp_path):
+    from doozertw import bench
+
+    class Node:
+        def __init__(self, directory):
+            self.directory, self.calls = str(directory), []
+
+        def terminate(self):
+            self.calls.append("terminate")
+
+        def reap(self, timeout):
+            self.calls.append("reap")
+
+    shared = tmp_path / "cluster"
+    (shared / "doozer-data").mkdir(parents=True)
+    (shared / "n1.log").write_text("log")
+    nodes = [Node(shared), Node(shared)]
+    bench.stop_nodes(nodes)
+    assert [n.calls for n in nodes] == [["terminate", "reap"]] * 2
+    assert not shared.exists()

@@ -18,7 +18,6 @@ so.
 
 from __future__ import annotations
 
-import shutil
 import time
 import urllib.request
 
@@ -184,12 +183,7 @@ class DoozerCluster:
 
     def stop(self) -> None:
         """Stop every node (SIGTERM, reaped) and remove their scratch directory."""
-        for node in self.nodes:
-            node.terminate()
-        for node in self.nodes:
-            node.reap(timeout=10)
-        for directory in {node.directory for node in self.nodes}:
-            shutil.rmtree(directory, ignore_errors=True)
+        bench.stop_nodes(self.nodes)
 
 
 def watch_worker(address: str, watchers: int, limit: float, ready, stop, results) -> None:

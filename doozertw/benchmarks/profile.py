@@ -111,10 +111,7 @@ def run_workload(kind: str, seconds: float, options: tuple[str, ...],
             p.join()
         used = [_cpu_seconds(n.pid) - b for n, b in zip(nodes, before)]
     finally:
-        for node in nodes:
-            node.terminate()
-        for node in nodes:
-            node.reap(timeout=30)
+        bench.stop_nodes(nodes, timeout=30)
     ops = sum(r[0] for r in done)
     return {"ops": ops, "seconds": max(r[3] for r in done), "cpu": used, "leaders": leaders}
 
