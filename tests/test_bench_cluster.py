@@ -604,7 +604,7 @@ def test_http_rows_come_after_the_native_rows_and_no_http_drops_them():
 def test_suites_name_the_api_of_each_kind_of_row():
     [ours] = cluster.suites(cluster.parse_args([]))
     assert (ours.api, ours.http_api) == ("doozer protocol", "HTTP /v1/keys")
-    assert ours.watch_api == getattr(doozer, "WATCH_API", doozer.API)
+    assert ours.watch_api == doozer.WATCH_VIAS["stream"]
     assert ours.http_worker is http.doozer_worker and ours.http_endpoints is http.doozer_endpoints
     [leased] = cluster.suites(cluster.parse_args(["--lease-reads"]))
     assert leased.http_api == "HTTP /v1/keys, lease reads"

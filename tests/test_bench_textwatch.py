@@ -183,17 +183,12 @@ def test_against_a_real_text_connection(node):
     assert stats.latencies == [1.0, 0.5] and stats.errors == 0
 
 
-def test_watch_api_names_the_stream_by_default():
-    assert doozer.WATCH_VIA == "stream"
-    assert doozer.WATCH_API == "text protocol watch stream"
-
-
 def test_watch_via_wait_switches_the_rows_and_their_label():
     from doozertw.benchmarks import cluster
-    try:
-        cluster.suites(cluster.parse_args(["--watch-via", "wait"]))
-        assert doozer.WATCH_VIA == "wait" and doozer.WATCH_API == "doozer protocol WAIT chains"
-        [suite] = cluster.suites(cluster.parse_args([]))
-        assert suite.watch_api == "text protocol watch stream"
-    finally:
-        doozer.use_watch_via("stream")
+    [stream] = cluster.suites(cluster.parse_args([]))
+    assert stream.watch_api == "text protocol watch stream"
+    assert stream.watch_worker.keywords == {"via": "stream"}
+    [wait] = cluster.suites(cluster.parse_args(["--watch-via", "wait"]))
+    assert wait.watch_api == "doozer protocol WAIT chains"
+    assert wait.watch_worker.keywords == {"via": "wait"}
+    assert wait.watch_worker.func is doozer.watch_worker

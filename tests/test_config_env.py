@@ -128,22 +128,16 @@ def test_precedence_flag_over_env_over_file_over_default(tmp_path):
     assert cluster.snapshot_entries == config.DEFAULT_SNAPSHOT_ENTRIES
 
 
-def test_an_environment_false_overrides_the_file(tmp_path):
+@pytest.mark.parametrize("key, variable, field", [
+    ("protect_metrics", "DOOZER_PROTECT_METRICS", "protect_metrics"),
+    ("web_access_log", "DOOZER_WEB_ACCESS_LOG", "access_log"),
+])
+def test_an_environment_false_overrides_the_files_true(tmp_path, key, variable, field):
     path = tmp_path / "c.yaml"
-    path.write_text("protect_metrics: true\n")
+    path.write_text(f"{key}: true\n")
     on = parsed(["--config", str(path), "--in-memory", "--web", "none"], {})
-    off = parsed(["--config", str(path), "--in-memory", "--web", "none"],
-                 {"DOOZER_PROTECT_METRICS": "off"})
-    assert on.cluster.web.protect_metrics and not off.cluster.web.protect_metrics
-
-
-def test_an_environment_false_turns_the_files_access_log_off(tmp_path):
-    path = tmp_path / "c.yaml"
-    path.write_text("web_access_log: true\n")
-    on = parsed(["--config", str(path), "--in-memory", "--web", "none"], {})
-    off = parsed(["--config", str(path), "--in-memory", "--web", "none"],
-                 {"DOOZER_WEB_ACCESS_LOG": "off"})
-    assert on.cluster.web.access_log and not off.cluster.web.access_log
+    off = parsed(["--config", str(path), "--in-memory", "--web", "none"], {variable: "off"})
+    assert getattr(on.cluster.web, field) and not getattr(off.cluster.web, field)
 
 
 def test_empty_variables_count_as_unset():

@@ -32,6 +32,7 @@ rounds are counted apart from the workloads'.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import multiprocessing
 import os
@@ -153,13 +154,13 @@ def suites(args: argparse.Namespace) -> list[Suite]:
     out = []
     if args.only != "etcd":
         api = doozer.API + (", lease reads" if args.lease_reads else "")
-        doozer.use_watch_via(args.watch_via)
         out.append(Suite("doozertw", api, doozer.DoozerCluster(node_options(args)),
                          doozer.load_worker,
-                         doozer.watch_worker, doozer.stamped_writer, doozer.fill_worker, "fork",
+                         functools.partial(doozer.watch_worker, via=args.watch_via),
+                         doozer.stamped_writer, doozer.fill_worker, "fork",
                          doozer.failover_worker, http.doozer_worker,
                          http.DOOZER_API + (", lease reads" if args.lease_reads else ""),
-                         http.doozer_endpoints, doozer.WATCH_API))
+                         http.doozer_endpoints, doozer.WATCH_VIAS[args.watch_via]))
     if args.compare_etcd or args.only == "etcd":
         if not etcd.available():
             raise SystemExit("--compare-etcd: no etcd binary (Debian: apt-get install "

@@ -11,9 +11,9 @@ every GET without a revision is a linearizable read (ReadIndex).
 The watch rows use the text protocol's streaming watch (one connection and
 one ``watch`` per watcher, ``doozertw.benchmarks.textwatch``), the
 counterpart of etcd's streaming Watch. With ``--watch-via wait``
-(``use_watch_via``) they use the doozer protocol's WAIT chains instead (a
-new request per event per watcher), and WATCH_API, the rows' label, says
-so.
+(``watch_worker``'s ``via``) they use the doozer protocol's WAIT chains
+instead (a new request per event per watcher), and the rows' label
+(WATCH_VIAS) says so.
 """
 
 from __future__ import annotations
@@ -28,20 +28,8 @@ from doozertw.client.uri import parse_address
 from doozertw.testing.spawn import listening, writable
 
 API = "doozer protocol"
-#: The watch rows' transport: "stream" (text protocol watch) or "wait"
-#: (doozer protocol WAIT chains); ``use_watch_via`` sets it (``--watch-via``)
-#: before the load processes are forked.
 WATCH_VIAS = {"stream": "text protocol watch stream", "wait": "doozer protocol WAIT chains"}
-WATCH_VIA = "stream"
-WATCH_API = WATCH_VIAS[WATCH_VIA]
-
-
-def use_watch_via(via: str) -> None:
-    """Make the watch rows use ``via`` (a key of WATCH_VIAS)."""
-    global WATCH_VIA, WATCH_API
-    WATCH_API = WATCH_VIAS[via]
-    WATCH_VIA = via
-
+"""How the watch rows' watchers follow changes (``--watch-via``) -> the rows' API label."""
 
 WATCH_GLOB = "/bench/watch/*"
 
@@ -186,16 +174,17 @@ class DoozerCluster:
         bench.stop_nodes(self.nodes)
 
 
-def watch_worker(address: str, watchers: int, limit: float, ready, stop, results) -> None:
+def watch_worker(address: str, watchers: int, limit: float, ready, stop, results,
+                 via: str = "stream") -> None:
     """``watchers`` watchers of ``/bench/watch/*`` from the revision after
     REV: each one text-protocol connection holding one streaming ``watch``
-    (``textwatch.TextWatcher``), or with WATCH_VIA "wait" one doozer
+    (``textwatch.TextWatcher``), or with ``via`` "wait" one doozer
     connection chaining WAITs (``doozertw.bench.WaitChain``). Tells
     ``ready`` once every watch is in place (no later write is missed),
     ends once ``stop`` (an Event) is set or after ``limit`` seconds; puts
     (events, errors, latencies, seconds watched, CPU seconds used
     meanwhile, seconds watched) on ``results``."""
-    follow = _wait_chains if WATCH_VIA == "wait" else _watch_streams
+    follow = _wait_chains if via == "wait" else _watch_streams
 
     async def run(reactor):
         from twisted.internet.task import deferLater
